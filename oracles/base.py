@@ -1,0 +1,132 @@
+"""The weak-separation protocol every linear-minimisation oracle speaks.
+
+A direction ``c`` lives on the ``u`` distinct observed entries ``U`` (rows of ``indices``).
+An atom is stored as its concatenated bits ``theta`` of length ``rho = sum(shape)``; its value on
+entry ``x`` is ``prod_k theta[offsets[k] + x[k]]``.
+
+The oracle is asked: find an atom ``v`` with ``<c, v> <= query.target`` (a *positive* answer), or
+prove that every atom has ``<c, v> >= query.certify_level`` (a *negative*, certified answer).
+Whatever happens it reports the best atom it saw, the best *proven* lower bound on
+``min_v <c, v>`` (``-inf`` when it proved nothing), where the answer came from and what it cost.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+__all__ = [
+    "SeparationQuery",
+    "OracleAnswer",
+    "Oracle",
+    "atom_offsets",
+    "atom_values_on",
+    "atom_dot",
+    "trivial_lower_bound",
+]
+
+
+@dataclass(frozen=True)
+class SeparationQuery:
+    """One weak-separation request.
+
+    direction: (u,) float64, the linear objective on the observed entries.
+    current_value: <c, phi> at the current iterate (informational; thresholds are absolute).
+    target: a vertex with <c, v> <= target answers positively.
+    certify_level: a proof that min_v <c, v> >= certify_level answers negatively.
+    time_limit_s: wall-clock budget for this call (None: no limit).
+    hints: (k, rho) bool array of atoms to start from / warm-start with (may be empty).
+    """
+
+    direction: np.ndarray
+    current_value: float
+    target: float
+    certify_level: float
+    time_limit_s: float | None = None
+    hints: np.ndarray | None = None
+
+
+@dataclass
+class OracleAnswer:
+    """What an oracle found.
+
+    theta: best atom seen (rho,) bool, or None when the oracle saw none.
+    value: <c, theta> (math.inf when theta is None).
+    lower_bound: proven lower bound on min_v <c, v>; -inf when nothing is proven.
+    source: the oracle that produced the atom/bound ("altmin", "scip", "exhaustive", ...).
+    time_s: wall-clock seconds spent.
+    status: the raw status (e.g. SCIP's), for diagnostics.
+    calls: per-source counters merged by composite oracles.
+    """
+
+    theta: np.ndarray | None
+    value: float
+    lower_bound: float
+    source: str
+    time_s: float
+    status: str = ""
+    exact: bool = False
+    ip_calls: int = 0
+    ip_time_s: float = 0.0
+    failures: list = field(default_factory=list)
+
+    def is_positive(self, query: SeparationQuery) -> bool:
+        return self.theta is not None and self.value <= query.target
+
+    def is_certified_negative(self, query: SeparationQuery) -> bool:
+        return self.lower_bound >= query.certify_level
+
+
+class Oracle(Protocol):
+    """Anything with ``separate(query) -> OracleAnswer``.
+
+    ``certifies``: declared capability, True when the oracle can return proven lower bounds.
+    """
+
+    name: str
+    certifies: bool
+
+    def separate(self, query: SeparationQuery) -> OracleAnswer: ...
+
+
+def atom_offsets(shape: Sequence[int]) -> np.ndarray:
+    """Start of each mode's block in the concatenated bit vector; length p + 1."""
+    return np.concatenate([[0], np.cumsum(np.asarray(shape, dtype=np.int64))]).astype(np.int64)
+
+
+def atom_values_on(theta: np.ndarray, indices: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """0/1 values (bool, shape (u,)) of the atom ``theta`` on the entries ``indices`` (u, p)."""
+    offsets = atom_offsets(shape)
+    theta = np.asarray(theta, dtype=bool)
+    values = np.ones(indices.shape[0], dtype=bool)
+    for k in range(indices.shape[1]):
+        values &= theta[offsets[k] + indices[:, k]]
+    return values
+
+
+def atom_dot(direction: np.ndarray, theta: np.ndarray, indices: np.ndarray, shape) -> float:
+    """<c, v> for the atom ``theta``."""
+    return float(direction[atom_values_on(theta, indices, shape)].sum())
+
+
+def trivial_lower_bound(direction: np.ndarray) -> float:
+    """A free proven bound: every atom is a 0/1 vector, so <c, v> >= sum_x min(c_x, 0)."""
+    return float(np.minimum(direction, 0.0).sum())
+
+
+class Timer:
+    """Tiny wall-clock helper: ``t = Timer(); ...; t.elapsed()``."""
+
+    __slots__ = ("start",)
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self, limit_s: float | None) -> float:
+        return math.inf if limit_s is None else limit_s - self.elapsed()
