@@ -1,0 +1,108 @@
+"""Numba kernels for the hot paths, each with a pure-NumPy twin that the tests cross-check.
+
+Plain array code only: atoms are rows of bits; entries are rows of mode indices.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# ---------------------------------------------------------------------------------------------
+# support of an atom on the observed entries
+
+
+@njit(parallel=True, cache=True)
+def atom_support(theta, entries, offsets):
+    """bool (u,): 1 where every mode bit of the atom is set."""
+    u, p = entries.shape
+    out = np.empty(u, dtype=np.bool_)
+    for x in prange(u):
+        on = True
+        for k in range(p):
+            if not theta[offsets[k] + entries[x, k]]:
+                on = False
+                break
+        out[x] = on
+    return out
+
+
+def atom_support_numpy(theta, entries, offsets):
+    out = np.ones(entries.shape[0], dtype=bool)
+    for k in range(entries.shape[1]):
+        out &= theta[offsets[k] + entries[:, k]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the iterate on the observed entries: phi = sum_j w_j a_j
+
+
+@njit(parallel=True, cache=True)
+def point_on_entries(supports, weights):
+    m, u = supports.shape
+    out = np.zeros(u, dtype=np.float64)
+    for x in prange(u):
+        acc = 0.0
+        for j in range(m):
+            if supports[j, x]:
+                acc += weights[j]
+        out[x] = acc
+    return out
+
+
+def point_on_entries_numpy(supports, weights):
+    return weights @ supports.astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gram row and linear term of a new atom: G[new, j] = sum_x m_x a_new[x] a_j[x], h = sum_x s_x a_new
+
+
+@njit(parallel=True, cache=True)
+def gram_row(supports, new_on, counts):
+    """new_on: int64 positions of the entries where the new atom is 1."""
+    m = supports.shape[0]
+    out = np.zeros(m, dtype=np.float64)
+    for j in prange(m):
+        acc = 0.0
+        for t in range(new_on.size):
+            x = new_on[t]
+            if supports[j, x]:
+                acc += counts[x]
+        out[j] = acc
+    return out
+
+
+def gram_row_numpy(supports, new_on, counts):
+    return supports[:, new_on].astype(np.float64) @ counts[new_on].astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction at arbitrary indices from the CP form (bits per mode)
+
+
+@njit(parallel=True, cache=True)
+def predict_cp(thetas, weights, offsets, indices):
+    """thetas (m, rho) bool, weights (m,), indices (N, p) -> (N,) values."""
+    m = thetas.shape[0]
+    N, p = indices.shape
+    out = np.zeros(N, dtype=np.float64)
+    for i in prange(N):
+        acc = 0.0
+        for j in range(m):
+            on = True
+            for k in range(p):
+                if not thetas[j, offsets[k] + indices[i, k]]:
+                    on = False
+                    break
+            if on:
+                acc += weights[j]
+        out[i] = acc
+    return out
+
+
+def predict_cp_numpy(thetas, weights, offsets, indices):
+    out = np.zeros(indices.shape[0])
+    for j in range(thetas.shape[0]):
+        out += weights[j] * atom_support_numpy(thetas[j], indices, offsets)
+    return out

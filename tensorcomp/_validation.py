@@ -1,0 +1,111 @@
+"""Input checks shared by every public entry point: fail early, name the argument and the value."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["InputError", "as_shape", "as_index_array", "as_value_array", "as_positive_float",
+           "as_optional_positive_float", "as_optional_positive_int", "check_choice", "describe"]
+
+
+class InputError(ValueError):
+    """Bad input to a public function. Subclass of ValueError; the message names the argument."""
+
+
+def describe(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
+        raise InputError(f"{name} must be a sequence of positive integers, got {describe(shape)}")
+    dims = []
+    for r in shape:
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, (numbers.Integral, np.integer)):
+            raise InputError(f"{name} must contain positive integers, got {describe(shape)}")
+        if int(r) < 1:
+            raise InputError(f"{name} must contain positive integers, got {describe(shape)}")
+        dims.append(int(r))
+    if len(dims) < 1:
+        raise InputError(f"{name} must have at least one mode, got {describe(shape)}")
+    return tuple(dims)
+
+
+def as_index_array(indices, shape: tuple[int, ...], name: str = "indices") -> np.ndarray:
+    """(n, p) int64 copy, checked for dtype, shape and range."""
+    arr = np.asarray(indices)
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "b":
+        raise InputError(f"{name} must be an integer array, got booleans")
+    if arr.dtype.kind == "f":
+        raise InputError(f"{name} must be an integer array, got floating dtype {arr.dtype}")
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    p = len(shape)
+    if arr.ndim == 1 and p == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[1] != p:
+        raise InputError(f"{name} must have shape (n, {p}) for a tensor of order {p}, "
+                         f"got shape {arr.shape}")
+    arr = arr.astype(np.int64, copy=True)
+    if arr.size:
+        low = arr.min(axis=0)
+        high = arr.max(axis=0)
+        for k in range(p):
+            if low[k] < 0 or high[k] >= shape[k]:
+                bad = low[k] if low[k] < 0 else high[k]
+                row = int(np.flatnonzero((arr[:, k] == bad))[0])
+                raise InputError(f"{name}[{row}, {k}] = {bad} is out of range for mode {k} "
+                                 f"of size {shape[k]}")
+    return arr
+
+
+def as_value_array(values, n: int, name: str = "values") -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise InputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "c":
+        raise InputError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InputError(f"{name} has length {arr.shape[0]} but indices has {n} rows")
+    arr = arr.astype(np.float64, copy=True)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise InputError(f"{name}[{i}] = {arr[i]} is not finite")
+    return arr
+
+
+def as_positive_float(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating,
+                                                                      np.integer)):
+        raise InputError(f"{name} must be a positive finite number, got {describe(value)}")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(f"{name} must be a positive finite number, got {describe(value)}")
+    return v
+
+
+def as_optional_positive_float(value, name: str) -> float | None:
+    return None if value is None else as_positive_float(value, name)
+
+
+def as_optional_positive_int(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)) \
+            or int(value) < 1:
+        raise InputError(f"{name} must be a positive integer or None, got {describe(value)}")
+    return int(value)
+
+
+def check_choice(value, choices, name: str):
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{name} must be one of {sorted(choices)}, got {describe(value)}")
+    return value

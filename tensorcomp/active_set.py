@@ -1,0 +1,161 @@
+"""Active set with cached quadratic products (METHOD.md §1, "Quadratic structure").
+
+Atoms are stored by their bits ``theta`` and their support on the observed entries. With
+G_jl = sum_x m_x a_j[x] a_l[x] and h_j = sum_x s_x a_j[x] cached, the objective, the products
+<grad f, a_j> and every line search cost O(m^2) and never touch the data; only a new atom costs a
+pass over the observed entries (its support and one Gram row).
+
+All weight writes go through ``set_weights`` (one path that purges, renormalises and keeps the
+caches valid).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels as K
+from .numerics import WEIGHT_PURGE, check_finite
+from .observations import Observations
+
+__all__ = ["ActiveSet"]
+
+
+class ActiveSet:
+    def __init__(self, obs: Observations, lam: float) -> None:
+        self.obs = obs
+        self.lam = float(lam)
+        self.n = obs.n_samples
+        self.offsets = np.concatenate([[0], np.cumsum(obs.shape)]).astype(np.int64)
+        self.rho = int(self.offsets[-1])
+        self.counts_f = obs.counts.astype(np.float64)
+        self._cap = 0
+        self._thetas = np.zeros((0, self.rho), dtype=bool)
+        self._supports = np.zeros((0, obs.n_entries), dtype=bool)
+        self._G = np.zeros((0, 0))
+        self.m = 0
+        self.weights = np.zeros(0)
+        self.h = np.zeros(0)
+        self._keys: dict[bytes, int] = {}
+
+    # -------------------------------------------------------------------------------- views
+    @property
+    def thetas(self) -> np.ndarray:
+        return self._thetas[: self.m]
+
+    @property
+    def supports(self) -> np.ndarray:
+        return self._supports[: self.m]
+
+    @property
+    def G(self) -> np.ndarray:
+        return self._G[: self.m, : self.m]
+
+    # -------------------------------------------------------------------------------- atoms
+    def _grow(self) -> None:
+        cap = max(8, 2 * self._cap)
+        u = self.obs.n_entries
+        thetas = np.zeros((cap, self.rho), dtype=bool)
+        supports = np.zeros((cap, u), dtype=bool)
+        G = np.zeros((cap, cap))
+        thetas[: self.m] = self.thetas
+        supports[: self.m] = self.supports
+        G[: self.m, : self.m] = self.G
+        self._thetas, self._supports, self._G, self._cap = thetas, supports, G, cap
+
+    def find_or_add(self, theta: np.ndarray) -> int:
+        """Index of the atom (by its support on the observed entries), adding it with weight 0."""
+        theta = np.ascontiguousarray(theta, dtype=bool)
+        support = K.atom_support(theta, self.obs.entries, self.offsets)
+        key = np.packbits(support).tobytes()
+        j = self._keys.get(key)
+        if j is not None:
+            return j
+        if self.m == self._cap:
+            self._grow()
+        on = np.flatnonzero(support)
+        row = K.gram_row(self.supports, on, self.counts_f)
+        j = self.m
+        self._thetas[j] = theta
+        self._supports[j] = support
+        self._G[j, :j] = row
+        self._G[:j, j] = row
+        self._G[j, j] = float(self.counts_f[on].sum())
+        self.h = np.append(self.h, float(self.obs.sums[on].sum()))
+        self.weights = np.append(self.weights, 0.0)
+        self.m += 1
+        self._keys[key] = j
+        return j
+
+    def _keep(self, keep: np.ndarray) -> None:
+        idx = np.flatnonzero(keep)
+        m = idx.size
+        self._thetas[:m] = self._thetas[idx]
+        self._supports[:m] = self._supports[idx]
+        G = self._G[np.ix_(idx, idx)]
+        self._G[:m, :m] = G
+        self.h = self.h[idx]
+        self.weights = self.weights[idx]
+        self.m = m
+        self._keys = {np.packbits(self._supports[j]).tobytes(): j for j in range(m)}
+
+    # -------------------------------------------------------------------------------- weights
+    def set_weights(self, weights: np.ndarray) -> int:
+        """The one write path: clip round-off negatives, drop atoms at zero, renormalise.
+
+        Returns how many atoms were dropped.
+        """
+        w = np.asarray(weights, dtype=np.float64)
+        check_finite(w, "active-set weights")
+        w = np.where(w > WEIGHT_PURGE, w, 0.0)
+        total = w.sum()
+        if total <= 0:
+            raise FloatingPointError("active-set weights vanished")
+        self.weights = w / total
+        keep = self.weights > 0
+        dropped = int(self.m - keep.sum())
+        if dropped:
+            self._keep(keep)
+        return dropped
+
+    # -------------------------------------------------------------------------------- quadratic
+    def directional(self) -> np.ndarray:
+        """<grad f(phi), a_j> for every active atom: (2 lam / n) (lam (G w)_j - h_j)."""
+        return (2.0 * self.lam / self.n) * (self.lam * (self.G @ self.weights) - self.h)
+
+    def objective_quadratic(self, w: np.ndarray | None = None) -> float:
+        """f(w) from the cached products (round-off ~1e-16 * total_ss / n)."""
+        w = self.weights if w is None else w
+        lam, obs = self.lam, self.obs
+        return (obs.total_ss - 2 * lam * w @ self.h + lam * lam * w @ (self.G @ w)) / self.n
+
+    def curvature(self, d: np.ndarray) -> float:
+        """d^T H d with H = (2 lam^2 / n) G, the exact second derivative along d (weight space)."""
+        return (2.0 * self.lam**2 / self.n) * float(d @ (self.G @ d))
+
+    # -------------------------------------------------------------------------------- data passes
+    def point(self) -> np.ndarray:
+        """phi on the observed entries (u,)."""
+        return K.point_on_entries(self.supports, self.weights)
+
+    def objective_exact(self, phi: np.ndarray) -> float:
+        """f from phi, written to avoid cancellation: within-entry SS + sum m_x (mean_x - lam phi_x)^2."""
+        r = self.obs.means - self.lam * phi
+        return (self.obs.within_ss + float(self.counts_f @ (r * r))) / self.n
+
+    def gradient(self, phi: np.ndarray) -> np.ndarray:
+        """grad f on the observed entries: (2 lam / n) (lam m_x phi_x - s_x)."""
+        return (2.0 * self.lam / self.n) * (self.lam * self.counts_f * phi - self.obs.sums)
+
+    # -------------------------------------------------------------------------------- debug
+    def check(self, atol: float = 1e-9) -> None:
+        """Invariants: weights >= 0 summing to 1; G, h and supports equal a recomputation."""
+        w = self.weights
+        assert w.shape == (self.m,)
+        assert np.all(w >= 0), "negative weight"
+        assert abs(w.sum() - 1.0) <= 1e-12, f"weights sum to {w.sum()!r}"
+        S = np.stack([K.atom_support_numpy(t, self.obs.entries, self.offsets) for t in self.thetas])
+        assert np.array_equal(S, self.supports), "stale support"
+        Sf = S.astype(np.float64)
+        G = (Sf * self.counts_f) @ Sf.T
+        assert np.allclose(self.G, G, rtol=0, atol=atol * max(1.0, G.max())), "stale Gram matrix"
+        h = Sf @ self.obs.sums
+        assert np.allclose(self.h, h, rtol=1e-12, atol=atol * (1 + np.abs(h).max())), "stale h"

@@ -1,0 +1,47 @@
+"""Turns the ``oracle=`` option of ``solve`` into an oracle object."""
+from __future__ import annotations
+
+from oracles.components import ComponentOracle, entry_components
+
+from ._validation import InputError, describe
+
+__all__ = ["make_oracle", "ORACLE_NAMES"]
+
+ORACLE_NAMES = ("auto", "scip", "altmin", "exhaustive")
+
+
+def _scip(indices, shape):
+    from oracles.scip import ScipOracle
+    return ScipOracle(indices, shape)
+
+
+def _split(indices, shape, factory):
+    """Per-component oracles when the observation hypergraph is disconnected (exact)."""
+    n_components, labels = entry_components(indices, shape)
+    if n_components == 1:
+        return factory(indices, shape)
+    return ComponentOracle(indices, shape, factory, labels=labels)
+
+
+def make_oracle(spec, obs, *, seed: int, exact_time_limit_s):
+    indices, shape = obs.entries, obs.shape
+    if not isinstance(spec, str):
+        if hasattr(spec, "separate"):
+            return spec
+        raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
+                         f"separate(query) method, got {describe(spec)}")
+    if spec == "exhaustive":
+        from oracles.exhaustive import ExhaustiveOracle
+        return ExhaustiveOracle(indices, shape)
+    if spec == "altmin":
+        from oracles.altmin import AltMinOracle
+        return AltMinOracle(indices, shape, seed=seed)
+    if spec == "scip":
+        return _split(indices, shape, _scip)
+    if spec == "auto":
+        from oracles.altmin import AltMinOracle
+        from oracles.chain import ChainOracle
+        return ChainOracle(AltMinOracle(indices, shape, seed=seed),
+                           _split(indices, shape, _scip), exact_time_limit_s=exact_time_limit_s)
+    raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
+                     f"separate(query) method, got {describe(spec)}")

@@ -1,0 +1,93 @@
+"""The record every solve returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _kernels as K
+from ._validation import InputError, as_index_array
+
+__all__ = ["CompletionResult", "STATUSES", "DEFAULT_MAX_DENSE_BYTES"]
+
+#: status -> meaning. ``optimal`` is the only status whose gap <= tol is proven.
+STATUSES = {
+    "optimal": "certified: objective - lower_bound <= tol",
+    "iteration_limit": "max_iter reached; best point so far",
+    "time_limit": "time_limit reached; best point so far",
+    "interrupted": "Ctrl-C (or the oracle was interrupted); best point so far",
+    "callback": "callback asked to stop; best point so far",
+    "stalled": "no oracle found an improving atom at the tolerance's resolution, but the gap "
+               "could not be proven within the oracle budgets",
+}
+
+DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
+
+
+@dataclass
+class CompletionResult:
+    """Completed tensor psi_hat = sum_j weights[j] * outer(factors[0][:, j], ..., factors[p-1][:, j]).
+
+    objective: (1/n) sum_i (y_i - psi_hat[x_i])^2 over the observed samples.
+    lower_bound: a lower bound on the optimal objective over {||psi||_+ <= lam}.
+    certified: True when lower_bound is proven (f >= within-entry variance, exact oracle answers,
+        IP dual bounds). False only with the published uncertified gap shortcut.
+    gap: objective - lower_bound. status: see STATUSES.
+    """
+
+    shape: tuple
+    lam: float
+    weights: np.ndarray
+    factors: list
+    objective: float
+    lower_bound: float
+    certified: bool
+    status: str
+    tol: float
+    method: str
+    stats: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    message: str = ""
+    thetas: np.ndarray | None = None  # (m, rho) atom bits, for warm starts
+
+    @property
+    def gap(self) -> float:
+        return self.objective - self.lower_bound
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.shape)]).astype(np.int64)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.weights.size)
+
+    def predict(self, indices) -> np.ndarray:
+        """psi_hat at the given (N, p) indices, without building the dense tensor."""
+        idx = as_index_array(indices, tuple(self.shape), name="indices")
+        return K.predict_cp(np.ascontiguousarray(self.thetas), self.weights, self.offsets, idx)
+
+    def to_dense(self, *, force: bool = False, max_bytes: int = DEFAULT_MAX_DENSE_BYTES):
+        """The dense completed tensor (float64). Refuses above ``max_bytes`` unless ``force``."""
+        size = int(np.prod(np.asarray(self.shape, dtype=np.float64)))
+        nbytes = 8 * size
+        if nbytes > max_bytes and not force:
+            raise InputError(f"to_dense() would allocate {nbytes:,} bytes for shape {self.shape} "
+                             f"(limit max_bytes={max_bytes:,}); use predict(indices) or pass "
+                             f"force=True")
+        out = np.zeros(size)
+        # accumulate atom by atom: each is an outer product of 0/1 factors
+        for j in range(self.n_atoms):
+            block = np.ones(1)
+            for fk in self.factors:
+                block = np.multiply.outer(block, fk[:, j].astype(np.float64)).ravel()
+            out += self.weights[j] * block
+        return out.reshape(self.shape)
+
+    def summary(self) -> str:
+        s = self.stats
+        return (f"status={self.status}  objective={self.objective:.6g}  "
+                f"lower_bound={self.lower_bound:.6g}  gap={self.gap:.3g} "
+                f"({'certified' if self.certified else 'NOT certified'}; tol={self.tol:.3g})  "
+                f"atoms={self.n_atoms}  iterations={s.get('iterations')}  "
+                f"time={s.get('time_s', float('nan')):.2f}s")

@@ -1,0 +1,63 @@
+"""BCG and BPCG against brute-force ground truth on random tiny tensors."""
+import numpy as np
+import pytest
+
+from tensorcomp import Observations, solve
+from oracles.exhaustive import enumerate_atoms
+from ground_truth import all_entries, optimum
+
+SHAPES = [(2, 2, 2), (3, 2, 2), (2, 3, 2), (3, 3), (2, 2, 2, 2)]
+
+
+def make_instance(seed, noisy, lam_factor):
+    rng = np.random.default_rng(seed)
+    shape = SHAPES[seed % len(SHAPES)]
+    entries = all_entries(shape)
+    atoms = enumerate_atoms(shape)
+    chosen = atoms[rng.choice(len(atoms), size=3, replace=False)]
+    w = rng.uniform(0.2, 1.0, size=3)
+    truth = np.zeros(len(entries))
+    from oracles.base import atom_values_on
+    for t, wj in zip(chosen, w):
+        truth += wj * atom_values_on(t, entries, shape)
+    n = 3 * len(entries)
+    rows = rng.integers(0, len(entries), size=n)  # with replacement: repeats happen
+    y = truth[rows] + (0.1 * rng.standard_normal(n) if noisy else 0.0)
+    obs = Observations(entries[rows], y, shape)
+    lam = lam_factor * w.sum()  # below / above the truth's norm bound
+    return obs, lam
+
+
+@pytest.mark.parametrize("method", ["bpcg", "bcg"])
+@pytest.mark.parametrize("noisy", [False, True])
+@pytest.mark.parametrize("lam_factor", [0.5, 1.5])
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_brute_force(method, noisy, lam_factor, seed):
+    obs, lam = make_instance(seed, noisy, lam_factor)
+    upper, lower = optimum(obs, lam)
+    assert upper - lower < 1e-7, "ground truth itself not solved precisely"
+    tol = 1e-6
+    res = solve(obs, lam=lam, method=method, oracle="exhaustive", tol=tol, check=True)
+    assert res.status == "optimal"
+    assert res.certified
+    assert res.objective <= upper + tol + 1e-12
+    assert res.objective >= lower - 1e-12
+    # a certified lower bound must never exceed the true optimum
+    assert res.lower_bound <= upper + 1e-12
+    assert res.gap <= tol
+    # prediction at observed entries agrees with the CP form, and objective is recomputable
+    pred = res.predict(obs.entries)
+    r = obs.means - pred
+    f = (obs.within_ss + obs.counts @ (r * r)) / obs.n_samples
+    assert f == pytest.approx(res.objective, rel=1e-9, abs=1e-14)
+    dense = res.to_dense()
+    assert np.allclose(dense[tuple(obs.entries.T)], pred)
+
+
+def test_history_lower_bound_monotone_and_valid():
+    obs, lam = make_instance(7, True, 1.0)
+    upper, _ = optimum(obs, lam)
+    res = solve(obs, lam=lam, oracle="exhaustive", tol=1e-8)
+    bounds = np.array([h[2] for h in res.history])
+    assert np.all(np.diff(bounds) >= 0)
+    assert bounds.max() <= upper + 1e-12
