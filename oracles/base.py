@@ -39,6 +39,8 @@ class SeparationQuery:
     certify_level: a proof that min_v <c, v> >= certify_level answers negatively.
     time_limit_s: wall-clock budget for this call (None: no limit).
     hints: (k, rho) bool array of atoms to start from / warm-start with (may be empty).
+    exact_allowed: False asks composite oracles to answer from their cheap stages only (the
+        driver defers integer programs until a proof can matter).
     """
 
     direction: np.ndarray
@@ -47,6 +49,7 @@ class SeparationQuery:
     certify_level: float
     time_limit_s: float | None = None
     hints: np.ndarray | None = None
+    exact_allowed: bool = True
 
 
 @dataclass

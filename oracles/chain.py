@@ -42,7 +42,7 @@ class ChainOracle:
     def separate(self, query: SeparationQuery) -> OracleAnswer:
         timer = Timer()
         first = self.heuristic.separate(query)
-        if first.is_positive(query) or self.exact is None:
+        if first.is_positive(query) or self.exact is None or not query.exact_allowed:
             return first
         hints = query.hints
         if first.theta is not None:

@@ -69,8 +69,8 @@ def _validate(observations, lam, method, tol, max_iter, time_limit, oracle_time_
 
 def solve(observations: Observations, *, lam, method: str = "bpcg", oracle="auto",
           tol=None, max_iter=None, time_limit=None, seed: int = 0, callback=None,
-          verbose: bool = False, oracle_time_limit=30.0, warm_start=None,
-          check: bool = False) -> CompletionResult:
+          verbose: bool = False, oracle_time_limit=30.0, ip_policy: str = "lazy",
+          warm_start=None, check: bool = False) -> CompletionResult:
     """Minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam.
 
     method: "bpcg" (pairwise local steps) or "bcg" (simplex descent local steps).
@@ -80,6 +80,10 @@ def solve(observations: Observations, *, lam, method: str = "bpcg", oracle="auto
     tol: absolute tolerance on the certified gap, in objective units. Default:
         1e-4 * mean(y^2) (the objective of the zero tensor), so it scales with the data.
     oracle_time_limit: seconds per integer-program call (the heuristic is not limited).
+    ip_policy: "lazy" (default) calls the exact stage of a composite oracle only once the gap
+        estimate Phi is at the tolerance's scale, i.e. when a proof can end the run; above it a
+        heuristic failure just halves Phi. "eager" calls it on every heuristic failure (the
+        papers' exact lazified algorithm).
     warm_start: a previous CompletionResult on the same shape; its atoms and weights start the run.
     check: verify active-set invariants after every iteration (slow; for tests).
     """
@@ -92,8 +96,10 @@ def solve(observations: Observations, *, lam, method: str = "bpcg", oracle="auto
                                    or tuple(warm_start.shape) != obs.shape):
         raise InputError("warm_start must be a CompletionResult for the same shape "
                          f"{obs.shape}, got {describe(warm_start)}")
+    ip_policy = check_choice(ip_policy, ("lazy", "eager"), "ip_policy")
     lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit)
     driver = _Driver(obs, lam, method, lmo, tol, max_iter, time_limit, callback, verbose, check)
+    driver.ip_policy = ip_policy
     return driver.run(warm_start)
 
 
@@ -215,6 +221,7 @@ class _Driver:
             direction=g, current_value=gphi, target=gphi - self.phi_estimate / ACCURACY_K,
             certify_level=gphi - self.phi_estimate, time_limit_s=remaining,
             hints=aset.thetas[order].copy(),
+            exact_allowed=self.ip_policy == "eager" or self.phi_estimate <= self.tol,
         )
         answer = self.lmo.separate(query)
         stats["oracle_calls"] += 1
@@ -239,7 +246,7 @@ class _Driver:
         if answer.lower_bound > -math.inf:  # the proven FW gap may be far below Phi
             self.phi_estimate = min(self.phi_estimate, max(gphi - answer.lower_bound, 0.0) / 2)
         stats["phi_halvings"] += 1
-        if not certified and self.phi_estimate < self.tol / 4:
+        if not certified and query.exact_allowed and self.phi_estimate < self.tol / 4:
             self.status = "stalled"
             self.message = ("no improving atom found at the tolerance's resolution and the "
                             "oracle could not prove the gap")

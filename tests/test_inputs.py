@@ -1,0 +1,127 @@
+"""Bad input raises a clear error naming the argument, before any work; inputs are not modified."""
+import numpy as np
+import pytest
+
+from tensorcomp import InputError, Observations, complete, solve
+
+GOOD_IDX = np.array([[0, 1, 2], [1, 0, 0], [0, 1, 2]])
+GOOD_VAL = np.array([0.5, 1.0, 0.7])
+SHAPE = (2, 2, 3)
+
+
+@pytest.mark.parametrize("indices, values, shape, match", [
+    (GOOD_IDX, GOOD_VAL[:2], SHAPE, "values has length 2"),
+    (GOOD_IDX[:, :2], GOOD_VAL, SHAPE, r"indices must have shape \(n, 3\)"),
+    (GOOD_IDX.astype(float), GOOD_VAL, SHAPE, "indices must be an integer array"),
+    (GOOD_IDX.astype(str), GOOD_VAL, SHAPE, "indices must be an integer array"),
+    (np.array([[0, 1, 3]]), [1.0], SHAPE, r"indices\[0, 2\] = 3 is out of range"),
+    (np.array([[0, -1, 0]]), [1.0], SHAPE, r"indices\[0, 1\] = -1 is out of range"),
+    (GOOD_IDX, [0.5, np.nan, 1.0], SHAPE, r"values\[1\] = nan is not finite"),
+    (GOOD_IDX, [0.5, np.inf, 1.0], SHAPE, r"values\[1\] = inf is not finite"),
+    (GOOD_IDX, ["a", "b", "c"], SHAPE, "values must be a numeric array"),
+    (np.zeros((0, 3), dtype=int), [], SHAPE, "indices is empty"),
+    (GOOD_IDX, GOOD_VAL, (2, 0, 3), "shape must contain positive integers"),
+    (GOOD_IDX, GOOD_VAL, "223", "shape must be a sequence"),
+    (GOOD_IDX, GOOD_VAL, (2, 2.5, 3), "shape must contain positive integers"),
+])
+def test_observations_rejects(indices, values, shape, match):
+    with pytest.raises(InputError, match=match):
+        Observations(indices, values, shape)
+
+
+def test_aggregation_counts_repeats():
+    obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
+    assert obs.n_samples == 3 and obs.n_entries == 2
+    j = np.flatnonzero((obs.entries == [0, 1, 2]).all(1))[0]
+    assert obs.counts[j] == 2 and obs.sums[j] == pytest.approx(1.2)
+    assert obs.within_ss == pytest.approx(2 * 0.1**2)
+    assert obs.total_ss == pytest.approx(0.25 + 1 + 0.49)
+
+
+def test_aggregation_matches_loop_on_large_input():
+    rng = np.random.default_rng(1)
+    shape = (7, 5, 9)
+    idx = np.stack([rng.integers(0, r, 5000) for r in shape], 1)
+    y = rng.random(5000)
+    obs = Observations(idx, y, shape)
+    ref = {}
+    for row, v in zip(map(tuple, idx), y):
+        ref.setdefault(row, []).append(v)
+    assert obs.n_entries == len(ref)
+    for e, c, s in zip(map(tuple, obs.entries), obs.counts, obs.sums):
+        assert c == len(ref[e]) and s == pytest.approx(sum(ref[e]))
+
+
+def test_inputs_not_modified():
+    idx, val = GOOD_IDX.copy(), GOOD_VAL.copy()
+    Observations(idx, val, SHAPE)
+    assert np.array_equal(idx, GOOD_IDX) and np.array_equal(val, GOOD_VAL)
+    tensor = np.full(SHAPE, np.nan)
+    tensor[0, 1, 2], tensor[1, 0, 0] = 0.5, 1.0
+    before = tensor.copy()
+    out = complete(tensor, lam=1.0, oracle="exhaustive")
+    assert np.array_equal(tensor, before, equal_nan=True)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lam=0), "lam must be a positive finite number"),
+    (dict(lam=-1.0), "lam must be a positive finite number"),
+    (dict(lam=np.nan), "lam must be a positive finite number"),
+    (dict(lam="big"), "lam must be a positive finite number"),
+    (dict(lam=1, method="fw"), "method must be one of"),
+    (dict(lam=1, oracle="gurobi"), "oracle must be one of"),
+    (dict(lam=1, tol=-1e-3), "tol must be a positive finite number"),
+    (dict(lam=1, max_iter=0), "max_iter must be a positive integer"),
+    (dict(lam=1, time_limit=0), "time_limit must be a positive finite number"),
+    (dict(lam=1, callback=3), "callback must be callable"),
+    (dict(lam=1, ip_policy="sometimes"), "ip_policy must be one of"),
+    (dict(lam=1, seed=-2), "seed must be a non-negative integer"),
+])
+def test_solve_rejects(kwargs, match):
+    obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
+    with pytest.raises(InputError, match=match):
+        solve(obs, **kwargs)
+
+
+def test_solve_rejects_unknown_option():
+    obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tolerance'"):
+        solve(obs, lam=1, tolerance=1e-3)
+
+
+def test_solve_rejects_raw_arrays():
+    with pytest.raises(InputError, match="observations must be a tensorcomp.Observations"):
+        solve(GOOD_IDX, lam=1)
+
+
+@pytest.mark.parametrize("mask, match", [
+    (np.ones((2, 2), bool), r"mask has shape \(2, 2\)"),
+    (np.ones(SHAPE, int), "mask must be a boolean array"),
+    (np.zeros(SHAPE, bool), "mask selects no entries"),
+])
+def test_from_dense_rejects_mask(mask, match):
+    with pytest.raises(InputError, match=match):
+        Observations.from_dense(np.ones(SHAPE), mask)
+
+
+def test_from_dense_rejects_observed_inf():
+    t = np.ones(SHAPE)
+    t[1, 1, 1] = np.inf
+    with pytest.raises(InputError, match=r"tensor\(1, 1, 1\) = inf is observed but not finite"):
+        Observations.from_dense(t)
+
+
+def test_complete_rejects_bad_lam():
+    with pytest.raises(InputError, match="lam must be a positive number or 'auto'"):
+        complete(np.ones(SHAPE), lam="best")
+
+
+def test_predict_and_to_dense_checks():
+    obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
+    res = solve(obs, lam=1.0, oracle="exhaustive")
+    with pytest.raises(InputError, match="out of range"):
+        res.predict(np.array([[2, 0, 0]]))
+    with pytest.raises(InputError, match="would allocate 96 bytes"):
+        res.to_dense(max_bytes=10)
+    assert res.to_dense(max_bytes=10, force=True).shape == SHAPE
