@@ -15,6 +15,20 @@ def _scip(indices, shape):
     return ScipOracle(indices, shape)
 
 
+class _Deferred:
+    """Builds the wrapped oracle on its first call: most runs never need the integer program,
+    and building a SCIP model costs seconds at 1e5 entries."""
+
+    def __init__(self, build, name: str, certifies: bool) -> None:
+        self._build, self._oracle = build, None
+        self.name, self.certifies = name, certifies
+
+    def separate(self, query):
+        if self._oracle is None:
+            self._oracle = self._build()
+        return self._oracle.separate(query)
+
+
 def _split(indices, shape, factory):
     """Per-component oracles when the observation hypergraph is disconnected (exact)."""
     n_components, labels = entry_components(indices, shape)
@@ -36,12 +50,13 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s):
     if spec == "altmin":
         from oracles.altmin import AltMinOracle
         return AltMinOracle(indices, shape, seed=seed)
+    exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True)
     if spec == "scip":
-        return _split(indices, shape, _scip)
+        return exact
     if spec == "auto":
         from oracles.altmin import AltMinOracle
         from oracles.chain import ChainOracle
-        return ChainOracle(AltMinOracle(indices, shape, seed=seed),
-                           _split(indices, shape, _scip), exact_time_limit_s=exact_time_limit_s)
+        return ChainOracle(AltMinOracle(indices, shape, seed=seed), exact,
+                           exact_time_limit_s=exact_time_limit_s)
     raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
                      f"separate(query) method, got {describe(spec)}")
