@@ -7,12 +7,30 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+#: below this many inner-loop operations a kernel runs on one thread: waking the thread pool
+#: costs ~10 microseconds on an idle machine and a full scheduler slice (~10 ms) when another
+#: process holds the other core, far more than the work itself.
+PARALLEL_MIN_WORK = 1_000_000
+
+
+def _dispatch(body, work):
+    """A serial and a parallel compilation of one kernel body; ``work(*args)`` picks one."""
+    serial = njit(cache=True)(body)
+    parallel = njit(parallel=True, cache=True)(body)
+
+    def kernel(*args):
+        return (parallel if work(*args) >= PARALLEL_MIN_WORK else serial)(*args)
+
+    kernel.serial, kernel.parallel = serial, parallel
+    kernel.__name__ = body.__name__.strip("_").replace("_body", "")
+    kernel.__doc__ = body.__doc__
+    return kernel
+
 # ---------------------------------------------------------------------------------------------
 # support of an atom on the observed entries
 
 
-@njit(parallel=True, cache=True)
-def atom_support(theta, entries, offsets):
+def _atom_support_body(theta, entries, offsets):
     """bool (u,): 1 where every mode bit of the atom is set."""
     u, p = entries.shape
     out = np.empty(u, dtype=np.bool_)
@@ -37,8 +55,7 @@ def atom_support_numpy(theta, entries, offsets):
 # the iterate on the observed entries: phi = sum_j w_j a_j
 
 
-@njit(parallel=True, cache=True)
-def point_on_entries(supports, weights):
+def _point_on_entries_body(supports, weights):
     m, u = supports.shape
     out = np.zeros(u, dtype=np.float64)
     for x in prange(u):
@@ -58,8 +75,7 @@ def point_on_entries_numpy(supports, weights):
 # Gram row and linear term of a new atom: G[new, j] = sum_x m_x a_new[x] a_j[x], h = sum_x s_x a_new
 
 
-@njit(parallel=True, cache=True)
-def gram_row(supports, new_on, counts):
+def _gram_row_body(supports, new_on, counts):
     """new_on: int64 positions of the entries where the new atom is 1."""
     m = supports.shape[0]
     out = np.zeros(m, dtype=np.float64)
@@ -81,8 +97,7 @@ def gram_row_numpy(supports, new_on, counts):
 # prediction at arbitrary indices from the CP form (bits per mode)
 
 
-@njit(parallel=True, cache=True)
-def predict_cp(thetas, weights, offsets, indices):
+def _predict_cp_body(thetas, weights, offsets, indices):
     """thetas (m, rho) bool, weights (m,), indices (N, p) -> (N,) values."""
     m = thetas.shape[0]
     N, p = indices.shape
@@ -106,3 +121,10 @@ def predict_cp_numpy(thetas, weights, offsets, indices):
     for j in range(thetas.shape[0]):
         out += weights[j] * atom_support_numpy(thetas[j], indices, offsets)
     return out
+
+
+atom_support = _dispatch(_atom_support_body, lambda theta, entries, offsets: entries.size)
+point_on_entries = _dispatch(_point_on_entries_body, lambda supports, weights: supports.size)
+gram_row = _dispatch(_gram_row_body, lambda supports, new_on, counts: supports.shape[0] * new_on.size)
+predict_cp = _dispatch(_predict_cp_body,
+                       lambda thetas, weights, offsets, indices: thetas.shape[0] * indices.size)

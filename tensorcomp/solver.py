@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -215,8 +215,11 @@ class _Driver:
         if f - self.lower_bound <= self.tol:
             self.status = "optimal"
             return "stop"
+        # f - f* <= f - L: a larger gap estimate only wastes oracle calls on halvings
+        self.phi_estimate = min(self.phi_estimate, f - self.lower_bound)
         remaining = None if self.time_limit is None else max(self.time_limit - self._elapsed(), 0)
         order = np.argsort(-aset.weights)[:N_HINTS]
+        first = stats["oracle_calls"] == 0
         query = SeparationQuery(
             direction=g, current_value=gphi, target=gphi - self.phi_estimate / ACCURACY_K,
             certify_level=gphi - self.phi_estimate, time_limit_s=remaining,
@@ -224,6 +227,12 @@ class _Driver:
             exact_allowed=self.ip_policy == "eager" or self.phi_estimate <= self.tol,
         )
         answer = self.lmo.separate(query)
+        if first and answer.theta is not None and answer.value < gphi:
+            # The free bound overestimates the first gap by orders of magnitude; the best atom
+            # found is a far better scale for Phi (Phi is a step-size estimate, never a proof).
+            self.phi_estimate = min(self.phi_estimate, (gphi - answer.value) / 2.0)
+            query = replace(query, target=gphi - self.phi_estimate / ACCURACY_K,
+                            certify_level=gphi - self.phi_estimate)
         stats["oracle_calls"] += 1
         stats["oracle_time_s"] += answer.time_s
         stats["ip_calls"] += answer.ip_calls

@@ -61,3 +61,47 @@ def test_history_lower_bound_monotone_and_valid():
     bounds = np.array([h[2] for h in res.history])
     assert np.all(np.diff(bounds) >= 0)
     assert bounds.max() <= upper + 1e-12
+
+
+@pytest.mark.parametrize("oracle", ["scip", "auto"])
+@pytest.mark.parametrize("method", ["bpcg", "bcg"])
+@pytest.mark.parametrize("seed", range(3))
+def test_ip_oracle_paths_match_brute_force(oracle, method, seed):
+    """Every certifying oracle path, with the IP called eagerly on each heuristic failure."""
+    obs, lam = make_instance(10 + seed, True, 0.8)
+    upper, lower = optimum(obs, lam)
+    tol = 1e-6
+    res = solve(obs, lam=lam, method=method, oracle=oracle, tol=tol, ip_policy="eager",
+                check=True)
+    assert res.status == "optimal" and res.certified
+    assert lower - 1e-12 <= res.objective <= upper + tol
+    assert res.lower_bound <= upper + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_heuristic_only_never_claims_a_false_bound(seed):
+    obs, lam = make_instance(20 + seed, True, 1.2)
+    upper, _ = optimum(obs, lam)
+    res = solve(obs, lam=lam, oracle="altmin", tol=1e-6, check=True)
+    assert res.lower_bound <= upper + 1e-12
+    assert res.status in ("optimal", "stalled")
+    if res.status == "optimal":
+        assert res.objective <= upper + 1e-6
+
+
+def test_disconnected_observations_split_exactly():
+    """Two blocks of entries sharing no mode index: the per-component oracle is exact."""
+    shape = (4, 4, 2)
+    rng = np.random.default_rng(3)
+    block_a = np.array([[i, j, 0] for i in (0, 1) for j in (0, 1)])
+    block_b = np.array([[i, j, 1] for i in (2, 3) for j in (2, 3)])
+    entries = np.vstack([block_a, block_b])
+    obs = Observations(entries, rng.random(len(entries)), shape)
+    from oracles.components import entry_components
+    n_comp, _ = entry_components(obs.entries, shape)
+    assert n_comp == 2
+    upper, lower = optimum(obs, 1.3)
+    res = solve(obs, lam=1.3, oracle="scip", tol=1e-7, ip_policy="eager", check=True)
+    assert res.status == "optimal"
+    assert lower - 1e-12 <= res.objective <= upper + 1e-7
+    assert res.lower_bound <= upper + 1e-12

@@ -1,0 +1,43 @@
+"""The published instance p=3, r=10, n=500, lambda=1, tol=1e-4 (METHOD.md §4): NMSE in range."""
+import numpy as np
+import pytest
+
+from tensorcomp import solve
+from tensorcomp.synthetic import nmse_cp, nmse_sampled, published_instance
+
+PUBLISHED_NMSE = 0.0167  # mean over 100 repetitions, s.e. 0.0011 (sd ~ 0.011)
+PUBLISHED_SD = 0.011
+
+
+@pytest.mark.parametrize("method", ["bpcg", "bcg"])
+def test_published_p3_nmse(method):
+    k = 12
+    values = []
+    for seed in range(k):
+        truth, obs = published_instance((10, 10, 10), 500, seed)
+        res = solve(obs, lam=1.0, tol=1e-4, method=method, seed=seed)
+        assert res.status == "optimal" and res.certified and res.gap <= 1e-4
+        values.append(nmse_cp(res, truth))
+    mean = float(np.mean(values))
+    # within 3 standard errors of the published mean for k repetitions
+    assert abs(mean - PUBLISHED_NMSE) <= 3 * PUBLISHED_SD / np.sqrt(k), values
+
+
+def test_nmse_cp_matches_dense_and_sampled():
+    truth, obs = published_instance((6, 5, 4), 60, 1)
+    res = solve(obs, lam=1.0, tol=1e-4)
+    dense_t, dense_h = truth.to_dense(), res.to_dense()
+    ref = np.sum((dense_h - dense_t) ** 2) / np.sum(dense_t**2)
+    assert nmse_cp(res, truth) == pytest.approx(ref, rel=1e-10)
+    assert nmse_sampled(res, truth, n_points=200_000) == pytest.approx(ref, rel=0.05)
+
+
+def test_generator_is_the_published_one():
+    """Repetition k: default_rng(k) draws the bits, then weights, then the samples."""
+    truth, obs = published_instance((4, 5, 6), 100, 7)
+    rng = np.random.default_rng(7)
+    bits = rng.random((10, 15)) < 0.5
+    w = rng.uniform(0, 1, 10)
+    assert np.array_equal(truth.thetas, bits)
+    assert np.allclose(truth.weights, w / w.sum())
+    assert obs.n_samples == 100
