@@ -16,10 +16,14 @@ from . import _kernels as K
 from .numerics import WEIGHT_PURGE, check_finite
 from .observations import Observations
 
-__all__ = ["ActiveSet"]
+__all__ = ["ActiveSet", "DenseVertexActiveSet", "SparseVertexActiveSet", "STORAGES"]
 
 
 class ActiveSet:
+    """Gram-cached storage (the default): no data pass in local steps."""
+
+    storage = "gram"
+
     def __init__(self, obs: Observations, lam: float) -> None:
         self.obs = obs
         self.lam = float(lam)
@@ -35,6 +39,8 @@ class ActiveSet:
         self.weights = np.zeros(0)
         self.h = np.zeros(0)
         self._keys: dict[bytes, int] = {}
+        #: bumped whenever the set of atoms changes (momentum-based steps restart on it)
+        self.version = 0
 
     # -------------------------------------------------------------------------------- views
     @property
@@ -71,31 +77,40 @@ class ActiveSet:
             return j
         if self.m == self._cap:
             self._grow()
-        on = np.flatnonzero(support)
-        row = K.gram_row(self.supports, on, self.counts_f)
         j = self.m
+        self._append(j, support)
         self._thetas[j] = theta
         self._supports[j] = support
+        self.weights = np.append(self.weights, 0.0)
+        self.m += 1
+        self.version += 1
+        self._keys[key] = j
+        return j
+
+    def _append(self, j: int, support: np.ndarray) -> None:
+        """Cache the new atom's Gram row and linear term (one pass over its support)."""
+        on = np.flatnonzero(support)
+        row = K.gram_row(self.supports, on, self.counts_f)
         self._G[j, :j] = row
         self._G[:j, j] = row
         self._G[j, j] = float(self.counts_f[on].sum())
         self.h = np.append(self.h, float(self.obs.sums[on].sum()))
-        self.weights = np.append(self.weights, 0.0)
-        self.m += 1
-        self._keys[key] = j
-        return j
 
     def _keep(self, keep: np.ndarray) -> None:
         idx = np.flatnonzero(keep)
         m = idx.size
         self._thetas[:m] = self._thetas[idx]
         self._supports[:m] = self._supports[idx]
-        G = self._G[np.ix_(idx, idx)]
-        self._G[:m, :m] = G
-        self.h = self.h[idx]
+        self._keep_cache(idx)
         self.weights = self.weights[idx]
         self.m = m
+        self.version += 1
         self._keys = {np.packbits(self._supports[j]).tobytes(): j for j in range(m)}
+
+    def _keep_cache(self, idx: np.ndarray) -> None:
+        m = idx.size
+        self._G[:m, :m] = self._G[np.ix_(idx, idx)]
+        self.h = self.h[idx]
 
     # -------------------------------------------------------------------------------- weights
     def set_weights(self, weights: np.ndarray) -> int:
@@ -117,9 +132,10 @@ class ActiveSet:
         return dropped
 
     # -------------------------------------------------------------------------------- quadratic
-    def directional(self) -> np.ndarray:
+    def directional(self, w: np.ndarray | None = None) -> np.ndarray:
         """<grad f(phi), a_j> for every active atom: (2 lam / n) (lam (G w)_j - h_j)."""
-        return (2.0 * self.lam / self.n) * (self.lam * (self.G @ self.weights) - self.h)
+        w = self.weights if w is None else w
+        return (2.0 * self.lam / self.n) * (self.lam * (self.G @ w) - self.h)
 
     def objective_quadratic(self, w: np.ndarray | None = None) -> float:
         """f(w) from the cached products (round-off ~1e-16 * total_ss / n)."""
@@ -159,3 +175,81 @@ class ActiveSet:
         assert np.allclose(self.G, G, rtol=0, atol=atol * max(1.0, G.max())), "stale Gram matrix"
         h = Sf @ self.obs.sums
         assert np.allclose(self.h, h, rtol=1e-12, atol=atol * (1 + np.abs(h).max())), "stale h"
+
+
+class DenseVertexActiveSet(ActiveSet):
+    """The papers' storage: the projected vertex matrix V (u x m, float64) and no cached
+    products, so every objective, gradient product and line search is an O(u m) pass.
+    Kept as a variant to measure what the Gram cache buys."""
+
+    storage = "dense"
+
+    def __init__(self, obs: Observations, lam: float) -> None:
+        super().__init__(obs, lam)
+        self._V = np.zeros((obs.n_entries, 0))
+
+    def _append(self, j: int, support: np.ndarray) -> None:
+        self._V = np.hstack([self._V, support.astype(np.float64)[:, None]])
+
+    def _keep_cache(self, idx: np.ndarray) -> None:
+        self._V = self._V[:, idx]
+
+    @property
+    def G(self) -> np.ndarray:  # only for check(): recomputed, never cached
+        return (self._V * self.counts_f[:, None]).T @ self._V
+
+    @property
+    def h(self) -> np.ndarray:
+        return self._V.T @ self.obs.sums
+
+    @h.setter
+    def h(self, value) -> None:  # the base constructor assigns it; nothing is cached here
+        pass
+
+    def _phi(self, w: np.ndarray) -> np.ndarray:
+        return self._V @ w
+
+    def directional(self, w: np.ndarray | None = None) -> np.ndarray:
+        w = self.weights if w is None else w
+        return self._V.T @ self.gradient(self._phi(w))
+
+    def objective_quadratic(self, w: np.ndarray | None = None) -> float:
+        return self.objective_exact(self._phi(self.weights if w is None else w))
+
+    def curvature(self, d: np.ndarray) -> float:
+        v = self._phi(d)
+        return (2.0 * self.lam**2 / self.n) * float(self.counts_f @ (v * v))
+
+    def point(self) -> np.ndarray:
+        return self._phi(self.weights)
+
+
+class SparseVertexActiveSet(DenseVertexActiveSet):
+    """The papers' sparse variant: V as a scipy CSC matrix, rebuilt on every change."""
+
+    storage = "sparse"
+
+    def __init__(self, obs: Observations, lam: float) -> None:
+        from scipy import sparse
+        self._sparse = sparse
+        super().__init__(obs, lam)
+        self._V = sparse.csc_matrix((obs.n_entries, 0))
+
+    def _append(self, j: int, support: np.ndarray) -> None:
+        col = self._sparse.csc_matrix(support.astype(np.float64)[:, None])
+        self._V = self._sparse.hstack([self._V, col], format="csc")
+
+    @property
+    def G(self) -> np.ndarray:
+        Vd = self._V.toarray()
+        return (Vd * self.counts_f[:, None]).T @ Vd
+
+    def _phi(self, w: np.ndarray) -> np.ndarray:
+        return np.asarray(self._V @ w).ravel()
+
+    def directional(self, w: np.ndarray | None = None) -> np.ndarray:
+        w = self.weights if w is None else w
+        return np.asarray(self._V.T @ self.gradient(self._phi(w))).ravel()
+
+
+STORAGES = {"gram": ActiveSet, "dense": DenseVertexActiveSet, "sparse": SparseVertexActiveSet}

@@ -37,7 +37,7 @@ def _split(indices, shape, factory):
     return ComponentOracle(indices, shape, factory, labels=labels)
 
 
-def make_oracle(spec, obs, *, seed: int, exact_time_limit_s):
+def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "lists"):
     indices, shape = obs.entries, obs.shape
     if not isinstance(spec, str):
         if hasattr(spec, "separate"):

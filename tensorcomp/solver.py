@@ -17,12 +17,13 @@ import numpy as np
 from oracles.base import SeparationQuery, trivial_lower_bound
 
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
-                          as_positive_float, check_choice, describe)
-from .active_set import ActiveSet
+                          as_positive_float, describe)
+from .active_set import STORAGES
 from .observations import Observations
 from .oracle_factory import make_oracle
 from .result import CompletionResult
 from .steps import LOCAL_STEPS, frank_wolfe_step
+from .variants import resolve_options
 
 __all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL"]
 
@@ -48,14 +49,12 @@ class IterationState:
     step: str
 
 
-def _validate(observations, lam, method, tol, max_iter, time_limit, oracle_time_limit, callback,
-              seed):
+def _validate(observations, lam, tol, max_iter, time_limit, oracle_time_limit, callback, seed):
     if not isinstance(observations, Observations):
         raise InputError("observations must be a tensorcomp.Observations "
                          f"(build one with Observations(indices, values, shape) or "
                          f"Observations.from_dense), got {type(observations).__name__}")
     lam = as_positive_float(lam, "lam")
-    method = check_choice(method, LOCAL_STEPS, "method")
     tol = as_optional_positive_float(tol, "tol")
     max_iter = as_optional_positive_int(max_iter, "max_iter")
     time_limit = as_optional_positive_float(time_limit, "time_limit")
@@ -64,16 +63,19 @@ def _validate(observations, lam, method, tol, max_iter, time_limit, oracle_time_
         raise InputError(f"callback must be callable or None, got {describe(callback)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {describe(seed)}")
-    return lam, method, tol, max_iter, time_limit, oracle_time_limit
+    return lam, tol, max_iter, time_limit, oracle_time_limit
 
 
-def solve(observations: Observations, *, lam, method: str = "bpcg", oracle="auto",
+def solve(observations: Observations, *, lam, method: str | None = None, oracle="auto",
           tol=None, max_iter=None, time_limit=None, seed: int = 0, callback=None,
-          verbose: bool = False, oracle_time_limit=30.0, ip_policy: str = "lazy",
-          warm_start=None, check: bool = False) -> CompletionResult:
+          verbose: bool = False, oracle_time_limit=30.0, ip_policy: str | None = None,
+          warm_start=None, check: bool = False, preset: str | None = None,
+          local_step: str | None = None, storage: str | None = None,
+          heuristic_indexing: str | None = None, gap_reset: str | None = None,
+          exact_first: bool | None = None) -> CompletionResult:
     """Minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam.
 
-    method: "bpcg" (pairwise local steps) or "bcg" (simplex descent local steps).
+    method: "bpcg" (default; pairwise local steps) or "bcg" (simplex descent local steps).
     oracle: "auto" (heuristic, then SCIP integer program), "scip", "altmin" (heuristic only:
         proves nothing beyond the free bounds), "exhaustive" (tiny shapes), or an object with
         ``separate(SeparationQuery)``.
@@ -86,9 +88,17 @@ def solve(observations: Observations, *, lam, method: str = "bpcg", oracle="auto
         papers' exact lazified algorithm).
     warm_start: a previous CompletionResult on the same shape; its atoms and weights start the run.
     check: verify active-set invariants after every iteration (slow; for tests).
+    Variant options (see tensorcomp.variants): preset ("default", "paper_faithful",
+        "published_v0" ... "published_v10"), local_step ("pairwise", "simplex_descent",
+        "nesterov"), storage ("gram", "dense", "sparse"), heuristic_indexing ("lists",
+        "scatter"), gap_reset ("certified", "published": the papers' uncertified shortcut; the
+        result then says certified=False), exact_first (an exact IP at the first oracle call).
     """
-    lam, method, tol, max_iter, time_limit, oracle_time_limit = _validate(
-        observations, lam, method, tol, max_iter, time_limit, oracle_time_limit, callback, seed)
+    lam, tol, max_iter, time_limit, oracle_time_limit = _validate(
+        observations, lam, tol, max_iter, time_limit, oracle_time_limit, callback, seed)
+    opts = resolve_options(preset, method=method, local_step=local_step, storage=storage,
+                           heuristic_indexing=heuristic_indexing, gap_reset=gap_reset,
+                           exact_first=exact_first, ip_policy=ip_policy)
     obs = observations
     if tol is None:
         tol = DEFAULT_RELATIVE_TOL * max(obs.value_scale, np.finfo(float).tiny)
@@ -96,23 +106,24 @@ def solve(observations: Observations, *, lam, method: str = "bpcg", oracle="auto
                                    or tuple(warm_start.shape) != obs.shape):
         raise InputError("warm_start must be a CompletionResult for the same shape "
                          f"{obs.shape}, got {describe(warm_start)}")
-    ip_policy = check_choice(ip_policy, ("lazy", "eager"), "ip_policy")
-    lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit)
-    driver = _Driver(obs, lam, method, lmo, tol, max_iter, time_limit, callback, verbose, check)
-    driver.ip_policy = ip_policy
+    lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
+                      heuristic_indexing=opts.heuristic_indexing)
+    driver = _Driver(obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check)
     return driver.run(warm_start)
 
 
 class _Driver:
-    def __init__(self, obs, lam, method, lmo, tol, max_iter, time_limit, callback, verbose, check):
-        self.obs, self.lam, self.method, self.lmo = obs, lam, method, lmo
+    def __init__(self, obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check):
+        self.obs, self.lam, self.opts, self.lmo = obs, lam, opts, lmo
+        self.method, self.ip_policy = opts.method, opts.ip_policy
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
         self.callback, self.verbose, self.check = callback, verbose, check
-        self.local_step = LOCAL_STEPS[method]()
-        self.aset = ActiveSet(obs, lam)
+        self.local_step = LOCAL_STEPS[opts.resolved_local_step]()
+        self.aset = STORAGES[opts.storage](obs, lam)
+        #: bound from the published shortcut (heuristic minima treated as exact): NOT a proof
+        self.unproven_bound = -math.inf
         # no tensor fits two different values at one entry: a proof
         self.lower_bound = obs.within_ss / obs.n_samples
-        self.certified = True
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
@@ -177,9 +188,9 @@ class _Driver:
         aset, stats = self.aset, self.stats
         while True:
             f_quad = aset.objective_quadratic()
-            if f_quad - self.lower_bound <= self.tol:
+            if f_quad - self._stop_bound() <= self.tol:
                 f_exact = aset.objective_exact(aset.point())
-                if f_exact - self.lower_bound <= self.tol:
+                if f_exact - self._stop_bound() <= self.tol:
                     self.status = "optimal"
                     return
             status = self._limit_status()
@@ -212,20 +223,26 @@ class _Driver:
         aset, stats = self.aset, self.stats
         f, g, gphi = self._data_pass()
         self._prove(f, trivial_lower_bound(g), gphi)
-        if f - self.lower_bound <= self.tol:
+        if f - self._stop_bound() <= self.tol:
             self.status = "optimal"
             return "stop"
         # f - f* <= f - L: a larger gap estimate only wastes oracle calls on halvings
-        self.phi_estimate = min(self.phi_estimate, f - self.lower_bound)
+        self.phi_estimate = min(self.phi_estimate, f - self._stop_bound())
         remaining = None if self.time_limit is None else max(self.time_limit - self._elapsed(), 0)
         order = np.argsort(-aset.weights)[:N_HINTS]
         first = stats["oracle_calls"] == 0
+        published = self.opts.gap_reset == "published"
+        if published:  # the papers: one exact IP at most (exact_first), heuristics after it
+            exact_allowed = first and self.opts.exact_first
+        else:
+            exact_allowed = self.ip_policy == "eager" or self.phi_estimate <= self.tol
         query = SeparationQuery(
             direction=g, current_value=gphi, target=gphi - self.phi_estimate / ACCURACY_K,
             certify_level=gphi - self.phi_estimate, time_limit_s=remaining,
-            hints=aset.thetas[order].copy(),
-            exact_allowed=self.ip_policy == "eager" or self.phi_estimate <= self.tol,
+            hints=aset.thetas[order].copy(), exact_allowed=exact_allowed,
         )
+        if first and self.opts.exact_first:  # an exact minimum: no threshold to stop at
+            query = replace(query, target=-math.inf, certify_level=math.inf, exact_allowed=True)
         answer = self.lmo.separate(query)
         if first and answer.theta is not None and answer.value < gphi:
             # The free bound overestimates the first gap by orders of magnitude; the best atom
@@ -251,16 +268,31 @@ class _Driver:
         self._count("oracle_negative", answer.source)
         certified = answer.is_certified_negative(query)
         stats["certified_negatives"] += int(certified)
+        if published and not certified and answer.theta is not None and answer.value < gphi:
+            # The papers' shortcut: treat the heuristic's best value as the minimum. The bound
+            # it gives is not a proof; results that stop on it say certified=False.
+            self.unproven_bound = max(self.unproven_bound, f + answer.value - gphi)
+            self.phi_estimate = max(f - self._stop_bound(), 0.0) / 2.0
+            j = aset.find_or_add(answer.theta)
+            stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
+            stats["fw_steps"] += 1
+            stats["uncertified_resets"] = stats.get("uncertified_resets", 0) + 1
+            return "fw_shortcut"
         self.phi_estimate /= 2.0
         if answer.lower_bound > -math.inf:  # the proven FW gap may be far below Phi
             self.phi_estimate = min(self.phi_estimate, max(gphi - answer.lower_bound, 0.0) / 2)
         stats["phi_halvings"] += 1
-        if not certified and query.exact_allowed and self.phi_estimate < self.tol / 4:
+        if not certified and (query.exact_allowed or published) \
+                and self.phi_estimate < self.tol / 4:
             self.status = "stalled"
             self.message = ("no improving atom found at the tolerance's resolution and the "
                             "oracle could not prove the gap")
             return "stop"
         return "negative"
+
+    def _stop_bound(self) -> float:
+        """The bound the stopping test uses: the proven one, or the published shortcut's."""
+        return max(self.lower_bound, self.unproven_bound)
 
     def _count(self, key: str, source: str) -> None:
         d = self.stats[key]
@@ -297,6 +329,12 @@ class _Driver:
             self.status = "interrupted"
         if self.status != "optimal" and f - self.lower_bound <= self.tol:
             self.status = "optimal"
+        # the reported bound is the one the run stopped on; it is a proof unless it came from
+        # the published shortcut
+        lower_bound = self._stop_bound()
+        certified = self.lower_bound >= lower_bound
+        self.stats["proven_lower_bound"] = self.lower_bound
+        self.stats["options"] = dict(self.opts.__dict__, local_step=self.opts.resolved_local_step)
         thetas = aset.thetas.copy()
         factors = [thetas[:, aset.offsets[k]:aset.offsets[k + 1]].T.astype(np.uint8)
                    for k in range(self.obs.order)]
@@ -304,7 +342,7 @@ class _Driver:
         self.stats["time_s"] = self._elapsed()
         return CompletionResult(
             shape=self.obs.shape, lam=self.lam, weights=self.lam * aset.weights.copy(),
-            factors=factors, objective=f, lower_bound=self.lower_bound,
-            certified=self.certified, status=self.status, tol=self.tol, method=self.method,
+            factors=factors, objective=f, lower_bound=lower_bound,
+            certified=certified, status=self.status, tol=self.tol, method=self.method,
             stats=self.stats, history=self.history, message=self.message, thetas=thetas,
         )

@@ -77,6 +77,14 @@ def test_inputs_not_modified():
     (dict(lam=1, callback=3), "callback must be callable"),
     (dict(lam=1, ip_policy="sometimes"), "ip_policy must be one of"),
     (dict(lam=1, seed=-2), "seed must be a non-negative integer"),
+    (dict(lam=1, preset="v99"), "preset must be one of"),
+    (dict(lam=1, preset="paper_faithful", storage="gram"),
+     "storage='gram' contradicts preset='paper_faithful'"),
+    (dict(lam=1, storage="disk"), "storage must be one of"),
+    (dict(lam=1, local_step="newton"), "local_step must be one of"),
+    (dict(lam=1, gap_reset="never"), "gap_reset must be one of"),
+    (dict(lam=1, exact_first="yes"), "exact_first must be True or False"),
+    (dict(lam=1, oracle_time_limit=-5), "oracle_time_limit must be a positive finite number"),
 ])
 def test_solve_rejects(kwargs, match):
     obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)

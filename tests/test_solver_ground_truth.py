@@ -105,3 +105,28 @@ def test_disconnected_observations_split_exactly():
     assert res.status == "optimal"
     assert lower - 1e-12 <= res.objective <= upper + 1e-7
     assert res.lower_bound <= upper + 1e-12
+
+
+@pytest.mark.parametrize("variant", [
+    dict(storage="dense"), dict(storage="sparse"), dict(method="bcg", local_step="nesterov"),
+    dict(method="bpcg", local_step="nesterov", storage="sparse"), dict(exact_first=True),
+])
+@pytest.mark.parametrize("seed", range(3))
+def test_variants_match_brute_force(variant, seed):
+    obs, lam = make_instance(30 + seed, True, 0.7)
+    upper, lower = optimum(obs, lam)
+    res = solve(obs, lam=lam, oracle="exhaustive", tol=1e-6, check=True, **variant)
+    assert res.status == "optimal" and res.certified
+    assert lower - 1e-12 <= res.objective <= upper + 1e-6
+    assert res.lower_bound <= upper + 1e-12
+    assert res.stats["options"]["storage"] == variant.get("storage", "gram")
+
+
+def test_published_shortcut_is_labelled_uncertified_when_it_decides():
+    """The published gap shortcut may stop on a bound that is not a proof: it must say so."""
+    obs, lam = make_instance(40, True, 0.7)
+    upper, _ = optimum(obs, lam)
+    res = solve(obs, lam=lam, oracle="altmin", gap_reset="published", tol=1e-6)
+    assert res.stats["proven_lower_bound"] <= upper + 1e-12
+    if res.lower_bound > res.stats["proven_lower_bound"]:
+        assert not res.certified
