@@ -9,7 +9,26 @@ from .base import (
     trivial_lower_bound,
 )
 
+from .altmin import AltMinOracle
+from .chain import ChainOracle
+from .components import ComponentOracle, entry_components
+from .exhaustive import ExhaustiveOracle
+
+
+def __getattr__(name):  # pyscipopt is imported only when the IP oracle is asked for
+    if name == "ScipOracle":
+        from .scip import ScipOracle
+        return ScipOracle
+    raise AttributeError(name)
+
+
 __all__ = [
+    "AltMinOracle",
+    "ChainOracle",
+    "ComponentOracle",
+    "ExhaustiveOracle",
+    "ScipOracle",
+    "entry_components",
     "Oracle",
     "OracleAnswer",
     "SeparationQuery",

@@ -1,0 +1,359 @@
+"""Kernels of the alternating-minimisation heuristic for the atom LMO (METHOD.md §2).
+
+Problem: minimise ``sum_x c_x prod_k theta[offsets[k] + x_k]`` over bit vectors ``theta``.
+
+Data layout (all arrays C-contiguous, fixed dtypes so each kernel compiles once):
+
+* ``c``        (u,)   float64  the direction on the observed entries.
+* ``idx``      (p, u) int32    mode-major (transposed) indices: ``idx[k, x]`` is entry x's index
+  in mode k. Mode-major keeps the hot pass over one mode contiguous.
+* ``offsets``  (p+1,) int64    block starts (``base.atom_offsets``); bit ``b = offsets[k] + j``.
+* ``mode_ptr`` (rho+1,) int64 and ``mode_entries`` (p*u,) int32: CSR lists; the entries with
+  ``x_k = j`` are ``mode_entries[mode_ptr[b]:mode_ptr[b + 1]]`` (ascending), b = offsets[k] + j.
+* ``theta``    (rho,) uint8 one atom; ``thetas`` (B, rho) uint8 a batch of starting atoms.
+* ``z``        (u,)   uint8   per entry, how many modes have a 0 bit at that entry (so p <= 255).
+
+Why ``z``: the atom is 1 at x iff ``z_x == 0``, and ``prod_{l != k} theta_l[x_l] == 1`` iff
+``z_x - (1 - theta_k[x_k]) == 0``. So one mode update reads each entry once, and flipping bit
+``(k, j)`` touches only the entries of list ``(k, j)``: O(u) per mode update instead of O(p u).
+
+Every Numba kernel has a pure-NumPy twin ``<name>_np`` with the same arguments and the same
+floating-point summation order, so tests can demand bit-identical results.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "build_mode_lists",
+    "build_mode_lists_np",
+    "zero_counts",
+    "zero_counts_np",
+    "mode_coefficients",
+    "mode_coefficients_np",
+    "descend",
+    "descend_np",
+    "descend_batch",
+    "descend_batch_serial",
+    "descend_batch_np",
+    "warm_up",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# CSR lists: for every bit (k, j), the entries with x_k = j
+# --------------------------------------------------------------------------------------------
+@njit(cache=True)
+def build_mode_lists(idx, offsets):
+    """Counting sort of the entries by (mode, index); returns ``(mode_ptr, mode_entries)``."""
+    p, u = idx.shape
+    rho = offsets[p]
+    mode_ptr = np.zeros(rho + 1, dtype=np.int64)
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            mode_ptr[off + idx[k, x] + 1] += 1
+    for b in range(rho):
+        mode_ptr[b + 1] += mode_ptr[b]
+    fill = mode_ptr[:-1].copy()
+    mode_entries = np.empty(p * u, dtype=np.int32)
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            b = off + idx[k, x]
+            mode_entries[fill[b]] = x
+            fill[b] += 1
+    return mode_ptr, mode_entries
+
+
+def build_mode_lists_np(idx, offsets):
+    """NumPy twin of :func:`build_mode_lists`."""
+    p, u = idx.shape
+    rho = int(offsets[p])
+    counts = np.zeros(rho, dtype=np.int64)
+    lists = []
+    for k in range(p):
+        r = int(offsets[k + 1] - offsets[k])
+        counts[offsets[k]:offsets[k + 1]] = np.bincount(idx[k], minlength=r)
+        lists.append(np.argsort(idx[k], kind="stable"))
+    mode_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    mode_entries = np.concatenate(lists).astype(np.int32) if lists else np.empty(0, np.int32)
+    return mode_ptr, mode_entries
+
+
+# --------------------------------------------------------------------------------------------
+# Zero counts z_x of an atom
+# --------------------------------------------------------------------------------------------
+@njit(cache=True)
+def zero_counts(theta, idx, offsets, z):
+    """Fill ``z[x]`` = number of modes k with ``theta[offsets[k] + x_k] == 0``."""
+    p, u = idx.shape
+    z[:] = 0
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            z[x] += 1 - theta[off + idx[k, x]]
+
+
+def zero_counts_np(theta, idx, offsets, z):
+    """NumPy twin of :func:`zero_counts`."""
+    p = idx.shape[0]
+    counts = np.zeros(idx.shape[1], dtype=np.int64)
+    for k in range(p):
+        counts += theta[offsets[k] + idx[k]] == 0
+    z[:] = counts
+
+
+# --------------------------------------------------------------------------------------------
+# Block coefficients of one mode
+# --------------------------------------------------------------------------------------------
+#: Partial sums per block coefficient: entry x adds into lane ``x % LANES``. Entries sorted by
+#: index share their mode-0 index over long runs; a single accumulator per bit would make every
+#: addition wait for the previous one (3x slower at u = 1e6).
+LANES = 4
+
+
+@njit(cache=True)
+def mode_coefficients(c, idx, offsets, theta, z, k, coef):
+    """``coef[j] = sum_{x: x_k = j} c_x prod_{l != k} theta_l[x_l]`` for the bits j of mode k.
+
+    Uses ``z`` (consistent with ``theta``): entry x counts iff ``z_x == 0`` (all bits 1) or
+    ``z_x == 1`` and the single zero is mode k's own bit, i.e. iff ``z_x + theta_k[x_k] == 1``.
+    Summation order: lane by lane in entry order, then ``((lane0 + lane1) + lane2) + lane3``.
+    """
+    u = idx.shape[1]
+    off = offsets[k]
+    r = offsets[k + 1] - off
+    lanes = np.zeros((LANES, r), dtype=np.float64)
+    for x in range(u):
+        j = idx[k, x]
+        if z[x] + theta[off + j] == 1:
+            lanes[x % LANES, j] += c[x]
+    for j in range(r):
+        total = lanes[0, j]
+        for lane in range(1, LANES):
+            total += lanes[lane, j]
+        coef[j] = total
+
+
+def mode_coefficients_np(c, idx, offsets, theta, z, k, coef):
+    """NumPy twin of :func:`mode_coefficients` (``np.bincount`` sums in entry order too)."""
+    off = int(offsets[k])
+    r = int(offsets[k + 1]) - off
+    counts = (z.astype(np.int64) + theta[off + idx[k]]) == 1
+    lane_of = np.arange(idx.shape[1]) % LANES
+    total = np.zeros(r)
+    for lane in range(LANES):
+        chosen = counts & (lane_of == lane)
+        total = total + np.bincount(idx[k][chosen], weights=c[chosen], minlength=r)
+    coef[:r] = total
+
+
+# --------------------------------------------------------------------------------------------
+# One alternating-minimisation descent
+# --------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _flip(theta, z, mode_ptr, mode_entries, b):
+    """Flip bit b of theta and keep z consistent (only the entries of list b change)."""
+    if theta[b] != 0:
+        theta[b] = 0
+        for t in range(mode_ptr[b], mode_ptr[b + 1]):
+            z[mode_entries[t]] += 1
+    else:
+        theta[b] = 1
+        for t in range(mode_ptr[b], mode_ptr[b + 1]):
+            z[mode_entries[t]] -= 1
+
+
+@njit(cache=True)
+def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode, max_updates,
+            tol):
+    """Alternating minimisation from ``theta`` (modified in place); returns ``(value, updates)``.
+
+    Modes are visited cyclically from ``first_mode``. A mode update computes the block
+    coefficients and the exact block minimiser ``theta_k[j] = [coef_j < 0]``, and replaces the
+    block only if that lowers the value by more than ``tol``.
+
+    Ties (``coef_j == 0``, typically a bit none of whose entries is currently reachable) are
+    handled in two phases. While descending, a tied bit keeps its value: switching it off would
+    shrink the atom and cut off entries that later updates of other modes could reach (from a
+    random start most entries have two or more zero modes). Once p updates in a row change
+    nothing, theta is a local minimum; if a tied bit was on, the descent *settles*: from then
+    on tied bits are switched off (value unchanged, smaller atom; other blocks may then improve
+    again), until p further updates change nothing.
+
+    Termination: every block replacement lowers the value by > tol, and between two of them bits
+    are only switched off; ``max_updates`` caps the number of updates anyway.
+    ``z`` (u,) uint8 and ``coef`` (max r_k,) float64 are workspaces; on return ``z`` matches
+    ``theta``. ``value = sum_{x: z_x == 0} c_x`` in entry order.
+    """
+    p, u = idx.shape
+    zero_counts(theta, idx, offsets, z)
+    updates = 0
+    unchanged = 0
+    ties_in_streak = False  # some tied bit was on during the current run of unchanged updates
+    settling = False
+    k = first_mode
+    while updates < max_updates:
+        mode_coefficients(c, idx, offsets, theta, z, k, coef)
+        off = offsets[k]
+        r = offsets[k + 1] - off
+        gain = 0.0
+        for j in range(r):
+            cj = coef[j]
+            if theta[off + j] != 0:
+                if cj > 0.0:
+                    gain += cj
+            elif cj < 0.0:
+                gain -= cj
+        changed = False
+        tied_on = False
+        for j in range(r):
+            cj = coef[j]
+            if cj == 0.0:
+                tied_on = tied_on or theta[off + j] != 0
+                flip = settling and theta[off + j] != 0
+            else:
+                flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
+            if flip:
+                _flip(theta, z, mode_ptr, mode_entries, off + j)
+                changed = True
+        updates += 1
+        if changed:
+            unchanged = 0
+            ties_in_streak = False
+        else:
+            unchanged += 1
+            ties_in_streak = ties_in_streak or tied_on
+        if unchanged == p:
+            # p unchanged updates saw every block at the same theta: a local minimum.
+            if settling or not ties_in_streak:
+                break
+            settling = True
+            unchanged = 0
+        k = k + 1 if k + 1 < p else 0
+    value = 0.0
+    for x in range(u):
+        if z[x] == 0:
+            value += c[x]
+    return value, updates
+
+
+def _flip_np(theta, z, mode_ptr, mode_entries, b):
+    members = mode_entries[mode_ptr[b]:mode_ptr[b + 1]]
+    if theta[b]:
+        theta[b] = 0
+        z[members] += 1
+    else:
+        theta[b] = 1
+        z[members] -= 1
+
+
+def descend_np(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode, max_updates,
+               tol):
+    """NumPy twin of :func:`descend` (same decisions, same summation orders)."""
+    p, u = idx.shape
+    zero_counts_np(theta, idx, offsets, z)
+    updates = 0
+    unchanged = 0
+    ties_in_streak = False
+    settling = False
+    k = int(first_mode)
+    while updates < max_updates:
+        mode_coefficients_np(c, idx, offsets, theta, z, k, coef)
+        off = int(offsets[k])
+        r = int(offsets[k + 1]) - off
+        block, block_coef = theta[off:off + r], coef[:r]
+        gain = 0.0
+        for j in range(r):  # sequential, as in the kernel
+            cj = float(block_coef[j])
+            if block[j]:
+                if cj > 0.0:
+                    gain += cj
+            elif cj < 0.0:
+                gain -= cj
+        tied_on = (block_coef == 0.0) & (block != 0)
+        flips = tied_on & settling
+        if gain > tol:
+            flips |= (block_coef != 0.0) & (block != (block_coef < 0.0))
+        tied_on = bool(tied_on.any())
+        for j in np.flatnonzero(flips):
+            _flip_np(theta, z, mode_ptr, mode_entries, off + int(j))
+        updates += 1
+        if flips.any():
+            unchanged = 0
+            ties_in_streak = False
+        else:
+            unchanged += 1
+            ties_in_streak = ties_in_streak or tied_on
+        if unchanged == p:
+            if settling or not ties_in_streak:
+                break
+            settling = True
+            unchanged = 0
+        k = (k + 1) % p
+    value = 0.0
+    for cx in c[z == 0]:
+        value += float(cx)
+    return value, updates
+
+
+# --------------------------------------------------------------------------------------------
+# A batch of descents (one per row of thetas)
+# --------------------------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def descend_batch(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, max_updates,
+                  tol, values, updates):
+    """Run :func:`descend` on every row of ``thetas`` (in place), restarts in parallel.
+
+    Each restart owns its workspaces, so results do not depend on the thread count.
+    """
+    u = idx.shape[1]
+    r_max = np.max(offsets[1:] - offsets[:-1])
+    for s in prange(thetas.shape[0]):
+        z = np.empty(u, dtype=np.uint8)
+        coef = np.empty(r_max, dtype=np.float64)
+        values[s], updates[s] = descend(c, idx, offsets, mode_ptr, mode_entries, thetas[s],
+                                        z, coef, first_modes[s], max_updates, tol)
+
+
+# A separate function, not a second dispatcher of the same Python function: Numba's on-disk
+# cache is keyed by function name and signature, not by the ``parallel`` flag.
+@njit(cache=True)
+def descend_batch_serial(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
+                         max_updates, tol, values, updates):
+    """Serial :func:`descend_batch` (same results; for ``parallel=False`` and small problems)."""
+    u = idx.shape[1]
+    r_max = np.max(offsets[1:] - offsets[:-1])
+    z = np.empty(u, dtype=np.uint8)
+    coef = np.empty(r_max, dtype=np.float64)
+    for s in range(thetas.shape[0]):
+        values[s], updates[s] = descend(c, idx, offsets, mode_ptr, mode_entries, thetas[s],
+                                        z, coef, first_modes[s], max_updates, tol)
+
+
+def descend_batch_np(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, max_updates,
+                     tol, values, updates):
+    """NumPy twin of :func:`descend_batch`."""
+    r_max = int(np.max(np.diff(offsets)))
+    z = np.empty(idx.shape[1], dtype=np.uint8)
+    coef = np.empty(r_max, dtype=np.float64)
+    for s in range(thetas.shape[0]):
+        values[s], updates[s] = descend_np(c, idx, offsets, mode_ptr, mode_entries, thetas[s],
+                                           z, coef, first_modes[s], max_updates, tol)
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) every kernel on a tiny instance."""
+    idx = np.array([[0, 1, 1], [1, 0, 1]], dtype=np.int32)
+    offsets = np.array([0, 2, 4], dtype=np.int64)
+    c = np.array([-1.0, 0.5, -0.25])
+    mode_ptr, mode_entries = build_mode_lists(idx, offsets)
+    thetas = np.ones((2, 4), dtype=np.uint8)
+    values = np.empty(2)
+    updates = np.empty(2, dtype=np.int64)
+    first_modes = np.array([0, 1], dtype=np.int64)
+    for kernel in (descend_batch, descend_batch_serial):
+        kernel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, 10, 0.0, values,
+               updates)
