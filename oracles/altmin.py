@@ -65,6 +65,9 @@ class AltMinOracle:
         to pay for it, see PARALLEL_MIN_WORK).
     min_restarts: a call stops early once its best value is <= ``query.target`` and at least
         this many restarts have run, so the answer is a good atom, not just the first one.
+    indexing: "lists" (per-bit entry lists and zero counts, O(u) per block update) or
+        "scatter" (the papers' per-entry scatter loops, O(p u) per update; a variant kept for
+        side-by-side measurements).
     batch_size: restarts run together between two stopping checks (target, time limit). Fixed,
         not tied to the thread count, so that the answers do not depend on the machine. The first
         batch always runs, so a call can overrun ``query.time_limit_s`` by one batch.
@@ -84,6 +87,7 @@ class AltMinOracle:
         parallel: bool = True,
         min_restarts: int = 4,
         batch_size: int = 4,
+        indexing: str = "lists",
     ) -> None:
         self.shape = tuple(int(r) for r in shape)
         self.indices = _validated_indices(indices, self.shape)
@@ -91,6 +95,9 @@ class AltMinOracle:
                              ("min_restarts", min_restarts), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        if indexing not in ("lists", "scatter"):
+            raise ValueError(f"indexing must be 'lists' or 'scatter', got {indexing!r}")
+        self.indexing = indexing
         self.restarts = int(restarts)
         self.max_sweeps = int(max_sweeps)
         self.parallel = bool(parallel)
@@ -129,6 +136,8 @@ class AltMinOracle:
         max_updates = self.max_sweeps * len(self.shape)
         use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
         descend_batch = kernels.descend_batch if use_threads else kernels.descend_batch_serial
+        if self.indexing == "scatter":
+            descend_batch = kernels.descend_batch_scatter
 
         best_value, best_theta, best_start = math.inf, None, -1
         run = updates_total = 0

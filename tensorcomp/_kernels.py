@@ -4,6 +4,8 @@ Plain array code only: atoms are rows of bits; entries are rows of mode indices.
 """
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -16,7 +18,11 @@ PARALLEL_MIN_WORK = 1_000_000
 def _dispatch(body, work):
     """A serial and a parallel compilation of one kernel body; ``work(*args)`` picks one."""
     serial = njit(cache=True)(body)
-    parallel = njit(parallel=True, cache=True)(body)
+    # Numba's on-disk cache is keyed by the function's qualified name, not by the parallel
+    # flag: the parallel compilation gets a function object of its own name.
+    twin = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel")
+    twin.__qualname__ = body.__qualname__ + "_parallel"
+    parallel = njit(parallel=True, cache=True)(twin)
 
     def kernel(*args):
         return (parallel if work(*args) >= PARALLEL_MIN_WORK else serial)(*args)

@@ -33,13 +33,14 @@ def _split(obs: Observations, fraction: float, seed: int):
 
 
 def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int = 0,
-               grid=None, **solve_options):
+               grid=None, validation_oracle="altmin", **solve_options):
     """Choose lambda by validation MSE on held-out observed entries.
 
     The grid starts at max|y| (no tensor with a smaller gauge norm can reach the largest observed
     value) and grows by sqrt(2); it stops after two consecutive points that do not improve the
     validation error. Each fit is warm-started from the previous one (a convex combination of
-    atoms is feasible for every lambda). Returns (best_lam, path) with path a list of
+    atoms is feasible for every lambda) and uses ``validation_oracle`` (default: the heuristic
+    only, since model selection needs good fits, not certificates). Returns (best_lam, path) with path a list of
     (lam, validation_mse, train_objective, status).
     """
     train, val_idx, val_y = _split(obs, validation_fraction, seed)
@@ -52,9 +53,12 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     else:
         grid = [as_positive_float(v, "lam_grid entry") for v in grid]
         adaptive = False
+    # Comparing validation errors needs good fits, not proofs: the grid fits use the heuristic
+    # oracle (integer programs that try to certify a constrained fit can take minutes each).
+    fit_options = dict(solve_options, oracle=validation_oracle)
     path, best, worse, previous = [], (math.inf, None), 0, None
     for lam in grid:
-        res = solve(train, lam=lam, warm_start=previous, seed=seed, **solve_options)
+        res = solve(train, lam=lam, warm_start=previous, seed=seed, **fit_options)
         err = float(np.mean((res.predict(val_idx) - val_y) ** 2))
         path.append((lam, err, res.objective, res.status))
         previous = res
@@ -68,12 +72,13 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
 
 
 def complete(tensor, mask=None, *, lam="auto", validation_fraction: float = 0.2,
-             lam_grid=None, keep_observed: bool = True, return_result: bool = False,
-             seed: int = 0, **solve_options):
+             lam_grid=None, validation_oracle="altmin", keep_observed: bool = True,
+             return_result: bool = False, seed: int = 0, **solve_options):
     """Fill the missing entries of a nonnegative tensor.
 
     tensor: dense array; missing entries are where ``mask`` is False, or NaN when mask is None.
-    lam: the gauge-norm bound, or "auto" to choose it by validation (``choose_lam``).
+    lam: the gauge-norm bound, or "auto" to choose it by validation (``choose_lam``; the final
+        fit on all observations then uses the ``oracle`` option, certified by default).
     keep_observed: observed entries keep their values (averaged if repeated); otherwise the model's
         fitted values are returned everywhere.
     return_result: also return the CompletionResult of the final fit (chosen lambda in
@@ -85,7 +90,8 @@ def complete(tensor, mask=None, *, lam="auto", validation_fraction: float = 0.2,
         if lam != "auto":
             raise InputError(f"lam must be a positive number or 'auto', got {describe(lam)}")
         lam_value, path = choose_lam(obs, validation_fraction=validation_fraction, seed=seed,
-                                     grid=lam_grid, **solve_options)
+                                     grid=lam_grid, validation_oracle=validation_oracle,
+                                     **solve_options)
     else:
         lam_value, path = as_positive_float(lam, "lam"), []
     result = solve(obs, lam=lam_value, seed=seed, **solve_options)

@@ -37,7 +37,8 @@ def _split(indices, shape, factory):
     return ComponentOracle(indices, shape, factory, labels=labels)
 
 
-def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "lists"):
+def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "lists",
+                heuristic_restarts: int = 16):
     indices, shape = obs.entries, obs.shape
     if not isinstance(spec, str):
         if hasattr(spec, "separate"):
@@ -49,14 +50,16 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         return ExhaustiveOracle(indices, shape)
     if spec == "altmin":
         from oracles.altmin import AltMinOracle
-        return AltMinOracle(indices, shape, seed=seed)
+        return AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
+                                 restarts=heuristic_restarts)
     exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True)
     if spec == "scip":
         return exact
     if spec == "auto":
         from oracles.altmin import AltMinOracle
         from oracles.chain import ChainOracle
-        return ChainOracle(AltMinOracle(indices, shape, seed=seed), exact,
-                           exact_time_limit_s=exact_time_limit_s)
+        heuristic = AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
+                                 restarts=heuristic_restarts)
+        return ChainOracle(heuristic, exact, exact_time_limit_s=exact_time_limit_s)
     raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
                      f"separate(query) method, got {describe(spec)}")

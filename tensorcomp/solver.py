@@ -72,7 +72,8 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
           warm_start=None, check: bool = False, preset: str | None = None,
           local_step: str | None = None, storage: str | None = None,
           heuristic_indexing: str | None = None, gap_reset: str | None = None,
-          exact_first: bool | None = None) -> CompletionResult:
+          exact_first: bool | None = None, heuristic_restarts: int | None = None
+          ) -> CompletionResult:
     """Minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam.
 
     method: "bpcg" (default; pairwise local steps) or "bcg" (simplex descent local steps).
@@ -92,13 +93,15 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         "published_v0" ... "published_v10"), local_step ("pairwise", "simplex_descent",
         "nesterov"), storage ("gram", "dense", "sparse"), heuristic_indexing ("lists",
         "scatter"), gap_reset ("certified", "published": the papers' uncertified shortcut; the
-        result then says certified=False), exact_first (an exact IP at the first oracle call).
+        result then says certified=False), exact_first (an exact IP at the first oracle call),
+        heuristic_restarts (starts per heuristic call, default 16; the papers used 100).
     """
     lam, tol, max_iter, time_limit, oracle_time_limit = _validate(
         observations, lam, tol, max_iter, time_limit, oracle_time_limit, callback, seed)
     opts = resolve_options(preset, method=method, local_step=local_step, storage=storage,
                            heuristic_indexing=heuristic_indexing, gap_reset=gap_reset,
-                           exact_first=exact_first, ip_policy=ip_policy)
+                           exact_first=exact_first, ip_policy=ip_policy,
+                           heuristic_restarts=heuristic_restarts)
     obs = observations
     if tol is None:
         tol = DEFAULT_RELATIVE_TOL * max(obs.value_scale, np.finfo(float).tiny)
@@ -107,7 +110,8 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         raise InputError("warm_start must be a CompletionResult for the same shape "
                          f"{obs.shape}, got {describe(warm_start)}")
     lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
-                      heuristic_indexing=opts.heuristic_indexing)
+                      heuristic_indexing=opts.heuristic_indexing,
+                      heuristic_restarts=opts.heuristic_restarts)
     driver = _Driver(obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check)
     return driver.run(warm_start)
 

@@ -3,7 +3,8 @@
 The papers' variants (Pan, Aswani, Chen 2023, Table 1 / reference CSV columns) differ by:
 algorithm (BCG / BPCG), oracle index structures (per-entry scatter / per-mode index lists),
 vertex storage (dense / scipy sparse), Nesterov-accelerated simplex steps. All of them call one
-exact IP at the first iteration and then use the uncertified gap shortcut.
+exact IP at the first iteration, up to 100 heuristic restarts per oracle call, and then the
+uncertified gap shortcut.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class SolverOptions:
     gap_reset: str = "certified"
     exact_first: bool = False
     ip_policy: str = "lazy"
+    heuristic_restarts: int = 16
 
     @property
     def resolved_local_step(self) -> str:
@@ -46,7 +48,7 @@ def _published(k: int) -> dict:
     opts = dict(method="bpcg" if bpcg else "bcg",
                 heuristic_indexing="lists" if lists else "scatter",
                 storage="sparse" if sparse else "dense",
-                gap_reset="published", exact_first=True)
+                gap_reset="published", exact_first=True, heuristic_restarts=100)
     if nag:
         opts["local_step"] = "nesterov"
     return opts
@@ -83,6 +85,9 @@ def resolve_options(preset, **given) -> SolverOptions:
     check_choice(opts.heuristic_indexing, INDEXINGS, "heuristic_indexing")
     check_choice(opts.gap_reset, GAP_RESETS, "gap_reset")
     check_choice(opts.ip_policy, IP_POLICIES, "ip_policy")
+    r = opts.heuristic_restarts
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise InputError(f"heuristic_restarts must be a positive integer, got {describe(r)}")
     if not isinstance(opts.exact_first, bool):
         raise InputError(f"exact_first must be True or False, got {describe(opts.exact_first)}")
     return opts
