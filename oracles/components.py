@@ -108,6 +108,8 @@ class ComponentOracle:
                 values[i] = ans.value
                 theta[block.global_bits] = ans.theta
             bounds[i] = max(bounds[i], min(ans.lower_bound, values[i]))
+            if ans.status == "userinterrupt":
+                break
         total_bound = float(bounds.sum())
         return OracleAnswer(
             theta=theta, value=float(values.sum()),

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -404,7 +405,7 @@ class ScipOracle:
 
         if hint_theta is not None:
             self._add_full_solution(hint_theta)
-        model.optimize()
+        self._optimize_interruptibly()
 
         status = model.getStatus()
         theta = None
@@ -427,6 +428,28 @@ class ScipOracle:
             "solve_time_s": model.getSolvingTime(),
         }
         return status, theta, dual
+
+    def _optimize_interruptibly(self) -> None:
+        """Solve in a worker thread without the GIL, so that Ctrl-C reaches Python at once.
+
+        SCIP, run from Python, never sees SIGINT (Python's handler takes it and only sets a
+        flag); the solve would run to its time limit. Here the main thread waits, and on
+        KeyboardInterrupt asks SCIP to stop; the status then reads "userinterrupt" and the
+        dual bound stays valid.
+        """
+        model = self._model
+        if threading.current_thread() is not threading.main_thread():
+            model.optimizeNogil()
+            return
+        worker = threading.Thread(target=model.optimizeNogil, name="scip-solve", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.05)
+        except KeyboardInterrupt:
+            model.interruptSolve()
+            worker.join()
+            self.interrupted = True
 
     def _set_objective(self, c: np.ndarray) -> None:
         """Only nonzero coefficients are passed; ``clear=True`` zeroes the rest in C.
