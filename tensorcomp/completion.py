@@ -23,7 +23,8 @@ def _split(obs: Observations, fraction: float, seed: int):
     n_hold = int(round(fraction * u))
     if n_hold < 1 or u - n_hold < 1:
         raise InputError(f"validation_fraction={fraction} leaves an empty training or "
-                         f"validation set with {u} observed entries")
+                         f"validation set with {u} observed entries; pass lam=<number> instead "
+                         f"of lam='auto'")
     held = np.zeros(u, dtype=bool)
     held[rng.choice(u, size=n_hold, replace=False)] = True
     keep = ~held
@@ -43,11 +44,11 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     only, since model selection needs good fits, not certificates). Returns (best_lam, path) with path a list of
     (lam, validation_mse, train_objective, status).
     """
+    base = float(np.max(np.abs(obs.means)))
+    if grid is None and base == 0.0:
+        return 1.0, []  # all observed values are 0: the zero tensor fits for every lambda
     train, val_idx, val_y = _split(obs, validation_fraction, seed)
     if grid is None:
-        base = float(np.max(np.abs(obs.means)))
-        if base == 0.0:
-            return 1.0, []
         grid = [base * LAM_GRID_RATIO**k for k in range(LAM_GRID_MAX_POINTS)]
         adaptive = True
     else:

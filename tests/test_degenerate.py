@@ -1,0 +1,74 @@
+"""Degenerate data: the solver neither crashes nor claims what it has not proven."""
+import numpy as np
+import pytest
+
+from tensorcomp import Observations, complete, solve
+from tensorcomp.synthetic import nmse_cp, published_instance
+
+
+def test_single_observation_below_and_above_lambda():
+    obs = Observations([[1, 2, 0]], [0.7], (3, 3, 3))
+    res = solve(obs, lam=1.0)
+    assert res.status == "optimal" and res.objective <= res.tol
+    assert res.predict([[1, 2, 0]])[0] == pytest.approx(0.7, abs=1e-2)
+    res = solve(obs, lam=0.5)  # the best fit is psi = 0.5 at that entry: f* = 0.04
+    assert res.status == "optimal" and res.certified
+    assert res.objective == pytest.approx(0.04, abs=res.tol)
+    assert res.lower_bound <= 0.04 + 1e-12
+
+
+def test_all_entries_observed_returns_the_data():
+    truth, _ = published_instance((4, 3, 5), 10, 2)
+    dense = truth.to_dense()
+    filled = complete(dense, lam=1.0, tol=1e-10)
+    assert np.array_equal(filled, dense)  # observed entries are kept
+    filled_model, res = complete(dense, lam=1.0, tol=1e-10, keep_observed=False,
+                                 return_result=True)
+    assert res.status == "optimal"
+    assert np.max(np.abs(filled_model - dense)) < 1e-4
+
+
+def test_all_values_equal():
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(0, r, 200) for r in (5, 6, 7)], 1)
+    res = solve(Observations(idx, np.full(200, 0.3), (5, 6, 7)), lam=1.0)
+    assert res.status == "optimal"
+    assert np.allclose(res.predict(idx), 0.3, atol=1e-2)
+
+
+def test_all_zeros():
+    idx = np.array([[0, 0], [1, 2], [2, 1]])
+    obs = Observations(idx, np.zeros(3), (3, 3))
+    res = solve(obs, lam=1.0)
+    assert res.status == "optimal" and res.objective == 0.0
+    assert np.all(res.predict(idx) == 0.0)
+    tensor = np.full((3, 3), np.nan)
+    tensor[0, 0] = tensor[1, 2] = 0.0
+    assert np.array_equal(complete(tensor), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 3), (6, 5), (7,), (1, 1, 1)])
+def test_small_modes_and_orders(shape):
+    rng = np.random.default_rng(1)
+    n = 40
+    idx = np.stack([rng.integers(0, r, n) for r in shape], 1)
+    y = rng.random(n)
+    res = solve(Observations(idx, y, shape), lam=2.0, tol=1e-6, oracle="auto",
+                ip_policy="eager", check=True)
+    assert res.status in ("optimal", "stalled")
+    assert res.certified and res.lower_bound <= res.objective
+    assert res.to_dense().shape == shape
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e8])
+def test_completion_scales_with_the_data(scale):
+    truth, obs = published_instance((8, 8, 8), 800, 3)
+    base = solve(obs, lam=1.0)
+    scaled_obs = Observations(np.repeat(obs.entries, obs.counts, axis=0),
+                              np.repeat(obs.means, obs.counts) * scale, obs.shape)
+    scaled = solve(scaled_obs, lam=scale)
+    assert scaled.status == base.status == "optimal"
+    assert scaled.tol == pytest.approx(base.tol * scale**2)
+    assert scaled.objective / scale**2 <= base.tol
+    truth_scaled = type(truth)(truth.shape, truth.thetas, truth.weights * scale)
+    assert nmse_cp(scaled, truth_scaled) == pytest.approx(nmse_cp(base, truth), rel=0.5)
