@@ -1,0 +1,68 @@
+"""Faults injected into a real ScipOracle: the run goes on with the heuristic, keeps only proven
+bounds, and says what happened."""
+import numpy as np
+import pytest
+
+from oracles import AltMinOracle, ChainOracle
+from oracles.scip import ScipOracle
+from tensorcomp import Observations, solve
+from tensorcomp.synthetic import published_instance
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    truth, obs = published_instance((6, 6, 6), 600, 1)
+    rng = np.random.default_rng(2)
+    y = obs.means + 0.05 * rng.standard_normal(obs.n_entries)
+    return Observations(obs.entries, y, obs.shape)
+
+
+class FlakyScip(ScipOracle):
+    """The real oracle, whose solve raises on the calls listed in ``fail_on``."""
+
+    def __init__(self, *args, fail_on=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_on, self.calls = set(fail_on), 0
+
+    def _optimize_interruptibly(self):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise RuntimeError(f"injected SCIP failure on call {self.calls}")
+        return super()._optimize_interruptibly()
+
+
+def chain(obs, scip):
+    return ChainOracle(AltMinOracle(obs.entries, obs.shape, seed=0), scip, exact_time_limit_s=10)
+
+
+def test_every_ip_call_fails(noisy):
+    scip = FlakyScip(noisy.entries, noisy.shape, fail_on=range(1, 1000))
+    res = solve(noisy, lam=0.6, tol=1e-7, oracle=chain(noisy, scip), ip_policy="eager")
+    assert scip.calls >= 1
+    failures = res.stats["oracle_failures"]
+    assert len(failures) == scip.calls and "injected SCIP failure" in failures[0]
+    assert res.status in ("stalled", "optimal")
+    # nothing from the failed calls became a bound, and the run still optimised
+    clean = solve(noisy, lam=0.6, tol=1e-7, oracle="auto")
+    assert res.lower_bound <= min(res.objective, clean.objective) + 1e-12
+    assert res.objective <= clean.objective * 1.05
+
+
+def test_some_ip_calls_fail_run_still_correct(noisy):
+    scip = FlakyScip(noisy.entries, noisy.shape, fail_on={1, 3})
+    res = solve(noisy, lam=0.6, tol=1e-5, oracle=chain(noisy, scip), ip_policy="eager")
+    clean = solve(noisy, lam=0.6, tol=1e-5, oracle="auto", ip_policy="eager")
+    assert len(res.stats["oracle_failures"]) == 2
+    # the certified bound of the clean run and of the faulty run are both below both objectives
+    assert res.lower_bound <= clean.objective + 1e-12
+    assert clean.lower_bound <= res.objective + 1e-12
+
+
+def test_ip_time_outs_are_not_proofs(noisy):
+    res = solve(noisy, lam=0.6, tol=1e-9, oracle_time_limit=0.01, ip_policy="eager",
+                time_limit=20)
+    assert res.stats["ip_calls"] >= 1
+    assert res.status in ("stalled", "time_limit", "optimal")
+    assert res.lower_bound <= res.objective
+    if res.status != "optimal":
+        assert res.gap > res.tol  # the run did not pretend to have proven the gap
