@@ -60,7 +60,8 @@ def run_point(shape, n, reps, options, faithful):
     solve(warm, lam=1.0, oracle="altmin")
     variants = [("ours", dict(options))]
     if faithful:
-        variants.append(("faithful", dict(options, preset="paper_faithful")))
+        faithful_opts = {k: v for k, v in options.items() if k != "method"}
+        variants.append(("faithful", dict(faithful_opts, preset="paper_faithful")))
     for seed in range(reps):
         truth, obs = published_instance(shape, n, seed)
         for name, opts in variants:

@@ -10,6 +10,8 @@ caches valid).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _kernels as K
@@ -119,15 +121,18 @@ class ActiveSet:
         Returns how many atoms were dropped.
         """
         w = np.asarray(weights, dtype=np.float64)
-        check_finite(w, "active-set weights")
-        w = np.where(w > WEIGHT_PURGE, w, 0.0)
-        total = w.sum()
-        if total <= 0:
+        keep = w > WEIGHT_PURGE  # False for NaN too: checked below
+        total = float(w[keep].sum())
+        if not (0.0 < total < math.inf):
+            check_finite(w, "active-set weights")
             raise FloatingPointError("active-set weights vanished")
-        self.weights = w / total
-        keep = self.weights > 0
-        dropped = int(self.m - keep.sum())
+        w = np.where(keep, w, 0.0)
+        w /= total
+        self.weights = w
+        dropped = self.m - int(np.count_nonzero(keep))
         if dropped:
+            if np.isnan(weights).any():
+                check_finite(weights, "active-set weights")
             self._keep(keep)
         return dropped
 

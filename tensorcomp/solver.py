@@ -22,7 +22,8 @@ from .active_set import STORAGES
 from .observations import Observations
 from .oracle_factory import make_oracle
 from .result import CompletionResult
-from .steps import LOCAL_STEPS, frank_wolfe_step
+from . import _kernels as K
+from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
 from .variants import resolve_options
 
 __all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL"]
@@ -33,6 +34,8 @@ DEFAULT_RELATIVE_TOL = 1e-4
 ACCURACY_K = 2.0
 #: how many active atoms (largest weights) are handed to the oracle as warm starts
 N_HINTS = 4
+#: most pairwise steps per compiled run (limits are checked between runs)
+PAIRWISE_BATCH = 4096
 
 
 @dataclass
@@ -123,6 +126,12 @@ class _Driver:
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
         self.callback, self.verbose, self.check = callback, verbose, check
         self.local_step = LOCAL_STEPS[opts.resolved_local_step]()
+        # pairwise runs go to the compiled kernel unless something must see every step
+        self._compiled_pairwise = (isinstance(self.local_step, PairwiseStep)
+                                   and opts.storage == "gram" and callback is None
+                                   and not check)
+        self._trace = np.empty(PAIRWISE_BATCH)
+        self.n_samples = obs.n_samples
         self.aset = STORAGES[opts.storage](obs, lam)
         #: bound from the published shortcut (heuristic minima treated as exact): NOT a proof
         self.unproven_bound = -math.inf
@@ -190,8 +199,8 @@ class _Driver:
 
     def _loop(self) -> None:
         aset, stats = self.aset, self.stats
+        f_quad = aset.objective_quadratic()
         while True:
-            f_quad = aset.objective_quadratic()
             if f_quad - self._stop_bound() <= self.tol:
                 f_exact = aset.objective_exact(aset.point())
                 if f_exact - self._stop_bound() <= self.tol:
@@ -205,6 +214,9 @@ class _Driver:
             gphi = float(aset.weights @ ga)
             away, local = int(np.argmax(ga)), int(np.argmin(ga))
             if ga[away] - ga[local] >= self.phi_estimate:
+                if self._compiled_pairwise:
+                    f_quad = self._pairwise_run(f_quad)
+                    continue
                 stats["drops"] += self.local_step(aset, ga, away, local)
                 stats["local_steps"] += 1
                 step = "local"
@@ -220,7 +232,8 @@ class _Driver:
             stats["iterations"] += 1
             if self.check:
                 aset.check()
-            if self._after_iteration(step):
+            f_quad = aset.objective_quadratic()
+            if self._after_iteration(step, f_quad):
                 return
 
     def _oracle_step(self) -> str:
@@ -294,6 +307,26 @@ class _Driver:
             return "stop"
         return "negative"
 
+    def _pairwise_run(self, f_quad: float) -> float:
+        """A run of pairwise steps in one compiled call (O(m) per step): the same steps as
+        ``PairwiseStep`` (tests compare them), one history row per step."""
+        aset, stats = self.aset, self.stats
+        budget = PAIRWISE_BATCH
+        if self.max_iter is not None:
+            budget = max(min(budget, self.max_iter - stats["iterations"]), 1)
+        w = aset.weights.copy()
+        G = np.ascontiguousarray(aset.G)
+        gw = G @ w
+        steps, _ = K.pairwise_steps(G, aset.h, w, gw, 2.0 * self.lam / self.n_samples, self.lam,
+                                    self.phi_estimate, budget, self._trace)
+        stats["drops"] += aset.set_weights(w)
+        stats["local_steps"] += steps
+        stats["iterations"] += steps
+        t = self._elapsed()
+        f_steps = f_quad + np.cumsum(self._trace[:steps])
+        self.history.extend((t, float(f), self.lower_bound) for f in f_steps)
+        return aset.objective_quadratic()
+
     def _stop_bound(self) -> float:
         """The bound the stopping test uses: the proven one, or the published shortcut's."""
         return max(self.lower_bound, self.unproven_bound)
@@ -302,9 +335,8 @@ class _Driver:
         d = self.stats[key]
         d[source] = d.get(source, 0) + 1
 
-    def _after_iteration(self, step: str) -> bool:
+    def _after_iteration(self, step: str, f: float) -> bool:
         t = self._elapsed()
-        f = self.aset.objective_quadratic()
         self.history.append((t, f, self.lower_bound))
         if self.verbose and (self.stats["iterations"] % 100 == 0 or step.startswith("fw_o")):
             print(f"[tensorcomp] it={self.stats['iterations']:6d} t={t:8.2f}s f={f:.6e} "

@@ -71,4 +71,6 @@ def test_completion_scales_with_the_data(scale):
     assert scaled.tol == pytest.approx(base.tol * scale**2)
     assert scaled.objective / scale**2 <= base.tol
     truth_scaled = type(truth)(truth.shape, truth.thetas, truth.weights * scale)
-    assert nmse_cp(scaled, truth_scaled) == pytest.approx(nmse_cp(base, truth), rel=0.5)
+    # same accuracy class: the default tol is relative, so both stop at NMSE ~ 1e-4
+    assert nmse_cp(base, truth) < 1e-3
+    assert nmse_cp(scaled, truth_scaled) < 1e-3
