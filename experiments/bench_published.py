@@ -75,7 +75,8 @@ def run_point(shape, n, reps, options, faithful):
                 "lower_bound": res.lower_bound, "certified": res.certified,
                 "iterations": s["iterations"], "oracle_calls": s["oracle_calls"],
                 "ip_calls": s["ip_calls"], "atoms": res.n_atoms, "distinct_observed": obs.n_entries,
-                "phase_s": {k: s[k] for k in ("oracle_time_s", "ip_time_s", "data_pass_time_s")},
+                "phase_s": {k: s[k] for k in ("oracle_time_s", "ip_time_s", "data_pass_time_s",
+                                              "local_time_s")},
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }), flush=True)
 

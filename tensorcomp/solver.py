@@ -140,7 +140,7 @@ class _Driver:
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
-            "oracle_time_s": 0.0, "data_pass_time_s": 0.0, "drops": 0, "phi_halvings": 0,
+            "oracle_time_s": 0.0, "data_pass_time_s": 0.0, "local_time_s": 0.0, "drops": 0, "phi_halvings": 0,
             "certified_negatives": 0, "oracle_failures": [],
         }
         self.history: list[tuple[float, float, float]] = []
@@ -214,11 +214,14 @@ class _Driver:
             gphi = float(aset.weights @ ga)
             away, local = int(np.argmax(ga)), int(np.argmin(ga))
             if ga[away] - ga[local] >= self.phi_estimate:
+                t_local = time.perf_counter()
                 if self._compiled_pairwise:
                     f_quad = self._pairwise_run(f_quad)
+                    stats["local_time_s"] += time.perf_counter() - t_local
                     continue
                 stats["drops"] += self.local_step(aset, ga, away, local)
                 stats["local_steps"] += 1
+                stats["local_time_s"] += time.perf_counter() - t_local
                 step = "local"
             elif gphi - ga[local] >= self.phi_estimate / ACCURACY_K:
                 stats["drops"] += frank_wolfe_step(aset, local, ga)  # lazy: an active atom
