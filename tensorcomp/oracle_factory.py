@@ -1,6 +1,10 @@
 """Turns the ``oracle=`` option of ``solve`` into an oracle object."""
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
+from oracles.base import OracleAnswer, Timer
 from oracles.components import ComponentOracle, entry_components
 
 from ._validation import InputError, describe
@@ -15,17 +19,45 @@ def _scip(indices, shape):
     return ScipOracle(indices, shape)
 
 
+#: Largest IP built: u * (p + 1) constraint rows. SCIP needed ~2.6 GB for 8e5 rows (|U| = 1e5,
+#: p = 8); beyond this the model would not fit a 24 GB machine, and it could not certify
+#: anything at that size anyway (its dual bound stays at the free bound).
+MAX_IP_ROWS = 1_000_000
+#: Seconds per constraint row to build the model (measured ~2 s for 8e5 rows): a call that
+#: would spend its whole budget building is skipped instead of overrunning the time limit.
+IP_BUILD_S_PER_ROW = 2.5e-6
+
+
 class _Deferred:
     """Builds the wrapped oracle on its first call: most runs never need the integer program,
-    and building a SCIP model costs seconds at 1e5 entries."""
+    and building a SCIP model costs seconds at 1e5 entries. Refuses models that would not fit
+    (MAX_IP_ROWS) and calls whose budget the build alone would exhaust; building time counts
+    against the call's budget."""
 
-    def __init__(self, build, name: str, certifies: bool) -> None:
+    def __init__(self, build, name: str, certifies: bool, rows: int) -> None:
         self._build, self._oracle = build, None
-        self.name, self.certifies = name, certifies
+        self.name, self.certifies, self.rows = name, certifies, rows
+        self._reported = False
+
+    def _skip(self, why: str, timer: Timer) -> OracleAnswer:
+        failures = [] if self._reported else [why]
+        self._reported = True
+        return OracleAnswer(theta=None, value=math.inf, lower_bound=-math.inf, source=self.name,
+                            time_s=timer.elapsed(), status=f"skipped: {why}", failures=failures)
 
     def separate(self, query):
+        timer = Timer()
         if self._oracle is None:
+            if self.rows > MAX_IP_ROWS:
+                return self._skip(f"integer program not built: {self.rows:,} constraint rows "
+                                  f"exceed MAX_IP_ROWS={MAX_IP_ROWS:,}", timer)
+            limit = query.time_limit_s
+            if limit is not None and limit < IP_BUILD_S_PER_ROW * self.rows:
+                return self._skip("integer program not built: the remaining time "
+                                  f"({limit:.2f} s) is below the estimated build time", timer)
             self._oracle = self._build()
+            if limit is not None:
+                query = replace(query, time_limit_s=max(limit - timer.elapsed(), 0.0))
         return self._oracle.separate(query)
 
 
@@ -52,7 +84,8 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         from oracles.altmin import AltMinOracle
         return AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
-    exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True)
+    rows = indices.shape[0] * (indices.shape[1] + 1)
+    exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True, rows)
     if spec == "scip":
         return exact
     if spec == "auto":

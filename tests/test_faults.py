@@ -1,5 +1,7 @@
 """Faults injected into a real ScipOracle: the run goes on with the heuristic, keeps only proven
 bounds, and says what happened."""
+import time
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,23 @@ def test_ip_time_outs_are_not_proofs(noisy):
     assert res.lower_bound <= res.objective
     if res.status != "optimal":
         assert res.gap > res.tol  # the run did not pretend to have proven the gap
+
+
+def test_integer_program_too_large_is_skipped_and_reported(noisy, monkeypatch):
+    from tensorcomp import oracle_factory
+    monkeypatch.setattr(oracle_factory, "MAX_IP_ROWS", 10)
+    res = solve(noisy, lam=0.6, tol=1e-9, ip_policy="eager")
+    assert res.stats["ip_calls"] == 0
+    assert any("exceed MAX_IP_ROWS" in f for f in res.stats["oracle_failures"])
+    assert res.status == "stalled" and res.gap > res.tol
+    assert res.lower_bound <= res.objective
+
+
+def test_no_build_when_the_budget_is_too_short(noisy, monkeypatch):
+    from tensorcomp import oracle_factory
+    monkeypatch.setattr(oracle_factory, "IP_BUILD_S_PER_ROW", 10.0)
+    t = time.perf_counter()
+    res = solve(noisy, lam=0.6, tol=1e-9, ip_policy="eager", time_limit=3.0)
+    assert time.perf_counter() - t < 3.5
+    assert res.stats["ip_calls"] == 0
+    assert any("below the estimated build time" in f for f in res.stats["oracle_failures"])
