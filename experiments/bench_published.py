@@ -155,7 +155,7 @@ def main(argv=None) -> int:
             row = {
                 "point": label, "variant": variant, "reps": len(rs),
                 "time_median": median(times), "time_mean": t_mean,
-                "nmse": f"{nm_mean:.4f} ± {nm_se:.4f}",
+                "nmse": f"{nm_mean:.3g} ± {nm_se:.2g}",
                 "pub_nmse": (f"{float(ref[0]['nmse_mean']):.4f} ± {float(ref[0]['nmse_se']):.4f}"
                              if ref else "-"),
                 "iters": mean_se([r["iterations"] for r in rs])[0],
