@@ -1,5 +1,6 @@
 """Benchmark on the published grid (METHOD.md §4) and at scale, side by side with the published
-timings (../shared/reference/paper2_published_results.csv).
+timings (data/reference/paper2_published_results.csv, a copy of Pan, Aswani & Chen 2023's
+published results).
 
     python experiments/bench_published.py --sets 1,2,3,4 --reps 5
     python experiments/bench_published.py --scale --reps 1
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = ROOT.parent / "shared" / "reference" / "paper2_published_results.csv"
+PUBLISHED = ROOT / "data" / "reference" / "paper2_published_results.csv"
 
 # (label, shape, n)
 SETS = {

@@ -16,11 +16,11 @@ ENV_VAR = "TENSORCOMP_PUBLISHED_CSV"
 
 
 def default_csv_path() -> Path | None:
-    """$TENSORCOMP_PUBLISHED_CSV, else ../shared/reference/ beside the repository."""
+    """$TENSORCOMP_PUBLISHED_CSV, else the copy shipped in data/reference/."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
     repo = Path(__file__).resolve().parents[1]
-    p = repo.parent / "shared" / "reference" / "paper2_published_results.csv"
+    p = repo / "data" / "reference" / "paper2_published_results.csv"
     return p if p.exists() else None
 
 

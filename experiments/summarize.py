@@ -366,7 +366,7 @@ def main(argv=None) -> int:
     ap.add_argument("results", help="JSONL results file")
     ap.add_argument("--out", help="output directory (default: RESULTS_summary/)")
     ap.add_argument("--published", help="published CSV (default: "
-                                        "../shared/reference/paper2_published_results.csv)")
+                                        "data/reference/paper2_published_results.csv)")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--trace", action="append", default=None, metavar="KEY",
                     help="only these run keys get a trace figure (default: all saved)")

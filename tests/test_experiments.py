@@ -289,8 +289,7 @@ def test_dask_local_cluster(tmp_path):
 
 def test_summary_has_published_numbers(tmp_path):
     csv_path = default_csv_path()
-    if csv_path is None:
-        pytest.skip("shared/reference/paper2_published_results.csv not beside the repository")
+    assert csv_path is not None, "data/reference/paper2_published_results.csv is missing"
     results = tmp_path / "r.jsonl"
     cfg = tiny_config(results, seeds=1,
                       instances=[{"generator": "published", "p": 3, "r": 10, "n": 500},
