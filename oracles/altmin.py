@@ -120,7 +120,9 @@ class AltMinOracle:
         return self.indices.shape[0]
 
     # ---------------------------------------------------------------------------------------
-    def separate(self, query: SeparationQuery) -> OracleAnswer:
+    def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
+        """Best atom over the starts; ``extra_random`` more random starts are tried only if the
+        regular ones miss the target (callers escalate before paying for an exact oracle)."""
         timer = Timer()
         c = self._validated_direction(query.direction)
         starts, first_modes = self._starting_atoms(query.hints)
@@ -142,7 +144,18 @@ class AltMinOracle:
         best_value, best_theta, best_start = math.inf, None, -1
         run = updates_total = 0
         status = "restarts_exhausted"
-        while run < starts.shape[0]:
+        escalated = False
+        while True:
+            if run >= starts.shape[0]:
+                if escalated or extra_random <= 0 or best_value <= query.target \
+                        or timer.remaining(query.time_limit_s) <= 0:
+                    break
+                escalated = True  # the regular starts missed the target: more random ones
+                more = self._rng.integers(0, 2, size=(extra_random, self.rho), dtype=np.uint8)
+                more &= self._observed_bits
+                starts = np.ascontiguousarray(np.vstack([starts, more]))
+                first_modes = np.concatenate([first_modes,
+                                              np.zeros(extra_random, dtype=np.int64)])
             batch = starts[run:run + self.batch_size]  # contiguous rows, descended in place
             batch_modes = first_modes[run:run + self.batch_size]
             values = np.empty(batch.shape[0], dtype=np.float64)

@@ -29,19 +29,30 @@ def merge_answers(first: OracleAnswer, second: OracleAnswer, time_s: float) -> O
 
 class ChainOracle:
     """Ask ``heuristic``; if it gives no positive answer, ask ``exact`` warm-started with the
-    heuristic's best atom, within ``exact_time_limit_s`` per call."""
+    heuristic's best atom, within ``exact_time_limit_s`` per call. When the exact stage is
+    allowed, the heuristic first escalates to ``escalation`` extra random starts (measured on
+    noisy p=3 instances: 16 starts missed improving atoms that the IP then found at ~5 s
+    each)."""
 
     name = "auto"
 
-    def __init__(self, heuristic, exact, exact_time_limit_s: float | None = None) -> None:
+    def __init__(self, heuristic, exact, exact_time_limit_s: float | None = None,
+                 escalation: int = 112) -> None:
         self.heuristic = heuristic
+        #: extra random heuristic starts tried before an exact call (0: none; the heuristic's
+        #: ``separate`` must accept ``extra_random``)
+        self.escalation = int(escalation)
         self.exact = exact
         self.exact_time_limit_s = exact_time_limit_s
         self.certifies = bool(getattr(exact, "certifies", False))
 
     def separate(self, query: SeparationQuery) -> OracleAnswer:
         timer = Timer()
-        first = self.heuristic.separate(query)
+        if query.exact_allowed and self.exact is not None and self.escalation:
+            # an integer program costs seconds: first try many more heuristic starts
+            first = self.heuristic.separate(query, extra_random=self.escalation)
+        else:
+            first = self.heuristic.separate(query)
         if first.is_positive(query) or self.exact is None or not query.exact_allowed:
             return first
         hints = query.hints

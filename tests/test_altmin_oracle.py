@@ -434,3 +434,23 @@ def test_scatter_indexing_is_coordinatewise_optimal_and_close_to_lists():
             block = ans.theta[offsets[k]:offsets[k + 1]]
             assert coef[block].sum() <= coef[coef < 0].sum() + 1e-12
     assert hits >= 27
+
+
+def test_escalation_runs_only_when_the_target_is_missed():
+    rng = np.random.default_rng(9)
+    shape = (6, 5, 4)
+    idx = np.unique(np.stack([rng.integers(0, r, 80) for r in shape], 1), axis=0)
+    c = rng.standard_normal(len(idx))
+    oracle = AltMinOracle(idx, shape, restarts=8, seed=1)
+    unreachable = SeparationQuery(direction=c, current_value=0.0, target=-1e9,
+                                  certify_level=np.inf)
+    oracle.separate(unreachable, extra_random=24)
+    assert oracle.last_run.starts_run == oracle.last_run.starts_available
+    assert oracle.last_run.starts_available > 8  # the 24 extra random starts were added
+    easy = SeparationQuery(direction=c, current_value=0.0, target=0.0, certify_level=np.inf)
+    oracle.separate(easy, extra_random=24)
+    assert oracle.last_run.starts_available <= 8
+    # deterministic: a fresh oracle with the same seed and calls gives the same answers
+    a = AltMinOracle(idx, shape, restarts=8, seed=1).separate(unreachable, extra_random=24)
+    b = AltMinOracle(idx, shape, restarts=8, seed=1).separate(unreachable, extra_random=24)
+    assert np.array_equal(a.theta, b.theta) and a.value == b.value
