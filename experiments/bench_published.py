@@ -53,7 +53,6 @@ def published_table():
 
 # ------------------------------------------------------------------------------------ child
 def run_point(shape, n, reps, options, faithful):
-    import numpy as np
     from tensorcomp import solve
     from tensorcomp.synthetic import nmse_cp, published_instance
 

@@ -1,7 +1,6 @@
 """Exact oracle by enumeration of every atom: ground truth for tiny shapes (tests)."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 

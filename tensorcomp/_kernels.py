@@ -131,7 +131,8 @@ def predict_cp_numpy(thetas, weights, offsets, indices):
 
 atom_support = _dispatch(_atom_support_body, lambda theta, entries, offsets: entries.size)
 point_on_entries = _dispatch(_point_on_entries_body, lambda supports, weights: supports.size)
-gram_row = _dispatch(_gram_row_body, lambda supports, new_on, counts: supports.shape[0] * new_on.size)
+gram_row = _dispatch(_gram_row_body,
+                     lambda supports, new_on, counts: supports.shape[0] * new_on.size)
 predict_cp = _dispatch(_predict_cp_body,
                        lambda thetas, weights, offsets, indices: thetas.shape[0] * indices.size)
 

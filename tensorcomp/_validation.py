@@ -99,7 +99,8 @@ def as_optional_positive_float(value, name: str) -> float | None:
 def as_optional_positive_int(value, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)) \
+    if isinstance(value, (bool, np.bool_)) \
+            or not isinstance(value, (numbers.Integral, np.integer)) \
             or int(value) < 1:
         raise InputError(f"{name} must be a positive integer or None, got {describe(value)}")
     return int(value)

@@ -41,8 +41,8 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     value) and grows by sqrt(2); it stops after two consecutive points that do not improve the
     validation error. Each fit is warm-started from the previous one (a convex combination of
     atoms is feasible for every lambda) and uses ``validation_oracle`` (default: the heuristic
-    only, since model selection needs good fits, not certificates). Returns (best_lam, path) with path a list of
-    (lam, validation_mse, train_objective, status).
+    only, since model selection needs good fits, not certificates). Returns (best_lam, path),
+    path a list of (lam, validation_mse, train_objective, status).
     """
     base = float(np.max(np.abs(obs.means)))
     if grid is None and base == 0.0:

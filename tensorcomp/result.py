@@ -26,7 +26,7 @@ DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
 
 @dataclass
 class CompletionResult:
-    """Completed tensor psi_hat = sum_j weights[j] * outer(factors[0][:, j], ..., factors[p-1][:, j]).
+    """psi_hat = sum_j weights[j] * outer(factors[0][:, j], ..., factors[p-1][:, j]).
 
     objective: (1/n) sum_i (y_i - psi_hat[x_i])^2 over the observed samples.
     lower_bound: a lower bound on the optimal objective over {||psi||_+ <= lam}.

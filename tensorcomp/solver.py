@@ -16,13 +16,13 @@ import numpy as np
 
 from oracles.base import SeparationQuery, trivial_lower_bound
 
+from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
                           as_positive_float, describe)
 from .active_set import STORAGES
 from .observations import Observations
 from .oracle_factory import make_oracle
 from .result import CompletionResult
-from . import _kernels as K
 from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
 from .variants import resolve_options
 
@@ -131,7 +131,6 @@ class _Driver:
                                    and opts.storage == "gram" and callback is None
                                    and not check)
         self._trace = np.empty(PAIRWISE_BATCH)
-        self.n_samples = obs.n_samples
         self.aset = STORAGES[opts.storage](obs, lam)
         #: bound from the published shortcut (heuristic minima treated as exact): NOT a proof
         self.unproven_bound = -math.inf
@@ -140,8 +139,8 @@ class _Driver:
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
-            "oracle_time_s": 0.0, "data_pass_time_s": 0.0, "local_time_s": 0.0, "drops": 0, "phi_halvings": 0,
-            "certified_negatives": 0, "oracle_failures": [],
+            "oracle_time_s": 0.0, "data_pass_time_s": 0.0, "local_time_s": 0.0, "drops": 0,
+            "phi_halvings": 0, "certified_negatives": 0, "oracle_failures": [],
         }
         self.history: list[tuple[float, float, float]] = []
         self.status = None
@@ -320,8 +319,9 @@ class _Driver:
         w = aset.weights.copy()
         G = np.ascontiguousarray(aset.G)
         gw = G @ w
-        steps, _ = K.pairwise_steps(G, aset.h, w, gw, 2.0 * self.lam / self.n_samples, self.lam,
-                                    self.phi_estimate, budget, self._trace)
+        scale = 2.0 * self.lam / self.obs.n_samples
+        steps, _ = K.pairwise_steps(G, aset.h, w, gw, scale, self.lam, self.phi_estimate, budget,
+                                    self._trace)
         stats["drops"] += aset.set_weights(w)
         stats["local_steps"] += steps
         stats["iterations"] += steps

@@ -1,6 +1,5 @@
 """Same inputs and seed: identical atoms, weights and counts, run to run and for 1 or 2 threads."""
 import numba
-import numpy as np
 import pytest
 
 from tensorcomp import solve
