@@ -158,7 +158,7 @@ class ActiveSet:
         return K.point_on_entries(self.supports, self.weights)
 
     def objective_exact(self, phi: np.ndarray) -> float:
-        """f from phi without cancellation: (within-entry SS + sum m_x (mean_x - lam phi_x)^2) / n."""
+        """f from phi without cancellation: (within SS + sum m_x (mean_x - lam phi_x)^2) / n."""
         r = self.obs.means - self.lam * phi
         return (self.obs.within_ss + float(self.counts_f @ (r * r))) / self.n
 
