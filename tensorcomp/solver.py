@@ -34,6 +34,8 @@ DEFAULT_RELATIVE_TOL = 1e-4
 ACCURACY_K = 2.0
 #: how many active atoms (largest weights) are handed to the oracle as warm starts
 N_HINTS = 4
+#: an exact oracle is asked to prove the gap down to this fraction of tol, not below
+CERTIFY_FRACTION = 0.9
 #: most pairwise steps per compiled run (limits are checked between runs)
 PAIRWISE_BATCH = 4096
 
@@ -255,9 +257,12 @@ class _Driver:
             exact_allowed = first and self.opts.exact_first
         else:
             exact_allowed = self.ip_policy == "eager" or self.phi_estimate <= self.tol
+        # A proof of min <g, v> >= <g, phi> - tol already ends the run (f - L <= tol): never
+        # ask for a tighter one, whatever Phi has shrunk to (0.9: margin for SCIP's tolerances).
+        certify_gap = max(self.phi_estimate, CERTIFY_FRACTION * self.tol)
         query = SeparationQuery(
             direction=g, current_value=gphi, target=gphi - self.phi_estimate / ACCURACY_K,
-            certify_level=gphi - self.phi_estimate, time_limit_s=remaining,
+            certify_level=gphi - certify_gap, time_limit_s=remaining,
             hints=aset.thetas[order].copy(), exact_allowed=exact_allowed,
         )
         if first and self.opts.exact_first:  # an exact minimum: no threshold to stop at
