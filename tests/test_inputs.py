@@ -133,3 +133,21 @@ def test_predict_and_to_dense_checks():
     with pytest.raises(InputError, match="would allocate 96 bytes"):
         res.to_dense(max_bytes=10)
     assert res.to_dense(max_bytes=10, force=True).shape == SHAPE
+
+
+def test_aggregation_beyond_int64_linear_indices():
+    """prod(shape) = 1e20 > 2^62: rows are sorted lexicographically instead of linearised."""
+    rng = np.random.default_rng(4)
+    shape = (10,) * 20
+    base = np.stack([rng.integers(0, 10, 300) for _ in shape], 1)
+    idx = np.vstack([base, base[:100]])  # 100 repeated entries
+    y = rng.random(len(idx))
+    obs = Observations(idx, y, shape)
+    assert obs.n_entries == len(np.unique(base, axis=0))
+    ref = {}
+    for row, v in zip(map(tuple, idx), y):
+        ref.setdefault(row, []).append(v)
+    for e, c, s in zip(map(tuple, obs.entries), obs.counts, obs.sums):
+        assert c == len(ref[e]) and s == pytest.approx(sum(ref[e]))
+    res = solve(obs, lam=1.0, max_iter=200)
+    assert res.lower_bound <= res.objective < obs.value_scale
