@@ -72,6 +72,12 @@ def _fail(where: str, msg: str):
     raise ConfigError(f"{where}: {msg}")
 
 
+def _require_unique(values, what: str, source) -> None:
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        _fail(source, f"duplicate {what} {dup}")
+
+
 def _check_keys(d: dict, allowed: set, where: str) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
@@ -225,16 +231,11 @@ def parse_config(raw: dict, *, source: str = "<config>") -> dict:
     if not instances:
         _fail(source, "no [[instances]]")
     ids = [i["id"] for i in instances]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        _fail(source, f"duplicate instance ids {dup}")
+    _require_unique(ids, "instance ids", source)
     methods = [_method(d, f"{source}.methods[{i}]") for i, d in enumerate(raw.get("methods", []))]
     if not methods:
         _fail(source, "no [[methods]]")
-    names = [m["name"] for m in methods]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        _fail(source, f"duplicate method names {dup}")
+    _require_unique([m["name"] for m in methods], "method names", source)
     for m in methods:
         unknown = sorted(set(m["instances"] or []) - set(ids))
         if unknown:
