@@ -21,21 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tensorcomp.synthetic import cp_inner_factors, thetas_to_factors
+
 __all__ = ["Estimate", "evaluate", "cp_inner", "thetas_to_factors"]
 
 
-def thetas_to_factors(thetas: np.ndarray, shape) -> list[np.ndarray]:
-    offsets = np.concatenate([[0], np.cumsum(shape)])
-    return [np.ascontiguousarray(thetas[:, offsets[k]:offsets[k + 1]].T, dtype=np.float64)
-            for k in range(len(shape))]
-
-
-def cp_inner(wa, fa, wb, fb) -> float:
-    """<[[wa; fa]], [[wb; fb]]> over all entries."""
-    gram = np.ones((len(wa), len(wb)))
-    for a, b in zip(fa, fb):
-        gram *= a.T @ b
-    return float(np.asarray(wa) @ gram @ np.asarray(wb))
+# one implementation of the exact CP-form inner product, shared with the library
+cp_inner = cp_inner_factors
 
 
 @dataclass

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from oracles.base import atom_offsets
+
 from . import _kernels as K
 from .numerics import WEIGHT_PURGE, check_finite
 from .observations import Observations
@@ -30,7 +32,7 @@ class ActiveSet:
         self.obs = obs
         self.lam = float(lam)
         self.n = obs.n_samples
-        self.offsets = np.concatenate([[0], np.cumsum(obs.shape)]).astype(np.int64)
+        self.offsets = atom_offsets(obs.shape)
         self.rho = int(self.offsets[-1])
         self.counts_f = obs.counts.astype(np.float64)
         self._cap = 0

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from oracles.base import atom_offsets
+
 from . import _kernels as K
 from ._validation import InputError, as_index_array
 
@@ -56,7 +58,7 @@ class CompletionResult:
 
     @property
     def offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.shape)]).astype(np.int64)
+        return atom_offsets(self.shape)
 
     @property
     def n_atoms(self) -> int:

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oracles.base import atom_offsets
+
 from . import _kernels as K
 from .observations import Observations
 
-__all__ = ["PlantedTensor", "published_instance", "cp_inner", "nmse_cp", "nmse_sampled"]
+__all__ = ["PlantedTensor", "published_instance", "cp_inner", "cp_inner_factors",
+           "thetas_to_factors", "nmse_cp", "nmse_sampled"]
 
 
 @dataclass
@@ -23,7 +26,7 @@ class PlantedTensor:
 
     @property
     def offsets(self):
-        return np.concatenate([[0], np.cumsum(self.shape)]).astype(np.int64)
+        return atom_offsets(self.shape)
 
     def values(self, indices: np.ndarray) -> np.ndarray:
         return K.predict_cp(self.thetas, self.weights, self.offsets, indices)
@@ -47,16 +50,27 @@ def published_instance(shape, n_samples: int, seed: int, n_atoms: int = 10):
     return truth, obs
 
 
+def thetas_to_factors(thetas: np.ndarray, shape) -> list[np.ndarray]:
+    """Atom bits (m, rho) as CP factor matrices, one (r_k, m) float64 array per mode."""
+    offsets = atom_offsets(shape)
+    return [np.ascontiguousarray(thetas[:, offsets[k]:offsets[k + 1]].T, dtype=np.float64)
+            for k in range(len(shape))]
+
+
+def cp_inner_factors(weights_a, factors_a, weights_b, factors_b) -> float:
+    """<[[wa; Fa]], [[wb; Fb]]> over ALL entries, exact, from the factor Gram products
+    prod_k Fa_k^T Fb_k; no dense tensor."""
+    gram = np.ones((len(weights_a), len(weights_b)))
+    for a, b in zip(factors_a, factors_b):
+        gram *= a.T @ b
+    return float(np.asarray(weights_a) @ gram @ np.asarray(weights_b))
+
+
 def cp_inner(thetas_a, weights_a, thetas_b, weights_b, shape) -> float:
-    """<psi_a, psi_b> over ALL entries, exact, without the dense tensors: for two atoms the
+    """<psi_a, psi_b> over ALL entries for atoms given by their bits: for two atoms the
     inner product is prod_k |theta_a^k AND theta_b^k|."""
-    offsets = np.concatenate([[0], np.cumsum(shape)])
-    M = np.ones((len(weights_a), len(weights_b)))
-    for k in range(len(shape)):
-        A = thetas_a[:, offsets[k]:offsets[k + 1]].astype(np.float64)
-        B = thetas_b[:, offsets[k]:offsets[k + 1]].astype(np.float64)
-        M *= A @ B.T
-    return float(weights_a @ M @ weights_b)
+    return cp_inner_factors(weights_a, thetas_to_factors(thetas_a, shape),
+                            weights_b, thetas_to_factors(thetas_b, shape))
 
 
 def nmse_cp(result, truth: PlantedTensor) -> float:
