@@ -469,15 +469,42 @@ class ScipOracle:
         if threading.current_thread() is not threading.main_thread():
             model.optimizeNogil()
             return
-        worker = threading.Thread(target=model.optimizeNogil, name="scip-solve", daemon=True)
-        worker.start()
+        done = threading.Event()  # not Thread.join/is_alive: an exception landing inside join
+        # can leave a running thread marked as stopped (CPython 3.11, measured here)
+
+        def work() -> None:
+            try:
+                model.optimizeNogil()
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=work, name="scip-solve", daemon=True)
         try:
-            while worker.is_alive():
-                worker.join(0.05)
-        except KeyboardInterrupt:
-            model.interruptSolve()
-            worker.join()
-            self.interrupted = True
+            worker.start()
+            while not done.wait(0.05):
+                pass
+        except BaseException as exc:
+            # Ctrl-C, or any other exception raised in this thread (a signal handler's,
+            # SystemExit), possibly while the worker was starting: stop SCIP before the model
+            # can be touched or freed again (measured: a solve left running crashed the next
+            # call inside SCIP's C code)
+            self._stop(worker, done)
+            if isinstance(exc, KeyboardInterrupt):
+                self.interrupted = True
+                return
+            raise
+
+    def _stop(self, worker: threading.Thread, done: threading.Event) -> None:
+        """Ask SCIP to stop until the worker has ended; further interrupts cannot cut this
+        short (the worker must not outlive the call)."""
+        if worker.ident is None:
+            return  # never started
+        while not done.is_set():
+            try:
+                self._model.interruptSolve()  # repeated: SCIP may not have started solving yet
+                done.wait(0.05)
+            except BaseException:  # another Ctrl-C or signal while stopping: keep stopping
+                continue
 
     def _set_objective(self, c: np.ndarray) -> None:
         """Only nonzero coefficients are passed; ``clear=True`` zeroes the rest in C.
