@@ -11,6 +11,7 @@ filled chunk by chunk; the only other memory is one chunk of lines.
 from __future__ import annotations
 
 import logging
+import warnings
 from itertools import islice
 from pathlib import Path
 
@@ -28,16 +29,18 @@ _COMMENT = "#"
 
 
 def count_lines(path) -> int:
-    """Number of lines (an upper bound on the data lines), counted in 16 MB binary reads."""
-    n, last = 0, b"\n"
+    """Number of lines (an upper bound on the data lines), counted in 1 MB binary reads into
+    one reused buffer (a plain read() of a large block would allocate that block each time)."""
+    n, last = 0, 0x0A
+    buf = bytearray(1 << 20)
     with open(path, "rb") as fh:
         while True:
-            buf = fh.read(1 << 24)
-            if not buf:
+            k = fh.readinto(buf)
+            if not k:
                 break
-            n += buf.count(b"\n")
-            last = buf[-1:]
-    return n + (last != b"\n")
+            n += buf.count(b"\n", 0, k)
+            last = buf[k - 1]
+    return n + (last != 0x0A)
 
 
 def _bad_line(path, first_line_no: int, lines, width: int | None) -> InputError:
@@ -127,7 +130,9 @@ def read_tns(path, shape=None, *, order: int | None = None, values: bool = True,
             if not lines:
                 break
             try:
-                block = np.loadtxt(lines, dtype=np.float64, comments=_COMMENT, ndmin=2)
+                with warnings.catch_warnings():  # a chunk of only comments is fine
+                    warnings.filterwarnings("ignore", "loadtxt: input contained no data")
+                    block = np.loadtxt(lines, dtype=np.float64, comments=_COMMENT, ndmin=2)
             except ValueError:
                 raise _bad_line(path, line_no, lines, n_cols) from None
             if block.shape[0]:
