@@ -1,0 +1,48 @@
+"""Pictures: drawn from real results, with the bound visible even when it is exactly 0."""
+import numpy as np
+import pytest
+
+from tensorcomp import complete, solve
+from tensorcomp.synthetic import published_instance
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def test_plot_convergence_shows_a_zero_bound(tmp_path):
+    _, obs = published_instance((6, 5, 4), 80, 0)
+    res = solve(obs, lam=1.0)
+    assert res.lower_bound == 0.0  # no repeated samples, exact fit: the bound is f >= 0
+    ax = res.plot_convergence()
+    assert ax.get_yscale() == "symlog" and ax.get_xscale() == "log"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    bound = lines["proven lower bound"]
+    y = np.asarray(bound.get_ydata())
+    assert y.size == len(res.history) and (y == 0).any()
+    # the symlog axis puts 0 inside the visible range
+    low, high = ax.get_ylim()
+    assert low <= 0 <= high
+    ax.figure.savefig(tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    plt.close(ax.figure)
+
+
+def test_plot_lambda_path_marks_the_chosen_lambda(tmp_path):
+    truth, obs = published_instance((6, 5, 4), 90, 1)
+    dense = truth.to_dense()
+    mask = np.zeros(dense.shape, bool)
+    mask[tuple(obs.entries.T)] = True
+    _, res = complete(np.where(mask, dense, np.nan), return_result=True)
+    path = res.stats["lam_path"]
+    assert len(path) >= 2
+    fig, ax = plt.subplots()
+    assert res.plot_lambda_path(ax=ax) is ax
+    lam_line = [line for line in ax.get_lines() if line.get_label() == "validation MSE"][0]
+    assert list(lam_line.get_xdata()) == [p[0] for p in path]
+    chosen = [line for line in ax.get_lines() if line.get_label().startswith("chosen lambda")]
+    assert chosen and chosen[0].get_xdata()[0] == res.lam
+    fig.savefig(tmp_path / "l.png")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no lambda path"):
+        solve(obs, lam=1.0).plot_lambda_path()
