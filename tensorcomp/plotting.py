@@ -39,7 +39,12 @@ def bound_scale(ax, tol: float | None, values) -> None:
     scales = [tol / 10] if tol else []
     if pos.size:
         scales.append(float(pos.min()))
-    ax.set_yscale("symlog", linthresh=min(scales) if scales else 1e-12)
+    linthresh = min(scales) if scales else 1e-12
+    ax.set_yscale("symlog", linthresh=linthresh)
+    if v[np.isfinite(v)].min(initial=0.0) >= 0:
+        # nothing plotted is negative: no mirrored half, but a strip so a 0 line is not
+        # hidden under the axis
+        ax.set_ylim(bottom=-0.5 * linthresh)
 
 
 def plot_convergence(result, ax=None, *, show_gap: bool = True):
@@ -108,7 +113,11 @@ def plot_lambda_path(result_or_path, ax=None):
     if chosen is not None:
         ax.axvline(chosen, color="grey", lw=0.8, ls="--", label=f"chosen lambda {chosen:.4g}")
     ax.set_xscale("log")
-    bound_scale(ax, None, np.concatenate([val, train]))
+    both = np.concatenate([val, train])
+    if (both > 0).all():
+        ax.set_yscale("log")
+    else:  # a training objective of exactly 0
+        bound_scale(ax, None, both)
     ax.set_xlabel("lambda (gauge-norm bound)")
     ax.set_ylabel("mean squared error")
     ax.grid(True, which="both", alpha=0.3)

@@ -23,8 +23,8 @@ __all__ = ["read_tns", "write_tns", "write_dense_tns", "count_lines", "CHUNK_LIN
 
 log = logging.getLogger("tensorcomp")
 
-#: lines parsed per chunk: ~10 MB of text at FROSTT line lengths
-CHUNK_LINES = 1 << 17
+#: lines parsed per chunk: a few MB of text and parsed floats at FROSTT line lengths
+CHUNK_LINES = 1 << 16
 _COMMENT = "#"
 
 
