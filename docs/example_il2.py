@@ -80,9 +80,24 @@ back = CompletionResult.load(model)
 print(f"saved {model.name} ({model.stat().st_size:,} bytes); reloaded predictions identical: "
       f"{np.array_equal(back.predict(test), pred)}")
 
-# 8. the same model from the command line: predict the hidden entries from a .tns file
+# 8. the command line on files: complete the training entries (.tns) at the chosen lambda,
+#    then predict the hidden entries from the saved model
+write_tns(a.out_dir / "il2_train.tns", obs.entries, obs.means, header="IL2 training entries")
 write_tns(a.out_dir / "il2_test.tns", test, truth_test, header="IL2 held-out entries")
-cmd = [sys.executable, "-m", "tensorcomp", "predict", str(model),
-       str(a.out_dir / "il2_test.tns"), "--out", str(a.out_dir / "il2_pred.tns")]
-print("$ tensorcomp predict il2_model.npz il2_test.tns --out il2_pred.tns")
-print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip())
+lam = f"{res.lam:.6g}"
+for shown, args in [
+    (f"tensorcomp complete il2_train.tns --shape 13,4,12,8 --lam {lam} --time-limit "
+     f"{a.time_limit:g} --model il2_cli.npz",
+     ["complete", str(a.out_dir / "il2_train.tns"), "--shape", "13,4,12,8", "--lam", lam,
+      "--time-limit", str(a.time_limit), "--model", str(a.out_dir / "il2_cli.npz")]),
+    ("tensorcomp predict il2_cli.npz il2_test.tns --out il2_pred.tns",
+     ["predict", str(a.out_dir / "il2_cli.npz"), str(a.out_dir / "il2_test.tns"), "--out",
+      str(a.out_dir / "il2_pred.tns")]),
+]:
+    print(f"$ {shown}")
+    out = subprocess.run([sys.executable, "-m", "tensorcomp"] + args, capture_output=True,
+                         text=True, check=True).stdout
+    print(out.rstrip().replace(str(a.out_dir) + "/", ""))
+from tensorcomp import read_tns  # noqa: E402
+_, cli_pred, _ = read_tns(a.out_dir / "il2_pred.tns")
+print(f"held-out MSE of the command-line model: {np.mean((cli_pred - truth_test) ** 2):.5f}")
