@@ -124,6 +124,19 @@ def _check_output(path: Path | None, what: str, suffixes) -> None:
         raise InputError(f"{what} {path}: directory {parent} does not exist")
 
 
+def _check_dense_size(out: Path | None, shape) -> None:
+    """--out writes every entry: refuse before the solve what would not fit (memory for .npy
+    and .csv, a file of ~30 bytes per entry for .tns)."""
+    from .result import DEFAULT_MAX_DENSE_BYTES
+    if out is None:
+        return
+    entries = float(np.prod(np.asarray(shape, dtype=np.float64)))
+    if 8 * entries > DEFAULT_MAX_DENSE_BYTES:
+        raise InputError(f"--out {out} would hold all {entries:,.0f} entries of shape "
+                         f"{tuple(shape)}; save the model with --model and use `tensorcomp "
+                         f"predict` for the entries you need")
+
+
 def _load_dense(path: Path, suffix: str, mask_path: Path | None):
     if suffix == ".npy":
         tensor = np.load(path, allow_pickle=False)
@@ -227,6 +240,7 @@ def cmd_complete(a) -> int:
         log.info("--out .csv without labels: the mode columns hold 0-based indices")
     obs, tensor, mask = _read_any(a.input, suffix, a.mask, a.shape)
     log.info("%r", obs)
+    _check_dense_size(a.out, obs.shape)
     res = fit(obs, lam=a.lam, **_options(a))
     extra = {"input": f"{a.input} ({obs.n_entries:,} observed entries of shape {obs.shape})"}
     if a.model is not None:
@@ -358,6 +372,9 @@ def main(argv=None) -> int:
         except (InputError, OSError, ImportError) as exc:
             print(f"tensorcomp: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # outside a solve (which returns its best point itself)
+            print("tensorcomp: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

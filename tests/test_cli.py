@@ -186,3 +186,10 @@ def test_negative_values_warn_in_one_line(tmp_path, capsys):
                  "--lam", "1"]) == 0
     err = capsys.readouterr().err
     assert "tensorcomp: warning: 1 of 3 observed values are negative" in err
+
+
+def test_out_of_every_entry_is_refused_before_the_solve_when_too_large(tmp_path, capsys):
+    (tmp_path / "big.tns").write_text("1 1 1 0.5\n2000 2000 2000 0.25\n")
+    assert main(["complete", str(tmp_path / "big.tns"), "--out", str(tmp_path / "o.tns")]) == 2
+    captured = capsys.readouterr()
+    assert "would hold all 8,000,000,000 entries" in captured.err and "status" not in captured.out
