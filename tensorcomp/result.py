@@ -181,9 +181,8 @@ class CompletionResult:
         dims = "" if self.dims is None else f", dims={tuple(self.dims)}"
         return (f"CompletionResult(shape={tuple(self.shape)}{dims}, lam={self.lam:.6g}, "
                 f"status={self.status!r}, objective={self.objective:.6g}, "
-                f"lower_bound={self.lower_bound:.6g} "
-                f"({'proven' if self.certified else 'NOT proven'}), gap={self.gap:.3g}, "
-                f"tol={self.tol:.3g}, n_atoms={self.n_atoms}, method={self.method!r})")
+                f"lower_bound={self.lower_bound:.6g}, gap={self.gap:.3g}, tol={self.tol:.3g}, "
+                f"certified={self.certified}, n_atoms={self.n_atoms}, method={self.method!r})")
 
     def summary(self) -> str:
         s = self.stats

@@ -162,7 +162,7 @@ def test_repr_is_short_and_says_what_matters(fitted):
     res, obs = fitted
     text = repr(res)
     assert len(text) < 300 and "status='optimal'" in text and "n_atoms=" in text
-    assert "proven" in text and "gap=" in text
+    assert "certified=True" in text and "gap=" in text
     assert "[" not in text  # no arrays
     text = repr(obs)
     assert "distinct_entries=" in text and "values in [" in text
