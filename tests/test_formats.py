@@ -197,3 +197,22 @@ def test_scipy_and_pydata_sparse_stored_entries_are_observations():
     assert obs.shape == (4, 2, 3) and obs.entries.tolist() == sorted(coords.T.tolist())
     with pytest.raises(InputError, match="must be a scipy.sparse matrix/array or a pydata"):
         Observations.from_sparse(np.ones((2, 2)))
+
+
+def test_fit_auto_matches_complete_and_keeps_labels():
+    """fit(obs, lam="auto") is complete()'s lambda search and final fit, without the dense
+    tensor: same lambda, path and model; labels carried into the result."""
+    from tensorcomp import complete
+    frame, truth, obs = long_table(seed=4)
+    tobs = Observations.from_frame(frame, value="rating")
+    res = fit(tobs, lam="auto", seed=0)
+    dense = np.full(tobs.shape, np.nan)
+    dense[tuple(tobs.entries.T)] = tobs.means
+    _, ref = complete(dense, return_result=True, seed=0)
+    assert res.lam == ref.lam and res.stats["lam_path"] == ref.stats["lam_path"]
+    assert np.array_equal(res.weights, ref.weights)
+    assert res.dims == ("user", "item", "week") and res.value_name == "rating"
+    with pytest.raises(InputError, match="observations must be a tensorcomp.Observations"):
+        fit(dense)
+    with pytest.raises(InputError, match="lam must be a positive number or 'auto'"):
+        fit(tobs, lam="big")
