@@ -46,3 +46,19 @@ def test_plot_lambda_path_marks_the_chosen_lambda(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="no lambda path"):
         solve(obs, lam=1.0).plot_lambda_path()
+
+
+def test_oracle_sources_are_marked_when_the_history_records_steps():
+    """History rows with a fourth field (the step, e.g. "fw_oracle:scip") get one marker series
+    per oracle source; three-field rows (today's solver) plot without markers."""
+    from dataclasses import replace
+    _, obs = published_instance((6, 5, 4), 80, 0)
+    res = solve(obs, lam=1.0)
+    steps = ["local", "fw_oracle:altmin", "local", "fw_oracle:scip"]
+    marked = replace(res, history=[h[:3] + (steps[i % 4],) for i, h in enumerate(res.history)])
+    ax = marked.plot_convergence()
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "oracle: altmin" in labels and "oracle: scip" in labels
+    scip = [line for line in ax.get_lines() if line.get_label() == "oracle: scip"][0]
+    assert len(scip.get_xdata()) == len(res.history[3::4])
+    plt.close(ax.figure)
