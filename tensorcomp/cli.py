@@ -101,12 +101,18 @@ def _print_result(res, extra: dict) -> None:
 
 
 # ---- file checks before any work ------------------------------------------------------------
+def _suffix(path: Path) -> str:
+    """The format's suffix: ".tns" also for gzipped "x.tns.gz" (as FROSTT ships them)."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    return ".tns" if suffixes == [".tns", ".gz"] else path.suffix.lower()
+
+
 def _check_input(path: Path, what: str, suffixes) -> str:
     if not path.exists():
         raise InputError(f"{what} {path} does not exist")
     if not path.is_file():
         raise InputError(f"{what} {path} is not a file")
-    suffix = path.suffix.lower()
+    suffix = _suffix(path)
     if suffix not in suffixes:
         raise InputError(f"{what} {path}: unsupported format {suffix or '(no suffix)'!r}; "
                          f"expected one of {', '.join(suffixes)}")
@@ -117,7 +123,7 @@ def _check_output(path: Path | None, what: str, suffixes) -> None:
     """Fail before the solve, not after it: the directory must exist and the suffix be known."""
     if path is None:
         return
-    suffix = path.suffix.lower()
+    suffix = _suffix(path)
     if suffix not in suffixes:
         raise InputError(f"{what} {path}: the suffix decides the format; use one of "
                          f"{', '.join(suffixes)}")
@@ -190,7 +196,7 @@ def _read_any(path: Path, suffix: str, mask_path, shape):
 
 
 def _write_output(out: Path, res, obs, tensor, mask) -> None:
-    suffix = out.suffix.lower()
+    suffix = _suffix(out)
     if suffix == ".npy":
         completed = res.to_dense()
         completed[tuple(obs.entries.T)] = obs.means  # observed entries keep their values
@@ -238,7 +244,7 @@ def cmd_complete(a) -> int:
     suffix = _check_input(a.input, "input", INPUT_SUFFIXES)
     _check_output(a.out, "--out", OUTPUT_SUFFIXES)
     _check_output(a.model, "--model", (".npz",))
-    if a.out is not None and a.out.suffix.lower() == ".csv" and suffix != ".csv":
+    if a.out is not None and _suffix(a.out) == ".csv" and suffix != ".csv":
         log.info("--out .csv without labels: the mode columns hold 0-based indices")
     obs, tensor, mask = _read_any(a.input, suffix, a.mask, a.shape)
     log.info("%r", obs)
@@ -274,7 +280,7 @@ def cmd_predict(a) -> int:
         else:
             idx = np.load(a.coords, allow_pickle=False)
         values = res.predict(idx)
-        if a.out.suffix.lower() == ".tns":
+        if _suffix(a.out) == ".tns":
             from .tns import write_tns
             write_tns(a.out, idx, values, header=f"predicted by tensorcomp from {a.model.name}")
         else:
@@ -314,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("complete", formatter_class=fmt,
                        help="complete a tensor from .npy/.npz (NaN = missing), .tns or .csv")
     p.add_argument("input", type=Path,
-                   help="observed tensor: .npy/.npz dense (NaN = missing), .tns (FROSTT: "
-                        "1-based coordinates then the value), .csv (mode columns, value last)")
+                   help="observed tensor: .npy/.npz dense (NaN = missing), .tns or .tns.gz "
+                        "(FROSTT: 1-based coordinates then the value), .csv (mode columns, "
+                        "value last)")
     p.add_argument("--out", type=Path, default=None,
                    help="completed tensor; the suffix sets the format: .npy dense, .tns every "
                         "entry, .csv labelled long table")

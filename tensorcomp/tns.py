@@ -2,7 +2,8 @@
 
 One nonzero per line: p 1-based integer coordinates, then the value, separated by blanks. Lines
 starting with ``#`` and blank lines are ignored. The shape is the largest coordinate per mode
-unless given. See http://frostt.io/tensors/file-formats.html.
+unless given. Files ending in ``.gz`` (as FROSTT distributes them) are read and written through
+gzip. See http://frostt.io/tensors/file-formats.html.
 
 Reading never holds the file twice: a first pass counts lines (a byte count of newlines, no
 parsing), then the (n, p) int64 index and (n,) float64 value arrays are allocated once and
@@ -10,6 +11,7 @@ filled chunk by chunk; the only other memory is one chunk of lines.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import warnings
 from itertools import islice
@@ -28,12 +30,20 @@ CHUNK_LINES = 1 << 16
 _COMMENT = "#"
 
 
+def _open(path, mode: str):
+    """Text (or binary with "b") file object; gzip for names ending in .gz."""
+    opener = gzip.open if Path(path).suffix.lower() == ".gz" else open
+    if "b" in mode:
+        return opener(path, mode)
+    return opener(path, mode + "t", encoding="utf-8", errors="replace")
+
+
 def count_lines(path) -> int:
     """Number of lines (an upper bound on the data lines), counted in 1 MB binary reads into
     one reused buffer (a plain read() of a large block would allocate that block each time)."""
     n, last = 0, 0x0A
     buf = bytearray(1 << 20)
-    with open(path, "rb") as fh:
+    with _open(path, "rb") as fh:
         while True:
             k = fh.readinto(buf)
             if not k:
@@ -65,7 +75,7 @@ def _bad_line(path, first_line_no: int, lines, width: int | None) -> InputError:
 
 
 def _first_data_line(path) -> tuple[int, str]:
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+    with _open(path, "r") as fh:
         for no, line in enumerate(fh, 1):
             text = line.strip()
             if text and not text.startswith(_COMMENT):
@@ -124,7 +134,7 @@ def read_tns(path, shape=None, *, order: int | None = None, values: bool = True,
     indices = np.empty((n_max, order), dtype=np.int64)
     vals = np.empty(n_max, dtype=np.float64) if values else None
     n, line_no = 0, 1
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+    with _open(path, "r") as fh:
         while True:
             lines = list(islice(fh, chunk_lines))
             if not lines:
@@ -202,7 +212,7 @@ def write_tns(path, indices, values, *, header: str | None = None,
     path = Path(path)
     idx = np.asarray(indices, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
-    with open(path, "w") as fh:
+    with _open(path, "w") as fh:
         _write_rows(fh, idx, v, header, chunk_lines)
     return path
 
@@ -232,7 +242,7 @@ def write_dense_tns(path, result, *, header: str | None = None,
         order = np.argsort(keep_pos)
         keep_pos, keep_val = keep_pos[order], np.asarray(observed[1])[order]
     block_bytes = max(8 * chunk_lines, 1 << 20)
-    with open(path, "w") as fh:
+    with _open(path, "w") as fh:
         if header:
             fh.write("".join(f"# {line}\n" for line in header.splitlines()))
         for start, vals in dense_blocks(shape, result.weights, result.factors,

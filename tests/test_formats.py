@@ -216,3 +216,18 @@ def test_fit_auto_matches_complete_and_keeps_labels():
         fit(dense)
     with pytest.raises(InputError, match="lam must be a positive number or 'auto'"):
         fit(tobs, lam="big")
+
+
+def test_gzipped_tns_as_frostt_ships_them(tmp_path):
+    import gzip
+    from tensorcomp.cli import main
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, [5, 4, 3], size=(40, 3))
+    vals = rng.random(40)
+    path = write_tns(tmp_path / "x.tns.gz", idx, vals)
+    with gzip.open(path, "rt") as fh:  # really gzip, readable by anyone
+        assert len([line for line in fh if not line.startswith("#")]) == 40
+    back_idx, back_vals, _ = read_tns(path)
+    assert np.array_equal(back_idx, idx) and np.array_equal(back_vals, vals)
+    assert main(["complete", str(path), "--lam", "1", "--out", str(tmp_path / "o.tns.gz")]) == 0
+    assert read_tns(tmp_path / "o.tns.gz")[1].size == 60
