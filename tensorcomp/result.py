@@ -105,10 +105,22 @@ class CompletionResult:
         return K.predict_cp(self.atom_bits(), self.weights, self.offsets, idx)
 
     def to_dense(self, *, force: bool = False, max_bytes: int = DEFAULT_MAX_DENSE_BYTES):
-        """The dense completed tensor (float64 array of ``shape``).
+        """The dense completed tensor.
 
         Built from the factors in blocks of rows by matrix products (``tensorcomp.dense``):
-        memory is the output plus about 64 MB. Refuses above ``max_bytes`` unless ``force``.
+        memory is the output plus about 64 MB.
+
+        Parameters
+        ----------
+        force : bool
+            Build it even above ``max_bytes``.
+        max_bytes : int
+            Refuse (``InputError``) when the output would be larger; default 2 GiB.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, of shape ``shape``.
         """
         size = int(np.prod(np.asarray(self.shape, dtype=np.float64)))
         nbytes = 8 * size
@@ -120,25 +132,53 @@ class CompletionResult:
 
     # ---- ecosystem ------------------------------------------------------------------------
     def save(self, path):
-        """Write the model to a versioned ``.npz`` (see ``tensorcomp.model_file``).
+        """Write the model to a versioned ``.npz`` (no pickle; ``tensorcomp.model_file``).
 
-        Weights, bit-packed 0/1 factors, shape, lambda, status, bounds, options (in ``stats``),
-        history and labels. ``CompletionResult.load(path)`` gives back a result whose
-        ``predict`` is bit-for-bit the same. Returns the path written (".npz" added if missing).
+        Holds the weights, the 0/1 factors bit-packed, shape, lambda, status, bounds, options
+        (in ``stats``), history and labels. ``CompletionResult.load`` gives back a result whose
+        ``predict`` is bit-for-bit the same.
+
+        Parameters
+        ----------
+        path : str or Path
+            ".npz" is appended when missing; the directory must exist.
+
+        Returns
+        -------
+        Path
+            The file written.
         """
         from .model_file import save_result
         return save_result(self, path)
 
     @classmethod
     def load(cls, path) -> "CompletionResult":
-        """Read a model written by ``save`` (by this or an earlier release)."""
+        """Read a model written by ``save`` (by this or an earlier release).
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        CompletionResult
+
+        Raises
+        ------
+        InputError
+            Not a tensorcomp model file, or written by a newer format version.
+        """
         from .model_file import load_result
         return load_result(path)
 
     def to_tensorly(self):
-        """The model as a tensorly ``CPTensor`` (weights, float64 factors); needs tensorly.
+        """The model as a tensorly ``CPTensor``; needs tensorly.
 
-        ``tensorly.cp_to_tensor(result.to_tensorly())`` equals ``result.to_dense()``.
+        Returns
+        -------
+        tensorly.cp_tensor.CPTensor
+            ``(weights, factors)`` with float64 copies of the 0/1 factors, rank ``n_atoms``;
+            ``tensorly.cp_to_tensor`` of it equals ``to_dense()``.
         """
         try:
             from tensorly.cp_tensor import CPTensor
@@ -149,21 +189,52 @@ class CompletionResult:
         return CPTensor((np.asarray(self.weights, dtype=np.float64).copy(), factors))
 
     def to_xarray(self, *, force: bool = False, max_bytes: int = DEFAULT_MAX_DENSE_BYTES):
-        """The dense completed tensor as an ``xarray.DataArray`` with this result's dimension
-        names and coordinates (labels); needs xarray."""
+        """The dense completed tensor as an ``xarray.DataArray``; needs xarray.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dimension names ``dims`` (else mode_0, ...), coordinates from ``labels``, name
+            ``value_name``. ``force`` and ``max_bytes`` as in ``to_dense``.
+        """
         from .frames import result_to_xarray
         return result_to_xarray(self, force=force, max_bytes=max_bytes)
 
     def to_frame(self, indices=None):
-        """A long ``pandas.DataFrame``: one column per mode (labels where known) and the
-        predicted value. ``indices`` (N, p) selects entries; None = every entry (dense size
-        limits apply)."""
+        """Predictions as a long ``pandas.DataFrame``; needs pandas.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (N, p), optional
+            0-based entries; None: every entry (at most ``frames.MAX_FRAME_ROWS`` rows).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per mode (named ``dims``, holding labels where known) and the value
+            column (``value_name`` or "value").
+        """
         from .frames import result_to_frame
         return result_to_frame(self, indices)
 
     def predict_labels(self, table):
-        """Predictions at labelled entries: ``table`` is a DataFrame (or dict of columns) with
-        one column per mode named as ``dims``, holding labels. Returns a float64 array."""
+        """Predictions at labelled entries; needs pandas.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame or dict of columns
+            One column per mode, named as ``dims``, holding labels seen in the fit.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one value per row.
+
+        Raises
+        ------
+        InputError
+            A missing column or a label the model was not fitted on (named).
+        """
         from .frames import predict_labels
         return predict_labels(self, table)
 

@@ -193,3 +193,18 @@ def test_out_of_every_entry_is_refused_before_the_solve_when_too_large(tmp_path,
     assert main(["complete", str(tmp_path / "big.tns"), "--out", str(tmp_path / "o.tns")]) == 2
     captured = capsys.readouterr()
     assert "would hold all 8,000,000,000 entries" in captured.err and "status" not in captured.out
+
+
+def test_npz_input_with_tensor_and_mask(tmp_path, capsys):
+    truth, obs = published_instance((5, 4, 3), 40, 2)
+    dense = truth.to_dense()
+    mask = np.zeros(dense.shape, bool)
+    mask[tuple(obs.entries.T)] = True
+    np.savez(tmp_path / "t.npz", tensor=dense, mask=mask)
+    assert main(["complete", str(tmp_path / "t.npz"), "--out", str(tmp_path / "o.npy"),
+                 "--lam", "1"]) == 0
+    out = np.load(tmp_path / "o.npy")
+    assert np.array_equal(out[mask], dense[mask])  # observed entries kept
+    np.savez(tmp_path / "two.npz", a=dense, b=dense)
+    assert main(["complete", str(tmp_path / "two.npz"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "name the tensor 'tensor'" in capsys.readouterr().err
