@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from oracles.base import rounding_error
 
 __all__ = ["GapPolicy", "Thresholds", "rounding_error", "ACCURACY_K", "CERTIFY_FRACTION",
            "FLOOR_FRACTION"]
@@ -52,15 +52,6 @@ FLOOR_FRACTION = 0.25
 RESOLUTION_FACTOR = 4.0
 #: consecutive oracle steps without objective decrease before the run stops as stalled
 MAX_NO_PROGRESS = 2
-
-_EPS = float(np.finfo(np.float64).eps)
-
-
-def rounding_error(terms: int, magnitude: float) -> float:
-    """First-order bound on the error of a float64 sum of ``terms`` terms whose absolute values
-    add up to ``magnitude`` (recursive summation; numpy's pairwise summation does better)."""
-    return (terms + 2) * _EPS * magnitude
-
 
 @dataclass(frozen=True)
 class Thresholds:

@@ -142,7 +142,7 @@ class _Driver:
         self.policy = GapPolicy(tol, lazy=opts.ip_policy == "lazy",
                                 published=opts.gap_reset == "published",
                                 certifies=self.certifies,
-                                within_bound=obs.within_ss / obs.n_samples)
+                                within_bound=within_variance_bound(obs))
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
@@ -182,7 +182,8 @@ class _Driver:
         f = self.aset.objective_exact(phi)
         g = self.aset.gradient(phi)
         gphi = float(g @ phi)
-        resolution = rounding_error(g.size, float(np.abs(g).sum()))
+        # bounds the rounding of <g, phi>, <g, v> for any atom v, and of f itself
+        resolution = rounding_error(g.size, float(np.abs(g).sum()) + f)
         self.stats["data_pass_time_s"] += time.perf_counter() - t
         return f, g, gphi, resolution
 
@@ -399,6 +400,13 @@ class _Driver:
             method=self.method, stats=self.stats, history=self.history, message=self.message,
             thetas=thetas,
         )
+
+
+def within_variance_bound(obs: Observations) -> float:
+    """No tensor fits two values at one entry: f* >= within_ss / n, shaded for its rounding
+    (the deviations from each entry's mean carry the mean's error)."""
+    n = obs.n_samples
+    return (obs.within_ss - rounding_error(n, 2.0 * obs.within_ss + obs.total_ss)) / n
 
 
 def observed_bits(obs: Observations) -> np.ndarray:
