@@ -41,9 +41,9 @@ def bound_scale(ax, tol: float | None, values) -> None:
         scales.append(float(pos.min()))
     linthresh = min(scales) if scales else 1e-12
     ax.set_yscale("symlog", linthresh=linthresh)
-    if v[np.isfinite(v)].min(initial=0.0) >= 0:
-        # nothing plotted is negative: no mirrored half, but a strip so a 0 line is not
-        # hidden under the axis
+    if v[np.isfinite(v)].min(initial=0.0) >= -0.25 * linthresh:
+        # nothing plotted is meaningfully negative (a proven bound of 0 shaded for rounding is
+        # -1e-16): no mirrored half, but a strip so a 0 line is not hidden under the axis
         ax.set_ylim(bottom=-0.5 * linthresh)
 
 
