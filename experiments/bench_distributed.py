@@ -36,6 +36,7 @@ def _median_time(fn, reps: int) -> float:
 
 def kernel_throughput(obs, truth, n_atoms: int, reps: int) -> dict:
     from oracles import _altmin_kernels as ak
+    from tensorcomp import _kernels as K
     from tensorcomp import distributed as D
 
     numba.set_num_threads(1)
@@ -53,8 +54,25 @@ def kernel_throughput(obs, truth, n_atoms: int, reps: int) -> dict:
     z = np.empty(u, dtype=np.uint8)
     ak.zero_counts(start[0], part.idx, part.offsets, z)
     coef = np.empty(int(np.max(np.diff(part.offsets))))
+    # the production layout: the active atoms' supports cached on the partition (as
+    # ActiveSet does on one machine), so a pass is phi, g and the scalars only
+    supports = np.stack([K.atom_support(t, part.entries, part.offsets) for t in thetas])
+
+    def cached_pass():
+        phi = K.point_on_entries(supports, weights)
+        g = (2.0 / obs.n_samples) * (part.counts * phi - part.sums)
+        r = part.means - phi
+        return part.counts @ (r * r), g @ phi, np.abs(g).sum(), np.minimum(g, 0.0).sum()
+
+    def cached_gram():
+        on = np.flatnonzero(K.atom_support(thetas[0], part.entries, part.offsets))
+        return K.gram_row(supports, on, part.counts), part.sums[on].sum()
+
+    cached_pass(), cached_gram()
     out = {
         "entries": u,
+        "data_pass_cached": _median_time(cached_pass, reps),
+        "gram_row_cached": _median_time(cached_gram, reps),
         "data_pass": _median_time(
             lambda: D._pass_on_partition(part, thetas, weights, 1.0, obs.n_samples), reps),
         "gram_row": _median_time(lambda: D._gram_on_partition(part, thetas, thetas[0]), reps),
@@ -122,6 +140,12 @@ def main(argv=None) -> None:
     parser.add_argument("--atoms", type=int, default=20, help="active atoms in the data pass")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--calls", type=int, default=3, help="oracle calls compared end to end")
+    parser.add_argument("--kernels-only", action="store_true", help="skip the cluster part")
+    parser.add_argument("--rounds", type=float, help="with --kernels-only: R for the model")
+    parser.add_argument("--updates", type=float, help="with --kernels-only: U for the model")
+    parser.add_argument("--batch", type=int, default=4, help="starts per batch (AltMinOracle)")
+    parser.add_argument("--latency-ms", type=float, default=2.0,
+                        help="assumed fixed cost of one round on a real cluster, for the model")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
@@ -135,9 +159,14 @@ def main(argv=None) -> None:
           f"median of {args.reps}")
     print("| map step (one partition, 1 thread) | time s | ns per entry |")
     print("|---|---|---|")
-    for key in ("data_pass", "gram_row", "round_stateless", "round_stateful"):
+    for key in ("data_pass", "data_pass_cached", "gram_row", "gram_row_cached",
+                "round_stateless", "round_stateful"):
         print(f"| {key} | {k[key]:.4f} | {1e9 * k[key] / u:.1f} |")
 
+    if args.kernels_only:  # the model from rounds and updates measured in an earlier run
+        if args.rounds and args.updates:
+            print(model_table(k, args.rounds, args.updates, args.batch, args.latency_ms / 1e3))
+        return
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
@@ -151,6 +180,38 @@ def main(argv=None) -> None:
     for i, row in enumerate(c["calls"]):
         print(f"| {i} | {row['single_s']:.3f} | {row['distributed_s']:.2f} | {row['rounds']} | "
               f"{row['updates']} | {row['pass_s']:.2f} | {row['same_atom']} |")
+    rounds = statistics.mean(row["rounds"] for row in c["calls"])
+    updates = statistics.mean(row["updates"] for row in c["calls"])
+    print(model_table(k, rounds, updates, args.batch, args.latency_ms / 1e3))
+
+
+def model_table(k: dict, rounds: float, updates: float, batch: int, latency_s: float) -> str:
+    """T_iter = (t_pass + t_gram + U t_round) u / C + (R + 2 + batches) L, U block updates and
+    R rounds per oracle call (docs/distributed.md). Two layouts: the prototype as it is
+    (stateless: supports and zero counts rebuilt from the bits) and the production one (active
+    supports and the batch's zero counts kept on the workers)."""
+    per_entry = {name: value / k["entries"] for name, value in k.items() if name != "entries"}
+    layouts = {"prototype": ("data_pass", "gram_row", "round_stateless"),
+               "stateful": ("data_pass_cached", "gram_row_cached", "round_stateful")}
+    batches = 16 // batch  # AltMinOracle's default: 16 starts in batches of `batch`
+    fixed = (rounds + 2 + batches) * latency_s
+    lines = [f"\nModel: U = {updates:.0f} block updates in R = {rounds:.0f} rounds per oracle "
+             f"call, B = {batch}, L = {1e3 * latency_s:.1f} ms per round (assumed)",
+             "| distinct entries u | cores C | entries per core | prototype: pass + Gram s | "
+             "prototype: oracle iteration s | stateful: pass + Gram s | "
+             "stateful: oracle iteration s | of which round latency s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for u in (1e9, 1e10):
+        for cores in (64, 512, 4096):
+            share = u / cores
+            cells = []
+            for pass_key, gram_key, round_key in layouts.values():
+                pass_s = (per_entry[pass_key] + per_entry[gram_key]) * share
+                cells += [f"{pass_s:.2f}",
+                          f"{pass_s + updates * per_entry[round_key] * share + fixed:.1f}"]
+            lines.append(f"| {u:.0e} | {cores} | {share:.1e} | " + " | ".join(cells)
+                         + f" | {fixed:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
