@@ -24,9 +24,11 @@ Contract
 * **Bound on oracle calls** (no time limit needed): with f_0 the first objective and
   Delta = min(delta / 2, delta^2 / (4 lam^2)), delta = floor / (2K),
 
-      oracle calls <= (f_0 - f*) / Delta + log2(Phi_0 / floor) + 2.
+      oracle calls <= 2 (f_0 - f*) / Delta + log2(Phi_0 / floor) + 4
 
-  Local steps between oracle calls need a gap >= Phi >= floor as well, so they are finite too.
+  (progress steps, at most as many steps without progress as with it plus the safety net's two,
+  the halvings, the escalation). Local steps between oracle calls need a gap >= Phi >= floor as
+  well, so they are finite too.
 * **Safety net.** An oracle step whose atom does not lower the objective (a lying custom oracle,
   or rounding beyond ``resolution``) counts as no progress: the next query asks the exact stage,
   and a second one in a row ends the run with ``"stalled"``.
