@@ -328,8 +328,9 @@ class DistributedData:
 
     def _check_atoms(self, thetas, name: str) -> np.ndarray:
         arr = np.asarray(thetas)
-        if arr.ndim != 2 or arr.shape[1] != self.rho:
-            raise InputError(f"{name} must have shape (m, {self.rho}), got {arr.shape}")
+        if arr.ndim != 2 or arr.shape[1] != self.rho or arr.shape[0] == 0:
+            raise InputError(f"{name} must have shape (m, {self.rho}) with m >= 1, "
+                             f"got {arr.shape}")
         return arr.astype(bool)
 
     # ----------------------------------------------------------------------------------------
@@ -340,7 +341,8 @@ class DistributedData:
         if w.shape != (thetas.shape[0],) or not np.all(np.isfinite(w)) or np.any(w < 0):
             raise InputError(f"weights must be {thetas.shape[0]} finite non-negative numbers, "
                              f"got {describe(weights)}")
-        if not (isinstance(lam, (int, float, np.floating)) and 0 < lam < math.inf):
+        if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)) \
+                or not 0 < lam < math.inf:
             raise InputError(f"lam must be a positive finite number, got {describe(lam)}")
         states = self._map(_pass_on_partition, thetas, w, float(lam), self.n_samples)
         parts = self._gather(self._map(_scalars_of, per_partition=states,

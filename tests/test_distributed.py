@@ -106,8 +106,11 @@ def test_bad_inputs_are_named(client):
         data.data_pass(np.ones((1, 11), bool), [1.0], 1.0)
     with pytest.raises(InputError, match="weights"):
         data.data_pass(ones, [np.nan], 1.0)
-    with pytest.raises(InputError, match="lam"):
-        data.data_pass(ones, [1.0], -1.0)
+    with pytest.raises(InputError, match="thetas"):
+        data.data_pass(np.ones((0, 12), bool), [], 1.0)
+    for bad_lam in (-1.0, 0.0, math.inf, True, "1"):
+        with pytest.raises(InputError, match="lam"):
+            data.data_pass(ones, [1.0], bad_lam)
     with pytest.raises(InputError, match="restarts"):
         DistributedAltMin(data, restarts=0)
     foreign = other.data_pass(ones, [1.0], 1.0).direction
@@ -187,6 +190,28 @@ def run_equivalence(client, shape, n_samples, n_partitions, steps):
     # the directions were real descent directions: the atoms found improve on them
     assert all(a.value < 0 for a in answers)
     return parted
+
+
+def test_more_partitions_than_entries(client):
+    """Empty partitions contribute nothing and break nothing."""
+    rng = np.random.default_rng(3)
+    shape = (3, 4, 5)
+    idx, vals = noisy_samples(rng, shape, 8)
+    obs = Observations(idx, vals, shape)
+    split = PartitionedObservations.from_samples(idx, vals, shape, 8)
+    assert sum(p.n_entries == 0 for p in split.partitions) >= 2
+    data = DistributedData(client, split)
+    aset = ActiveSet(obs, 0.5)
+    aset.set_weights(np.eye(1)[aset.find_or_add(np.ones(12, dtype=bool))])
+    dp = data.data_pass(aset.thetas, aset.weights, 0.5)
+    g = aset.gradient(aset.point())
+    assert abs(dp.objective - aset.objective_exact(aset.point())) <= dp.resolution
+    single = AltMinOracle(obs.entries, shape, seed=1, restarts=6)
+    parted = DistributedAltMin(data, seed=1, restarts=6)
+    for _ in range(2):
+        a = single.separate(SeparationQuery(g, 0.0, -math.inf, math.inf))
+        b = parted.separate(SeparationQuery(dp.direction, 0.0, -math.inf, math.inf))
+        assert np.array_equal(a.theta, b.theta) and single.last_run == parted.last_run
 
 
 def test_partitioned_pass_and_heuristic_equal_single_process(client):
