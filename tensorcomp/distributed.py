@@ -11,7 +11,7 @@ What crosses the network, per partition:
 * data pass: the active atoms' bits and weights out, five scalars back;
 * a new atom's Gram row and linear term: its bits out, m + 2 numbers back;
 * one round of the heuristic (one block update of each start of a batch): the batch's bits out,
-  r_k block coefficients per start back (the partial sums of METHOD.md section 2).
+  r_k block coefficients per start back (the partial sums of docs/method.md, "Linear minimisation oracle").
 
 Everything here is the single-process arithmetic of ``ActiveSet``, ``solver._Driver._data_pass``
 and ``oracles.altmin`` run on a partition (same kernels: ``tensorcomp._kernels`` and

@@ -1,6 +1,6 @@
 """``solve``: lazified Blended (Pairwise) Conditional Gradients over the gauge ball of 0/1 atoms.
 
-One driver loop (METHOD.md §3); BCG and BPCG differ only in the local step strategy
+One driver loop (docs/method.md, "Algorithms"); BCG and BPCG differ only in the local step strategy
 (``steps.py``). What the thresholds are, what each oracle answer proves and when the run stops
 is decided by the gap policy (``gap_policy.py``), which also guarantees termination. Lower bounds
 come only from proofs: f >= within-entry variance (no tensor can fit two different values at one
