@@ -46,7 +46,8 @@ import numpy as np
 from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
-from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, atom_values_on
+from .base import (USER_INTERRUPT, OracleAnswer, SeparationQuery, Timer, atom_offsets,
+                   atom_values_on)
 
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -482,7 +483,8 @@ class ScipOracle:
         try:
             worker.start()
             while not done.wait(0.05):
-                pass
+                if USER_INTERRUPT.is_set():
+                    raise KeyboardInterrupt
         except BaseException as exc:
             # Ctrl-C, or any other exception raised in this thread (a signal handler's,
             # SystemExit), possibly while the worker was starting: stop SCIP before the model
