@@ -11,7 +11,12 @@ from ._validation import InputError, describe
 
 __all__ = ["make_oracle", "ORACLE_NAMES"]
 
-ORACLE_NAMES = ("auto", "scip", "altmin", "exhaustive")
+ORACLE_NAMES = ("auto", "scip", "branch_bound", "altmin", "exhaustive")
+
+
+def _branch_bound(indices, shape):
+    from oracles.branch_bound import BranchBoundOracle
+    return BranchBoundOracle(indices, shape)
 
 
 def _scip(indices, shape):
@@ -84,6 +89,8 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         from oracles.altmin import AltMinOracle
         return AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
+    if spec == "branch_bound":
+        return _split(indices, shape, _branch_bound)
     rows = indices.shape[0] * (indices.shape[1] + 1)
     exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True, rows)
     if spec == "scip":
@@ -93,6 +100,7 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         from oracles.chain import ChainOracle
         heuristic = AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
-        return ChainOracle(heuristic, exact, exact_time_limit_s=exact_time_limit_s)
+        stages = (_split(indices, shape, _branch_bound), exact)
+        return ChainOracle(heuristic, stages, exact_time_limit_s=exact_time_limit_s)
     raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
                      f"separate(query) method, got {describe(spec)}")

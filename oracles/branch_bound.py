@@ -1,0 +1,337 @@
+"""Exact weak-separation oracle by combinatorial branch and bound (no integer program).
+
+min over atoms of ``<c, v> = sum_x c_x prod_k theta_k[x_k]``. One mode (the *closed-form* mode
+L) is never branched on: once the other modes' bits are fixed, each L slice's bit is 1 iff its
+sum is negative. A depth-first search fixes the other modes' bits one at a time, keeps the slice
+sums incrementally (O(entries of the bit) per fix and undo) and prunes with the node bound of
+:mod:`oracles._branch_bound_kernels` (per L slice, ``min(0, .)`` of the sure part plus, per
+group of a second mode m, ``min(0, .)`` of the group's sure-or-negative part). Pruning is at
+``min(incumbent, certify level)``; the search stops early once the incumbent meets the target.
+
+Exactness in floating point: the direction is quantised to integers ``cint = rint(c / s)`` with
+``s`` a power of two chosen so that ``sum |cint| < 2**60 + u``; every sum in the search is then
+exact (int64), and undoing a bit restores the state exactly. For any atom v,
+``|<c, v> - s <cint, v>| <= s u / 2`` (``c / s`` is exact for a power of two ``s``, and rounding
+to an integer moves each entry by at most 1/2). A proven integer bound K therefore gives the
+proven real bound ``K s - margin`` with ``margin = s (u/2 + 1) + 2**-50 sum|c|``; the second term
+covers the rounding of the few floating-point operations that convert K (|K s| <= sum |c|
++ s u, so 8 ulps of sum |c| are more than enough).
+
+Before searching: bits of the non-L modes whose entries all have ``c >= 0`` are fixed to 0 and
+those whose entries all have ``c <= 0`` to 1 (some minimiser has these values, so the minimum and
+its bounds are unchanged); bits no entry uses stay 0. The incumbent starts from the hints (each
+completed by the closed form on mode L), and the branching order puts the other modes' bits first
+(then the grouping mode's), heaviest ``sum |c|`` first, each bit trying the incumbent's value
+first.
+
+The search runs in chunks of nodes from Python, which checks ``query.time_limit_s`` and the
+node limit between chunks and catches Ctrl-C (Numba code cannot see KeyboardInterrupt). A cut
+search returns its best atom and the proven bound ``min(incumbent, pruned bounds, bounds of the
+open subtrees)``. Memory: O(u + rho + r_L r_m) integers, whatever the search depth.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _branch_bound_kernels as kernels
+from ._altmin_kernels import build_mode_lists
+from .altmin import _validated_indices
+from .base import OracleAnswer, SeparationQuery, Timer, atom_dot, atom_offsets
+
+__all__ = ["BranchBoundOracle", "BranchBoundRun", "quantise", "proven_real_bound"]
+
+#: exponent of the quantisation: sum |cint| < 2**QUANT_BITS + u, far from int64 overflow (2**63)
+#: even after adding every entry (sums of up to 2**61).
+QUANT_BITS = 60
+#: relative part of the safety margin on the real bound (see the module docstring)
+ROUNDING_MARGIN = 2.0**-50
+#: wall-clock target per chunk of nodes: the latency of time limits and Ctrl-C
+CHUNK_S = 0.02
+
+
+def quantise(c: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(cint, s, margin): integer direction, its power-of-two scale and the real-bound margin."""
+    total = float(np.abs(c).sum())
+    if total == 0.0:
+        return np.zeros(c.shape, dtype=np.int64), 1.0, 0.0
+    _, exponent = math.frexp(total)  # total < 2**exponent
+    s = math.ldexp(1.0, max(exponent - QUANT_BITS, -1070))
+    cint = np.rint(c / s).astype(np.int64)
+    margin = s * (c.size / 2.0 + 1.0) + ROUNDING_MARGIN * total
+    return cint, s, margin
+
+
+def proven_real_bound(k: int, s: float, margin: float) -> float:
+    """Real lower bound implied by the integer lower bound ``k`` on ``<cint, v>``."""
+    if k <= -kernels.INF:
+        return -math.inf
+    return float(k) * s - margin
+
+
+@dataclass(frozen=True)
+class BranchBoundRun:
+    """Diagnostics of the last ``separate`` call.
+
+    closed_mode, group_mode: the modes used (group_mode -1: no grouping).
+    branched_bits: bits in the search order (after the dominance fixings).
+    fixed_bits: bits fixed before the search by dominance.
+    nodes: nodes evaluated. chunks: kernel calls.
+    status: "optimal", "certified", "target_reached", "timelimit", "nodelimit",
+        "userinterrupt" or "no_entries".
+    """
+
+    closed_mode: int
+    group_mode: int
+    branched_bits: int
+    fixed_bits: int
+    nodes: int
+    chunks: int
+    status: str
+
+
+class BranchBoundOracle:
+    """Exact oracle: depth-first branch and bound with a closed-form mode (see module doc).
+
+    indices: (u, p) integer array of the distinct observed entries; shape: (r_1, ..., r_p).
+    closed_mode: the mode solved in closed form (None: the largest mode, lowest index on ties).
+    group: group each closed-form slice by a second mode (the largest remaining) in the bound.
+    max_nodes: node budget per call (None: unlimited); a call that spends it answers
+        "nodelimit" with the bound proven so far.
+    """
+
+    name = "branch_bound"
+    certifies = True
+
+    def __init__(self, indices, shape, *, closed_mode: int | None = None, group: bool = True,
+                 max_nodes: int | None = None) -> None:
+        self.shape = tuple(int(r) for r in shape)
+        self.indices = _validated_indices(indices, self.shape)
+        p = len(self.shape)
+        if closed_mode is None:
+            closed_mode = int(np.argmax(self.shape))
+        if isinstance(closed_mode, bool) or not isinstance(closed_mode, (int, np.integer)) \
+                or not 0 <= closed_mode < p:
+            raise ValueError(f"closed_mode must be an integer in [0, {p}), got {closed_mode!r}")
+        if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(
+                max_nodes, (int, np.integer)) or max_nodes < 1):
+            raise ValueError(f"max_nodes must be None or an integer >= 1, got {max_nodes!r}")
+        self.closed_mode = int(closed_mode)
+        rest = [k for k in range(p) if k != self.closed_mode]
+        # the largest remaining mode groups (its bits multiply whole groups: O(r_L) per fix)
+        self.group_mode = max(rest, key=lambda k: (self.shape[k], -k)) if group and rest else -1
+        self.max_nodes = max_nodes
+        self.offsets = atom_offsets(self.shape)
+        self.rho = int(self.offsets[-1])
+        self._idx = np.ascontiguousarray(self.indices.T, dtype=np.int32)
+        self._mode_ptr, self._mode_entries = build_mode_lists(self._idx, self.offsets)
+        self._build_groups()
+        self.last_run: BranchBoundRun | None = None
+
+    @property
+    def num_entries(self) -> int:
+        return self.indices.shape[0]
+
+    def _build_groups(self) -> None:
+        L, m, off = self.closed_mode, self.group_mode, self.offsets
+        bit_mode = np.repeat(np.arange(len(self.shape)), self.shape)
+        self._bit_kind = np.ones(self.rho, dtype=np.int8)
+        self._bit_kind[bit_mode == L] = 0
+        rl = self.shape[L]
+        xl = self.indices[:, L]
+        if m < 0:
+            self._gid = xl.astype(np.int64)
+            self._gslice = np.arange(rl, dtype=np.int64)
+            self._gbit = np.full(rl, -1, dtype=np.int64)
+            self._grp_ptr = np.zeros(self.rho + 1, dtype=np.int64)
+            self._grp_list = np.zeros(0, dtype=np.int64)
+            return
+        self._bit_kind[bit_mode == m] = 2
+        rm = self.shape[m]
+        self._gid = (xl * rm + self.indices[:, m]).astype(np.int64)
+        groups = np.arange(rl * rm, dtype=np.int64)
+        self._gslice = groups // rm
+        self._gbit = off[m] + groups % rm
+        # groups multiplied by m bit (m, i): (j, i) for every j, i.e. j * rm + i
+        counts = np.zeros(self.rho, dtype=np.int64)
+        counts[off[m]:off[m + 1]] = rl
+        self._grp_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._grp_list = (np.arange(rl)[None, :] * rm + np.arange(rm)[:, None]).ravel() \
+            .astype(np.int64)
+
+    # ---------------------------------------------------------------------------------------
+    def separate(self, query: SeparationQuery) -> OracleAnswer:
+        timer = Timer()
+        c = self._validated_direction(query.direction)
+        hints = self._validated_hints(query.hints)
+        L = self.closed_mode
+        if self.num_entries == 0:
+            self.last_run = BranchBoundRun(L, self.group_mode, 0, 0, 0, 0, "no_entries")
+            return OracleAnswer(theta=np.zeros(self.rho, dtype=bool), value=0.0, lower_bound=0.0,
+                                source=self.name, time_s=timer.elapsed(), status="optimal",
+                                exact=True)
+        cint, s, margin = quantise(c)
+        cneg = np.minimum(cint, 0)
+        target_k = self._to_int(query.target, s, margin, up=False)
+        cert_k = self._to_int(query.certify_level, s, margin, up=True)
+
+        val = self._dominance_fixings(cint)
+        zo = np.zeros(self.num_entries, dtype=np.int32)
+        do_ = np.zeros(self.num_entries, dtype=np.int32)
+        S = np.zeros(self._gslice.size, dtype=np.int64)
+        T = np.zeros_like(S)
+        B = np.zeros(self.shape[L], dtype=np.int64)
+        args = (self._bit_kind, cint, cneg, self._mode_ptr, self._mode_entries, self._gid,
+                self._gslice, self._gbit, self._grp_ptr, self._grp_list, val, zo, do_, S, T, B)
+        kernels.init_state(cint, cneg, self._idx, self._bit_kind, self.offsets, self._gid,
+                           self._gslice, self._gbit, val, zo, do_, S, T, B)
+
+        best_theta = np.zeros(self.rho, dtype=np.uint8)
+        incumbent = kernels.INF
+        if hints is not None and len(hints):
+            incumbent, best_theta = self._best_hint(hints, cint)
+        order = self._branch_order(val, c)
+        first_val = best_theta[order].astype(np.int8) if incumbent < kernels.INF \
+            else np.ones(order.size, dtype=np.int8)
+        tried = np.zeros(order.size, dtype=np.int8)
+        bound_at = np.zeros(order.size + 1, dtype=np.int64)
+        state = np.array([0, 0, 0, incumbent, kernels.INF], dtype=np.int64)
+
+        status, chunk, chunks = "", 4096, 0
+        code = kernels.RUNNING
+        if incumbent <= target_k:
+            code, status = kernels.TARGET_REACHED, "target_reached"
+        try:
+            while code == kernels.RUNNING:
+                if timer.remaining(query.time_limit_s) <= 0:
+                    status = "timelimit"
+                    break
+                budget = chunk
+                if self.max_nodes is not None:
+                    budget = min(budget, self.max_nodes - int(state[2]))
+                    if budget <= 0:
+                        status = "nodelimit"
+                        break
+                started = timer.elapsed()
+                code = kernels.search(order, first_val, tried, bound_at, state, budget, cert_k,
+                                      target_k, self.offsets[L], best_theta, *args)
+                chunks += 1
+                spent = timer.elapsed() - started
+                # aim at CHUNK_S per chunk: the latency of time limits and Ctrl-C
+                chunk = int(min(max(chunk * CHUNK_S / max(spent, 1e-6), 256), chunk * 4, 1 << 24))
+        except KeyboardInterrupt:
+            status = "userinterrupt"  # the arrays hold a consistent state between chunks
+
+        incumbent, pruned = int(state[3]), int(state[4])
+        if code == kernels.COMPLETE:
+            k_bound = min(incumbent, pruned)
+            status = "optimal" if pruned >= incumbent else "certified"
+        else:
+            k_bound = min(incumbent, pruned, self._open_bound(state, tried, bound_at, cneg))
+            status = status or "target_reached"
+        lower_bound = proven_real_bound(k_bound, s, margin)
+        theta = best_theta.astype(bool) if incumbent < kernels.INF else None
+        value = atom_dot(c, theta, self.indices, self.shape) if theta is not None else math.inf
+        if theta is not None:
+            lower_bound = min(lower_bound, value)
+        self.last_run = BranchBoundRun(L, self.group_mode, int(order.size),
+                                       int((val != -1).sum() - (self._bit_kind == 0).sum()),
+                                       int(state[2]), chunks, status)
+        return OracleAnswer(theta=theta, value=value, lower_bound=lower_bound, source=self.name,
+                            time_s=timer.elapsed(), status=status,
+                            exact=status == "optimal")
+
+    # ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _to_int(level: float, s: float, margin: float, up: bool) -> int:
+        """Integer threshold: ``k >= to_int(level, up=True)`` proves ``K s - margin >= level``;
+        ``k <= to_int(level, up=False)`` means the atom's real value is below ``level``."""
+        if math.isnan(level):
+            raise ValueError("query thresholds must not be NaN")
+        if up:
+            if level == math.inf:
+                return int(kernels.INF)
+            if level == -math.inf:
+                return -int(kernels.INF)
+            k = math.ceil((level + 2.0 * margin) / s)
+        else:
+            if level == -math.inf:
+                return -int(kernels.INF)
+            if level == math.inf:
+                return int(kernels.INF)
+            k = math.floor((level - 2.0 * margin) / s)
+        return int(max(min(k, int(kernels.INF)), -int(kernels.INF)))
+
+    def _dominance_fixings(self, cint: np.ndarray) -> np.ndarray:
+        """Bit states before the search: -1 undetermined; unused bits and dominated bits fixed.
+        Closed-form bits stay -1 (never read)."""
+        sign = np.sign(cint)[self._mode_entries]
+        has_pos = self._per_bit_sum(sign > 0)
+        has_neg = self._per_bit_sum(sign < 0)
+        val = np.full(self.rho, -1, dtype=np.int8)
+        branchable = self._bit_kind != 0
+        val[branchable & (has_neg == 0)] = 0   # only c >= 0 entries (or none): 0 is as good
+        val[branchable & (has_neg > 0) & (has_pos == 0)] = 1  # only c <= 0 entries: 1
+        return val
+
+    def _per_bit_sum(self, per_position: np.ndarray) -> np.ndarray:
+        """Sum of a per-(bit, entry) quantity laid out like ``mode_entries``, per bit."""
+        bit_of_position = np.repeat(np.arange(self.rho), np.diff(self._mode_ptr))
+        return np.bincount(bit_of_position, weights=per_position, minlength=self.rho)
+
+    def _branch_order(self, val: np.ndarray, c: np.ndarray) -> np.ndarray:
+        free = np.flatnonzero(val == -1)
+        free = free[self._bit_kind[free] != 0]
+        mass = self._per_bit_sum(np.abs(c)[self._mode_entries])[free]
+        # other modes first (they make the groups' sums exact), then the grouping mode's bits
+        key = np.lexsort((-mass, self._bit_kind[free]))
+        return np.ascontiguousarray(free[key], dtype=np.int64)
+
+    def _best_hint(self, hints: np.ndarray, cint: np.ndarray) -> tuple[int, np.ndarray]:
+        """Best hint after replacing its closed-form block by the exact best one."""
+        L, off = self.closed_mode, self.offsets
+        rl = self.shape[L]
+        best_value, best = kernels.INF, None
+        for theta in hints:
+            active = np.ones(self.num_entries, dtype=bool)
+            for k in range(len(self.shape)):
+                if k != L:
+                    active &= theta[off[k] + self.indices[:, k]]
+            slices = np.zeros(rl, dtype=np.int64)
+            np.add.at(slices, self.indices[active, L], cint[active])
+            value = int(np.minimum(slices, 0).sum())
+            if value < best_value:
+                best_value = value
+                best = theta.astype(np.uint8)
+                best[off[L]:off[L + 1]] = slices < 0
+        return best_value, np.ascontiguousarray(best)
+
+    @staticmethod
+    def _open_bound(state, tried, bound_at, cneg) -> int:
+        """Smallest bound over the subtrees not yet searched (bounds grow with depth)."""
+        d, phase = int(state[0]), int(state[1])
+        candidates = [int(bound_at[dd]) for dd in range(max(d, 0)) if tried[dd] == 1]
+        if phase == 0:
+            candidates.append(int(bound_at[d - 1]) if d >= 1 else int(cneg.sum()))
+        elif d >= 0 and tried[d] == 1:
+            candidates.append(int(bound_at[d]))
+        return min(candidates) if candidates else int(kernels.INF)
+
+    def _validated_direction(self, direction) -> np.ndarray:
+        c = np.ascontiguousarray(direction, dtype=np.float64)
+        if c.shape != (self.num_entries,):
+            raise ValueError(
+                f"query.direction must have shape ({self.num_entries},), got {c.shape}")
+        if not np.all(np.isfinite(c)):
+            raise ValueError("query.direction contains NaN or infinite values")
+        return c
+
+    def _validated_hints(self, hints):
+        if hints is None:
+            return None
+        hints = np.asarray(hints)
+        if hints.ndim != 2 or hints.shape[1] != self.rho:
+            raise ValueError(f"query.hints must have shape (k, {self.rho}), got {hints.shape}")
+        return hints.astype(bool)
