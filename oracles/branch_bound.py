@@ -188,12 +188,15 @@ class BranchBoundOracle:
         kernels.init_state(cint, cneg, self._idx, self._bit_kind, self.offsets, self._gid,
                            self._gslice, self._gbit, val, zo, do_, S, T, B)
 
-        best_theta = np.zeros(self.rho, dtype=np.uint8)
-        incumbent = kernels.INF
+        # the empty atom (value 0) is the incumbent to beat unless a hint does better
+        incumbent, best_theta = 0, np.zeros(self.rho, dtype=np.uint8)
         if hints is not None and len(hints):
-            incumbent, best_theta = self._best_hint(hints, cint)
+            hint_value, hint_theta = self._best_hint(hints, cint)
+            if hint_value < incumbent:
+                incumbent, best_theta = hint_value, hint_theta
+        fixed_bits = int(((val != -1) & (self._bit_kind != 0)).sum())
         order = self._branch_order(val, c)
-        first_val = best_theta[order].astype(np.int8) if incumbent < kernels.INF \
+        first_val = best_theta[order].astype(np.int8) if incumbent < 0 \
             else np.ones(order.size, dtype=np.int8)
         tried = np.zeros(order.size, dtype=np.int8)
         bound_at = np.zeros(order.size + 1, dtype=np.int64)
@@ -232,12 +235,10 @@ class BranchBoundOracle:
             k_bound = min(incumbent, pruned, self._open_bound(state, tried, bound_at, cneg))
             status = status or "target_reached"
         lower_bound = proven_real_bound(k_bound, s, margin)
-        theta = best_theta.astype(bool) if incumbent < kernels.INF else None
-        value = atom_dot(c, theta, self.indices, self.shape) if theta is not None else math.inf
-        if theta is not None:
-            lower_bound = min(lower_bound, value)
-        self.last_run = BranchBoundRun(L, self.group_mode, int(order.size),
-                                       int((val != -1).sum() - (self._bit_kind == 0).sum()),
+        theta = best_theta.astype(bool)
+        value = atom_dot(c, theta, self.indices, self.shape)
+        lower_bound = min(lower_bound, value)
+        self.last_run = BranchBoundRun(L, self.group_mode, int(order.size), fixed_bits,
                                        int(state[2]), chunks, status)
         return OracleAnswer(theta=theta, value=value, lower_bound=lower_bound, source=self.name,
                             time_s=timer.elapsed(), status=status,
