@@ -129,6 +129,9 @@ class BranchBoundOracle:
         self._mode_ptr, self._mode_entries = build_mode_lists(self._idx, self.offsets)
         self._build_groups()
         self.last_run: BranchBoundRun | None = None
+        #: totals over this oracle's lifetime (benchmarks): calls answered, nodes evaluated
+        self.calls = 0
+        self.total_nodes = 0
 
     @property
     def num_entries(self) -> int:
@@ -240,6 +243,8 @@ class BranchBoundOracle:
         lower_bound = min(lower_bound, value)
         self.last_run = BranchBoundRun(L, self.group_mode, int(order.size), fixed_bits,
                                        int(state[2]), chunks, status)
+        self.calls += 1
+        self.total_nodes += int(state[2])
         return OracleAnswer(theta=theta, value=value, lower_bound=lower_bound, source=self.name,
                             time_s=timer.elapsed(), status=status,
                             exact=status == "optimal")
