@@ -2,10 +2,11 @@
 
 min over atoms of ``<c, v> = sum_x c_x prod_k theta_k[x_k]``. One mode (the *closed-form* mode
 L) is never branched on: once the other modes' bits are fixed, each L slice's bit is 1 iff its
-sum is negative. A depth-first search fixes the other modes' bits one at a time, keeps the slice
-sums incrementally (O(entries of the bit) per fix and undo) and prunes with the node bound of
-:mod:`oracles._branch_bound_kernels` (per L slice, ``min(0, .)`` of the sure part plus, per
-group of a second mode m, ``min(0, .)`` of the group's sure-or-negative part). Pruning is at
+sum is negative. A depth-first search fixes the other modes' bits one at a time and prunes with
+the *nested* node bound of :mod:`oracles._branch_bound_kernels`: the entries are grouped by
+their indices in L, then in the next mode, and so on; every group whose bit is still open
+contributes ``min(0, its sum)``, every group whose bit is 1 its sum. The sums are kept
+incrementally (a fix or undo touches the bit's groups and their ancestors only). Pruning is at
 ``min(incumbent, certify level)``; the search stops early once the incumbent meets the target.
 
 Exactness in floating point: the direction is quantised to integers ``cint = rint(c / s)`` with
@@ -19,15 +20,14 @@ covers the rounding of the few floating-point operations that convert K (|K s| <
 
 Before searching: bits of the non-L modes whose entries all have ``c >= 0`` are fixed to 0 and
 those whose entries all have ``c <= 0`` to 1 (some minimiser has these values, so the minimum and
-its bounds are unchanged); bits no entry uses stay 0. The incumbent starts from the hints (each
-completed by the closed form on mode L), and the branching order puts the other modes' bits first
-(then the grouping mode's), heaviest ``sum |c|`` first, each bit trying the incumbent's value
-first.
+its bounds are unchanged); bits no entry uses stay 0. The incumbent is the empty atom (value 0)
+or the best hint (each completed by the closed form on mode L). The branching order (see
+``branching``) tries the incumbent's value of each bit first.
 
 The search runs in chunks of nodes from Python, which checks ``query.time_limit_s`` and the
 node limit between chunks and catches Ctrl-C (Numba code cannot see KeyboardInterrupt). A cut
 search returns its best atom and the proven bound ``min(incumbent, pruned bounds, bounds of the
-open subtrees)``. Memory: O(u + rho + r_L r_m) integers, whatever the search depth.
+open subtrees)``. Memory: O(p u + rho) integers, whatever the search depth.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def proven_real_bound(k: int, s: float, margin: float) -> float:
 class BranchBoundRun:
     """Diagnostics of the last ``separate`` call.
 
-    closed_mode, group_mode: the modes used (group_mode -1: no grouping).
+    level_modes: the closed-form mode, then the other modes from the outer to the inner level.
     branched_bits: bits in the search order (after the dominance fixings).
     fixed_bits: bits fixed before the search by dominance.
     nodes: nodes evaluated. chunks: kernel calls.
@@ -83,8 +83,7 @@ class BranchBoundRun:
         "userinterrupt" or "no_entries".
     """
 
-    closed_mode: int
-    group_mode: int
+    level_modes: tuple
     branched_bits: int
     fixed_bits: int
     nodes: int
@@ -96,8 +95,12 @@ class BranchBoundOracle:
     """Exact oracle: depth-first branch and bound with a closed-form mode (see module doc).
 
     indices: (u, p) integer array of the distinct observed entries; shape: (r_1, ..., r_p).
-    closed_mode: the mode solved in closed form (None: the largest mode, lowest index on ties).
-    group: group each closed-form slice by a second mode (the largest remaining) in the bound.
+    closed_mode: the mode solved in closed form, level 0 of the nested bound (None: the largest
+        mode, lowest index on ties).
+    level_modes: the other modes from outer to inner level of the nested bound (None: by
+        decreasing size).
+    branching: "inner_first" (default: bits of the innermost level first, heaviest sum |c|
+        first within a level), "outer_first", or "mass" (heaviest first across levels).
     max_nodes: node budget per call (None: unlimited); a call that spends it answers
         "nodelimit" with the bound proven so far.
     """
@@ -105,8 +108,8 @@ class BranchBoundOracle:
     name = "branch_bound"
     certifies = True
 
-    def __init__(self, indices, shape, *, closed_mode: int | None = None, group: bool = True,
-                 max_nodes: int | None = None) -> None:
+    def __init__(self, indices, shape, *, closed_mode: int | None = None, level_modes=None,
+                 branching: str = "inner_first", max_nodes: int | None = None) -> None:
         self.shape = tuple(int(r) for r in shape)
         self.indices = _validated_indices(indices, self.shape)
         p = len(self.shape)
@@ -115,19 +118,29 @@ class BranchBoundOracle:
         if isinstance(closed_mode, bool) or not isinstance(closed_mode, (int, np.integer)) \
                 or not 0 <= closed_mode < p:
             raise ValueError(f"closed_mode must be an integer in [0, {p}), got {closed_mode!r}")
+        rest = sorted((k for k in range(p) if k != closed_mode),
+                      key=lambda k: (-self.shape[k], k))
+        if level_modes is not None:
+            level_modes = [int(k) for k in level_modes]
+            if sorted(level_modes) != sorted(rest):
+                raise ValueError(f"level_modes must order the modes {sorted(rest)} (all but "
+                                 f"closed_mode={closed_mode}), got {level_modes!r}")
+            rest = level_modes
+        if branching not in ("inner_first", "outer_first", "mass"):
+            raise ValueError("branching must be 'inner_first', 'outer_first' or 'mass', got "
+                             f"{branching!r}")
         if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(
                 max_nodes, (int, np.integer)) or max_nodes < 1):
             raise ValueError(f"max_nodes must be None or an integer >= 1, got {max_nodes!r}")
         self.closed_mode = int(closed_mode)
-        rest = [k for k in range(p) if k != self.closed_mode]
-        # the largest remaining mode groups (its bits multiply whole groups: O(r_L) per fix)
-        self.group_mode = max(rest, key=lambda k: (self.shape[k], -k)) if group and rest else -1
+        self.level_modes = (self.closed_mode, *rest)
+        self.branching = branching
         self.max_nodes = max_nodes
         self.offsets = atom_offsets(self.shape)
         self.rho = int(self.offsets[-1])
         self._idx = np.ascontiguousarray(self.indices.T, dtype=np.int32)
         self._mode_ptr, self._mode_entries = build_mode_lists(self._idx, self.offsets)
-        self._build_groups()
+        self._build_levels()
         self.last_run: BranchBoundRun | None = None
         #: totals over this oracle's lifetime (benchmarks): calls answered, nodes evaluated
         self.calls = 0
@@ -137,32 +150,48 @@ class BranchBoundOracle:
     def num_entries(self) -> int:
         return self.indices.shape[0]
 
-    def _build_groups(self) -> None:
-        L, m, off = self.closed_mode, self.group_mode, self.offsets
-        bit_mode = np.repeat(np.arange(len(self.shape)), self.shape)
-        self._bit_kind = np.ones(self.rho, dtype=np.int8)
-        self._bit_kind[bit_mode == L] = 0
-        rl = self.shape[L]
-        xl = self.indices[:, L]
-        if m < 0:
-            self._gid = xl.astype(np.int64)
-            self._gslice = np.arange(rl, dtype=np.int64)
-            self._gbit = np.full(rl, -1, dtype=np.int64)
-            self._grp_ptr = np.zeros(self.rho + 1, dtype=np.int64)
-            self._grp_list = np.zeros(0, dtype=np.int64)
-            return
-        self._bit_kind[bit_mode == m] = 2
-        rm = self.shape[m]
-        self._gid = (xl * rm + self.indices[:, m]).astype(np.int64)
-        groups = np.arange(rl * rm, dtype=np.int64)
-        self._gslice = groups // rm
-        self._gbit = off[m] + groups % rm
-        # groups multiplied by m bit (m, i): (j, i) for every j, i.e. j * rm + i
-        counts = np.zeros(self.rho, dtype=np.int64)
-        counts[off[m]:off[m + 1]] = rl
-        self._grp_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._grp_list = (np.arange(rl)[None, :] * rm + np.arange(rm)[:, None]).ravel() \
-            .astype(np.int64)
+    def _build_levels(self) -> None:
+        """Groups of the nested bound, numbered level by level (parents before children): level
+        0 are the r_L closed-form slices, the last level the entries (``leaf_start + x``)."""
+        u, p, off = self.num_entries, len(self.shape), self.offsets
+        keys = self.indices[:, list(self.level_modes)]
+        L = self.closed_mode
+        parent = [np.full(self.shape[L], -1, dtype=np.int64)]
+        gbit = [off[L] + np.arange(self.shape[L], dtype=np.int64)]
+        level_of_bit = np.full(self.rho + 1, -1, dtype=np.int64)
+        level_of_bit[off[L]:off[L + 1]] = 0
+        base, prev_ids = self.shape[L], keys[:, 0].astype(np.int64)
+        for level in range(1, p):
+            if level == p - 1:
+                ids, count = np.arange(u, dtype=np.int64), u
+            else:
+                uniq, ids = np.unique(keys[:, :level + 1], axis=0, return_inverse=True)
+                ids, count = ids.ravel().astype(np.int64), len(uniq)
+            k = self.level_modes[level]
+            level_parent = np.empty(count, dtype=np.int64)
+            level_bit = np.empty(count, dtype=np.int64)
+            level_parent[ids] = prev_ids
+            level_bit[ids] = off[k] + keys[:, level]
+            level_of_bit[off[k]:off[k + 1]] = level
+            parent.append(level_parent)
+            gbit.append(level_bit)
+            prev_ids = base + ids
+            base += count
+        if p == 1:  # the entries are one more level under the slices, with an always-on bit
+            parent.append(keys[:, 0].astype(np.int64))
+            gbit.append(np.full(u, self.rho, dtype=np.int64))
+            base += u
+        self._parent = np.ascontiguousarray(np.concatenate(parent))
+        self._gbit = np.ascontiguousarray(np.concatenate(gbit))
+        self._leaf_start = base - u
+        self._level_of_bit = level_of_bit
+        # per-bit lists of the groups it multiplies (level-0 bits are never set: not listed)
+        groups = np.flatnonzero(level_of_bit[self._gbit] > 0)
+        groups = groups[np.argsort(self._gbit[groups], kind="stable")]
+        counts = np.bincount(self._gbit[groups], minlength=self.rho + 1)[:self.rho]
+        self._bit_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._bit_groups = np.ascontiguousarray(groups, dtype=np.int64)
+        self._level0_bits = np.ascontiguousarray(gbit[0])
 
     # ---------------------------------------------------------------------------------------
     def separate(self, query: SeparationQuery) -> OracleAnswer:
@@ -171,7 +200,7 @@ class BranchBoundOracle:
         hints = self._validated_hints(query.hints)
         L = self.closed_mode
         if self.num_entries == 0:
-            self.last_run = BranchBoundRun(L, self.group_mode, 0, 0, 0, 0, "no_entries")
+            self.last_run = BranchBoundRun(self.level_modes, 0, 0, 0, 0, "no_entries")
             return OracleAnswer(theta=np.zeros(self.rho, dtype=bool), value=0.0, lower_bound=0.0,
                                 source=self.name, time_s=timer.elapsed(), status="optimal",
                                 exact=True)
@@ -181,15 +210,11 @@ class BranchBoundOracle:
         cert_k = self._to_int(query.certify_level, s, margin, up=True)
 
         val = self._dominance_fixings(cint)
-        zo = np.zeros(self.num_entries, dtype=np.int32)
-        do_ = np.zeros(self.num_entries, dtype=np.int32)
-        S = np.zeros(self._gslice.size, dtype=np.int64)
+        S = np.zeros(self._parent.size, dtype=np.int64)
         T = np.zeros_like(S)
-        B = np.zeros(self.shape[L], dtype=np.int64)
-        args = (self._bit_kind, cint, cneg, self._mode_ptr, self._mode_entries, self._gid,
-                self._gslice, self._gbit, self._grp_ptr, self._grp_list, val, zo, do_, S, T, B)
-        kernels.init_state(cint, cneg, self._idx, self._bit_kind, self.offsets, self._gid,
-                           self._gslice, self._gbit, val, zo, do_, S, T, B)
+        total = np.zeros(1, dtype=np.int64)
+        kernels.init_state(self._leaf_start, cint, self._parent, self._gbit, val, S, T, total)
+        args = (self._bit_ptr, self._bit_groups, self._parent, self._gbit, val, S, T, total)
 
         # the empty atom (value 0) is the incumbent to beat unless a hint does better
         incumbent, best_theta = 0, np.zeros(self.rho, dtype=np.uint8)
@@ -197,7 +222,7 @@ class BranchBoundOracle:
             hint_value, hint_theta = self._best_hint(hints, cint)
             if hint_value < incumbent:
                 incumbent, best_theta = hint_value, hint_theta
-        fixed_bits = int(((val != -1) & (self._bit_kind != 0)).sum())
+        fixed_bits = int((val[:self.rho] != -1).sum())
         order = self._branch_order(val, c)
         first_val = best_theta[order].astype(np.int8) if incumbent < 0 \
             else np.ones(order.size, dtype=np.int8)
@@ -222,7 +247,7 @@ class BranchBoundOracle:
                         break
                 started = timer.elapsed()
                 code = kernels.search(order, first_val, tried, bound_at, state, budget, cert_k,
-                                      target_k, self.offsets[L], best_theta, *args)
+                                      target_k, self._level0_bits, best_theta, *args)
                 chunks += 1
                 spent = timer.elapsed() - started
                 # aim at CHUNK_S per chunk: the latency of time limits and Ctrl-C
@@ -241,7 +266,7 @@ class BranchBoundOracle:
         theta = best_theta.astype(bool)
         value = atom_dot(c, theta, self.indices, self.shape)
         lower_bound = min(lower_bound, value)
-        self.last_run = BranchBoundRun(L, self.group_mode, int(order.size), fixed_bits,
+        self.last_run = BranchBoundRun(self.level_modes, int(order.size), fixed_bits,
                                        int(state[2]), chunks, status)
         self.calls += 1
         self.total_nodes += int(state[2])
@@ -271,15 +296,17 @@ class BranchBoundOracle:
         return int(max(min(k, int(kernels.INF)), -int(kernels.INF)))
 
     def _dominance_fixings(self, cint: np.ndarray) -> np.ndarray:
-        """Bit states before the search: -1 undetermined; unused bits and dominated bits fixed.
-        Closed-form bits stay -1 (never read)."""
+        """Bit states before the search, (rho + 1,) int8: -1 undetermined; bits no entry uses
+        and dominated bits fixed; closed-form bits -1 (never set); the last one, the always-on
+        bit of the p = 1 entry level, is 1."""
         sign = np.sign(cint)[self._mode_entries]
         has_pos = self._per_bit_sum(sign > 0)
         has_neg = self._per_bit_sum(sign < 0)
-        val = np.full(self.rho, -1, dtype=np.int8)
-        branchable = self._bit_kind != 0
-        val[branchable & (has_neg == 0)] = 0   # only c >= 0 entries (or none): 0 is as good
-        val[branchable & (has_neg > 0) & (has_pos == 0)] = 1  # only c <= 0 entries: 1
+        val = np.full(self.rho + 1, -1, dtype=np.int8)
+        branchable = self._level_of_bit[:self.rho] > 0
+        val[:self.rho][branchable & (has_neg == 0)] = 0  # only c >= 0 entries (or none)
+        val[:self.rho][branchable & (has_neg > 0) & (has_pos == 0)] = 1  # only c <= 0 entries
+        val[self.rho] = 1
         return val
 
     def _per_bit_sum(self, per_position: np.ndarray) -> np.ndarray:
@@ -288,11 +315,15 @@ class BranchBoundOracle:
         return np.bincount(bit_of_position, weights=per_position, minlength=self.rho)
 
     def _branch_order(self, val: np.ndarray, c: np.ndarray) -> np.ndarray:
-        free = np.flatnonzero(val == -1)
-        free = free[self._bit_kind[free] != 0]
+        free = np.flatnonzero((val[:self.rho] == -1) & (self._level_of_bit[:self.rho] > 0))
         mass = self._per_bit_sum(np.abs(c)[self._mode_entries])[free]
-        # other modes first (they make the groups' sums exact), then the grouping mode's bits
-        key = np.lexsort((-mass, self._bit_kind[free]))
+        level = self._level_of_bit[free]
+        if self.branching == "mass":
+            key = np.lexsort((free, -mass))
+        elif self.branching == "outer_first":
+            key = np.lexsort((free, -mass, level))
+        else:  # inner levels first: they make the sums of the outer groups exact
+            key = np.lexsort((free, -mass, -level))
         return np.ascontiguousarray(free[key], dtype=np.int64)
 
     def _best_hint(self, hints: np.ndarray, cint: np.ndarray) -> tuple[int, np.ndarray]:

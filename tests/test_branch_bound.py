@@ -91,8 +91,11 @@ def test_exact_minimum_matches_brute_force(i):
     best, _ = truth(i)
     tol = margin_of(c)
     for closed_mode in range(len(shape)):
-        for group in (False, True):
-            oracle = BranchBoundOracle(indices, shape, closed_mode=closed_mode, group=group)
+        for branching in ("inner_first", "outer_first", "mass"):
+            rest = [k for k in range(len(shape)) if k != closed_mode]
+            oracle = BranchBoundOracle(indices, shape, closed_mode=closed_mode,
+                                       level_modes=rest[::-1] if branching == "mass" else rest,
+                                       branching=branching)
             ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF))
             assert ans.status == "optimal" and ans.exact
             assert abs(ans.value - best) <= tol
@@ -112,7 +115,7 @@ def test_thresholds_early_exits_and_certificates(i):
     levels = [best, best + 0.3 * scale, best - 0.3 * scale, best + 1e-3 * scale,
               best - 1e-3 * scale] + list(best + scale * rng.uniform(-1, 1, size=4))
     oracle = BranchBoundOracle(indices, shape, closed_mode=int(rng.integers(len(shape))),
-                               group=bool(rng.integers(2)))
+                               branching=("inner_first", "outer_first")[int(rng.integers(2))])
     for target in levels:
         for certify in levels + [INF]:
             ans = oracle.separate(SeparationQuery(c, 0.0, target, certify))
@@ -166,6 +169,10 @@ def test_input_errors_name_the_argument():
         oracle.separate(SeparationQuery(c, 0.0, -INF, INF, hints=np.zeros((1, 2), bool)))
     with pytest.raises(ValueError, match="closed_mode"):
         BranchBoundOracle(indices, shape, closed_mode=len(shape))
+    with pytest.raises(ValueError, match="level_modes"):
+        BranchBoundOracle(indices, shape, closed_mode=0, level_modes=[0])
+    with pytest.raises(ValueError, match="branching"):
+        BranchBoundOracle(indices, shape, branching="random")
     with pytest.raises(ValueError, match="max_nodes"):
         BranchBoundOracle(indices, shape, max_nodes=0)
     with pytest.raises(ValueError, match="indices"):
@@ -186,39 +193,41 @@ def test_direction_not_modified_and_empty_entries():
 # incremental kernels against the from-scratch NumPy twin
 
 
-@pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize("group", [False, True])
-def test_incremental_state_matches_numpy_twin(seed, group):
+def kernel_state(oracle, c):
+    """Fresh incremental state of ``oracle`` for direction ``c`` (all bits undetermined)."""
+    cint, _, _ = quantise(c)
+    val = np.full(oracle.rho + 1, -1, dtype=np.int8)
+    val[oracle.rho] = 1
+    S = np.zeros(oracle._parent.size, np.int64)
+    T, total = np.zeros_like(S), np.zeros(1, np.int64)
+    K.init_state(oracle._leaf_start, cint, oracle._parent, oracle._gbit, val, S, T, total)
+    return cint, val, (oracle._bit_ptr, oracle._bit_groups, oracle._parent, oracle._gbit, val,
+                       S, T, total)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_incremental_state_matches_numpy_twin(seed):
     rng = np.random.default_rng(seed)
-    shape = tuple(int(r) for r in rng.integers(2, 6, size=int(rng.integers(2, 5))))
+    shape = tuple(int(r) for r in rng.integers(2, 6, size=int(rng.integers(1, 5))))
     cells = np.array(list(itertools.product(*[range(r) for r in shape])), dtype=np.int64)
     indices = cells[rng.random(len(cells)) < 0.6]
     c = rng.standard_normal(len(indices))
-    oracle = BranchBoundOracle(indices, shape, group=group)
-    cint, _, _ = quantise(c)
-    cneg = np.minimum(cint, 0)
-    u, rl = len(indices), shape[oracle.closed_mode]
-    val = np.full(oracle.rho, -1, dtype=np.int8)
-    zo, do_ = np.zeros(u, np.int32), np.zeros(u, np.int32)
-    S = np.zeros(oracle._gslice.size, np.int64)
-    T, B = np.zeros_like(S), np.zeros(rl, np.int64)
-    args = (oracle._bit_kind, cint, cneg, oracle._mode_ptr, oracle._mode_entries, oracle._gid,
-            oracle._gslice, oracle._gbit, oracle._grp_ptr, oracle._grp_list, val, zo, do_, S, T, B)
-    K.init_state(cint, cneg, oracle._idx, oracle._bit_kind, oracle.offsets, oracle._gid,
-                 oracle._gslice, oracle._gbit, val, zo, do_, S, T, B)
-    branchable = np.flatnonzero(oracle._bit_kind != 0)
+    oracle = BranchBoundOracle(indices, shape, closed_mode=int(rng.integers(len(shape))))
+    cint, val, args = kernel_state(oracle, c)
+    S, total = args[5], args[7]
+    n0 = shape[oracle.closed_mode]
+    branchable = np.flatnonzero(oracle._level_of_bit[:oracle.rho] > 0)
     fixed = []
     for _ in range(60):
         if fixed and (len(fixed) == len(branchable) or rng.random() < 0.4):
             K.unfix_bit(fixed.pop(), *args)  # undo in stack order, as the search does
-        else:
+        elif len(branchable):
             b = int(rng.choice([b for b in branchable if val[b] == -1]))
             K.fix_bit(b, int(rng.integers(2)), *args)
             fixed.append(b)
-        B_twin, bound_twin = K.node_terms_np(cint, oracle._idx, oracle.offsets,
-                                             oracle.closed_mode, oracle.group_mode, val)
-        assert np.array_equal(B, B_twin)
-        assert K.node_bound(B) == bound_twin
+        S0, bound = K.node_terms_np(cint, indices, oracle.offsets, oracle.level_modes, val)
+        assert np.array_equal(S[:n0], S0)
+        assert total[0] == bound
 
 
 def test_node_bound_is_below_every_completion():
@@ -226,16 +235,13 @@ def test_node_bound_is_below_every_completion():
     rng = np.random.default_rng(7)
     for _ in range(40):
         indices, shape, c = random_instance(rng, max_bits=9)
-        if len(shape) < 2:
-            continue
-        oracle = BranchBoundOracle(indices, shape, group=bool(rng.integers(2)))
+        oracle = BranchBoundOracle(indices, shape, closed_mode=int(rng.integers(len(shape))))
         cint, _, _ = quantise(c)
-        val = np.full(oracle.rho, -1, dtype=np.int8)
-        for b in np.flatnonzero(oracle._bit_kind != 0):
+        val = np.full(oracle.rho + 1, -1, dtype=np.int8)
+        for b in np.flatnonzero(oracle._level_of_bit[:oracle.rho] > 0):
             val[b] = rng.integers(-1, 2)
-        _, bound = K.node_terms_np(cint, oracle._idx, oracle.offsets, oracle.closed_mode,
-                                   oracle.group_mode, val)
-        fixed_bits = np.flatnonzero(val != -1)
+        _, bound = K.node_terms_np(cint, indices, oracle.offsets, oracle.level_modes, val)
+        fixed_bits = np.flatnonzero(val[:oracle.rho] != -1)
         best = INF
         for bits in itertools.product((0, 1), repeat=oracle.rho):
             bits = np.array(bits, dtype=bool)
