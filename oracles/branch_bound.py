@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _branch_bound_kernels as kernels
 from ._altmin_kernels import build_mode_lists
-from .altmin import _validated_indices
+from .altmin import AltMinOracle, _validated_indices
 from .base import OracleAnswer, SeparationQuery, Timer, atom_dot, atom_offsets
 
 __all__ = ["BranchBoundOracle", "BranchBoundRun", "quantise", "proven_real_bound"]
@@ -356,19 +356,8 @@ class BranchBoundOracle:
             candidates.append(int(bound_at[d]))
         return min(candidates) if candidates else int(kernels.INF)
 
-    def _validated_direction(self, direction) -> np.ndarray:
-        c = np.ascontiguousarray(direction, dtype=np.float64)
-        if c.shape != (self.num_entries,):
-            raise ValueError(
-                f"query.direction must have shape ({self.num_entries},), got {c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("query.direction contains NaN or infinite values")
-        return c
+    # the same checks and messages as the heuristic (they read only num_entries and rho)
+    _validated_direction = AltMinOracle._validated_direction
 
     def _validated_hints(self, hints):
-        if hints is None:
-            return None
-        hints = np.asarray(hints)
-        if hints.ndim != 2 or hints.shape[1] != self.rho:
-            raise ValueError(f"query.hints must have shape (k, {self.rho}), got {hints.shape}")
-        return hints.astype(bool)
+        return None if hints is None else AltMinOracle._validated_hints(self, hints)
