@@ -36,25 +36,29 @@ def noisy_instance(p: int, r: int, n: int, seed: int, noise: float) -> Observati
 
 
 def branch_bound_oracles(stage) -> list:
-    """The BranchBoundOracle objects behind an exact stage (one per component)."""
-    blocks = getattr(stage, "blocks", None)
-    return [b.oracle for b in blocks] if blocks is not None else [stage]
+    """The BranchBoundOracle objects behind the deferred exact stage (one per component);
+    empty when the stage was never called."""
+    built = stage.oracle
+    if built is None:
+        return []
+    blocks = getattr(built, "blocks", None)
+    return [b.oracle for b in blocks] if blocks is not None else [built]
 
 
 def build(path: str, obs: Observations, seed: int):
     auto = make_oracle("auto", obs, seed=seed, exact_time_limit_s=ORACLE_TIME_LIMIT_S)
     if path == "auto":
-        return auto, branch_bound_oracles(auto.stages[0])
+        return auto
     # the solver before issue 10: heuristic, then the integer program
-    return ChainOracle(auto.heuristic, auto.stages[1],
-                       exact_time_limit_s=ORACLE_TIME_LIMIT_S), []
+    return ChainOracle(auto.heuristic, auto.stages[1], exact_time_limit_s=ORACLE_TIME_LIMIT_S)
 
 
 def run(path, obs, lam, time_limit, seed=0) -> dict:
-    lmo, bbs = build(path, obs, seed)
+    lmo = build(path, obs, seed)
     t = time.perf_counter()
     res = solve(obs, lam=lam, oracle=lmo, time_limit=time_limit, seed=seed)
     elapsed = time.perf_counter() - t
+    bbs = branch_bound_oracles(lmo.stages[0]) if path == "auto" else []
     s = res.stats
     return dict(time_s=elapsed, status=res.status,
                 certified=res.status == "optimal" and res.certified and res.gap <= res.tol,

@@ -40,15 +40,23 @@ IP_BUILD_S_PER_ROW = 2.5e-6
 
 
 class _Deferred:
-    """Builds the wrapped oracle on its first call: most runs never need the integer program,
-    and building a SCIP model costs seconds at 1e5 entries. Refuses models that would not fit
+    """Builds the wrapped oracle on its first call: most runs never need an exact stage, and
+    building a SCIP model costs seconds at 1e5 entries (the branch-and-bound index holds
+    O(p u) integers). With ``rows`` (integer programs), refuses models that would not fit
     (MAX_IP_ROWS) and calls whose budget the build alone would exhaust; building time counts
-    against the call's budget."""
+    against the call's budget. ``time_share``: see ``ChainOracle``."""
 
-    def __init__(self, build, name: str, certifies: bool, rows: int) -> None:
+    def __init__(self, build, name: str, certifies: bool, rows: int | None = None,
+                 time_share: float = 1.0) -> None:
         self._build, self._oracle = build, None
         self.name, self.certifies, self.rows = name, certifies, rows
+        self.time_share = time_share
         self._reported = False
+
+    @property
+    def oracle(self):
+        """The wrapped oracle, None until the first call built it."""
+        return self._oracle
 
     def _skip(self, why: str, timer: Timer) -> OracleAnswer:
         failures = [] if self._reported else [why]
@@ -58,7 +66,7 @@ class _Deferred:
 
     def separate(self, query):
         timer = Timer()
-        if self._oracle is None:
+        if self._oracle is None and self.rows is not None:
             if self.rows > MAX_IP_ROWS:
                 return self._skip(f"integer program not built: {self.rows:,} constraint rows "
                                   f"exceed MAX_IP_ROWS={MAX_IP_ROWS:,}", timer)
@@ -66,6 +74,8 @@ class _Deferred:
             if limit is not None and limit < IP_BUILD_S_PER_ROW * self.rows:
                 return self._skip("integer program not built: the remaining time "
                                   f"({limit:.2f} s) is below the estimated build time", timer)
+        if self._oracle is None:
+            limit = query.time_limit_s
             self._oracle = self._build()
             if limit is not None:
                 query = replace(query, time_limit_s=max(limit - timer.elapsed(), 0.0))
@@ -95,8 +105,10 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         from oracles.altmin import AltMinOracle
         return AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
+    branch_bound = _Deferred(lambda: _split(indices, shape, _branch_bound), "branch_bound", True,
+                             time_share=BRANCH_BOUND_TIME_SHARE)
     if spec == "branch_bound":
-        return _split(indices, shape, _branch_bound)
+        return branch_bound
     rows = indices.shape[0] * (indices.shape[1] + 1)
     exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True, rows)
     if spec == "scip":
@@ -110,8 +122,6 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         # took 25-85 s); the IP gets what the search leaves of the budget (on the noisy
         # benchmark points where the search ran out of time, the IP proved nothing either:
         # experiments/bench_certify.py, README).
-        branch_bound = _split(indices, shape, _branch_bound)
-        branch_bound.time_share = BRANCH_BOUND_TIME_SHARE
         stages = (branch_bound, exact)
         return ChainOracle(heuristic, stages, exact_time_limit_s=exact_time_limit_s)
     raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "

@@ -310,3 +310,50 @@ def test_agrees_with_scip_on_medium_instances(seed):
     tol = 1e-6 * np.abs(c).sum()
     assert abs(bb.value - ip.value) <= tol
     assert bb.lower_bound <= ip.value + 1e-12 and ip.lower_bound <= bb.value + tol
+
+
+# ---------------------------------------------------------------------------------------------
+# in the chain of oracle="auto"
+
+
+def test_chain_stops_at_the_first_stage_that_settles_the_query():
+    from oracles.altmin import AltMinOracle
+    from oracles.chain import ChainOracle
+    from oracles.exhaustive import ExhaustiveOracle
+
+    class CountingExhaustive(ExhaustiveOracle):
+        calls = 0
+
+        def separate(self, query):
+            CountingExhaustive.calls += 1
+            return super().separate(query)
+
+    i = max(range(len(CASES)), key=lambda j: len(CASES[j][0]))
+    indices, shape, c = CASES[i]
+    best, _ = truth(i)
+    bb = BranchBoundOracle(indices, shape)
+    bb.time_share = 0.5
+    chain = ChainOracle(AltMinOracle(indices, shape, seed=0),
+                        (bb, CountingExhaustive(indices, shape)), exact_time_limit_s=5.0)
+    # no atom meets the target, the branch and bound proves the level: the last stage idles
+    query = SeparationQuery(c, 0.0, best - 1.0, best - 0.5)
+    ans = chain.separate(query)
+    assert ans.is_certified_negative(query) and CountingExhaustive.calls == 0
+    # the branch and bound cannot settle it in no time: the next stage runs, and answers
+    ans = chain.separate(SeparationQuery(c, 0.0, best - 1.0, INF, time_limit_s=0.0))
+    assert CountingExhaustive.calls == 1 and ans.lower_bound >= best - margin_of(c)
+
+
+def test_auto_builds_the_search_on_first_use_only():
+    from tensorcomp import Observations, solve
+    from tensorcomp.oracle_factory import make_oracle
+    from tensorcomp.synthetic import published_instance
+
+    _, obs = published_instance((5, 5, 5), 200, 0)
+    noisy = Observations(obs.entries, obs.means + 0.05 * np.random.default_rng(0)
+                         .standard_normal(obs.n_entries), obs.shape)
+    auto = make_oracle("auto", noisy, seed=0, exact_time_limit_s=10.0)
+    assert auto.stages[0].oracle is None  # nothing built before an exact call
+    res = solve(noisy, lam=0.5, oracle=auto)
+    assert res.status == "optimal" and res.certified and res.stats["ip_calls"] == 0
+    assert auto.stages[0].oracle is not None
