@@ -55,6 +55,8 @@ CHUNK_S = 0.02
 def quantise(c: np.ndarray) -> tuple[np.ndarray, float, float]:
     """(cint, s, margin): integer direction, its power-of-two scale and the real-bound margin."""
     total = float(np.abs(c).sum())
+    if not math.isfinite(total):
+        raise ValueError("query.direction is too large: sum |c| overflows float64")
     if total == 0.0:
         return np.zeros(c.shape, dtype=np.int64), 1.0, 0.0
     _, exponent = math.frexp(total)  # total < 2**exponent

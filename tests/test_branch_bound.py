@@ -165,6 +165,9 @@ def test_input_errors_name_the_argument():
         oracle.separate(SeparationQuery(np.zeros(len(c) + 1), 0.0, -INF, INF))
     with pytest.raises(ValueError, match="NaN"):
         oracle.separate(SeparationQuery(np.full(len(c), np.nan), 0.0, -INF, INF))
+    with pytest.raises(ValueError, match="overflows"):
+        BranchBoundOracle(np.array([[0], [1]]), (2,)).separate(
+            SeparationQuery(np.full(2, 1e308), 0.0, -INF, INF))
     with pytest.raises(ValueError, match="query.hints"):
         oracle.separate(SeparationQuery(c, 0.0, -INF, INF, hints=np.zeros((1, 2), bool)))
     with pytest.raises(ValueError, match="closed_mode"):
