@@ -54,7 +54,8 @@ CHUNK_S = 0.02
 
 def quantise(c: np.ndarray) -> tuple[np.ndarray, float, float]:
     """(cint, s, margin): integer direction, its power-of-two scale and the real-bound margin."""
-    total = float(np.abs(c).sum())
+    with np.errstate(over="ignore"):  # an overflow is reported just below
+        total = float(np.abs(c).sum())
     if not math.isfinite(total):
         raise ValueError("query.direction is too large: sum |c| overflows float64")
     if total == 0.0:
