@@ -45,16 +45,19 @@ def branch_bound_oracles(stage) -> list:
     return [b.oracle for b in blocks] if blocks is not None else [built]
 
 
-def build(path: str, obs: Observations, seed: int):
+def build(path: str, obs: Observations, seed: int, escalation: int | None = None):
     auto = make_oracle("auto", obs, seed=seed, exact_time_limit_s=ORACLE_TIME_LIMIT_S)
+    if escalation is not None:
+        auto.escalation = escalation
     if path == "auto":
         return auto
     # the solver before issue 10: heuristic, then the integer program
-    return ChainOracle(auto.heuristic, auto.stages[1], exact_time_limit_s=ORACLE_TIME_LIMIT_S)
+    return ChainOracle(auto.heuristic, auto.stages[1], exact_time_limit_s=ORACLE_TIME_LIMIT_S,
+                       escalation=auto.escalation)
 
 
-def run(path, obs, lam, time_limit, seed=0) -> dict:
-    lmo = build(path, obs, seed)
+def run(path, obs, lam, time_limit, seed=0, escalation=None) -> dict:
+    lmo = build(path, obs, seed, escalation)
     t = time.perf_counter()
     res = solve(obs, lam=lam, oracle=lmo, time_limit=time_limit, seed=seed)
     elapsed = time.perf_counter() - t
@@ -76,6 +79,8 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=0.5)
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("--escalation", type=int, default=None,
+                    help="extra heuristic starts before an exact stage (default: the chain's)")
     a = ap.parse_args()
     paths = a.paths.split(",")
     # compile the Numba kernels outside the timings
@@ -91,7 +96,7 @@ def main() -> None:
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             obs = noisy_instance(p, r, n, seed, a.noise)
             for path in paths:  # side by side on the same instance
-                row = run(path, obs, a.lam, a.time_limit)
+                row = run(path, obs, a.lam, a.time_limit, escalation=a.escalation)
                 row.update(point=f"p={p}, {r}^{p}, n={n}", seed=seed, path=path)
                 rows.append(row)
                 print(f"| {row['point']} | {seed} | {path} | {row['time_s']:.2f} | "
