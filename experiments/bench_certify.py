@@ -2,9 +2,10 @@
 ("auto") against the same solver with the integer program as its only exact stage ("scip
 path"), side by side on the same instances (issue 10).
 
-Instances: the published generator (METHOD.md §4) plus N(0, noise^2) per observed entry,
-lambda = 0.5 (below the truth's norm: the constraint binds and only an exact oracle can prove
-the gap), default tolerance and oracle time limit, ``--time-limit`` seconds per run.
+Instances: the published generator (10 Bernoulli(1/2) atoms, uniform samples) plus
+N(0, noise^2) per observed entry, lambda = 0.5 (below the truth's norm: the constraint binds
+and only an exact oracle can prove the gap), default tolerance and oracle time limit,
+``--time-limit`` seconds per run.
 
     python experiments/bench_certify.py --points 3:10:500 --seeds 10
     python experiments/bench_certify.py --points 3:20:4000,4:10:2000 --seeds 3 --paths auto

@@ -39,7 +39,8 @@ import numpy as np
 from . import _branch_bound_kernels as kernels
 from ._altmin_kernels import build_mode_lists
 from .altmin import AltMinOracle, _validated_indices
-from .base import OracleAnswer, SeparationQuery, Timer, atom_dot, atom_offsets
+from .base import (USER_INTERRUPT, OracleAnswer, SeparationQuery, Timer, atom_dot,
+                   atom_offsets)
 
 __all__ = ["BranchBoundOracle", "BranchBoundRun", "quantise", "proven_real_bound"]
 
@@ -239,6 +240,9 @@ class BranchBoundOracle:
             code, status = kernels.TARGET_REACHED, "target_reached"
         try:
             while code == kernels.RUNNING:
+                if USER_INTERRUPT.is_set():  # a Ctrl-C that some callback swallowed
+                    status = "userinterrupt"
+                    break
                 if timer.remaining(query.time_limit_s) <= 0:
                     status = "timelimit"
                     break

@@ -360,3 +360,18 @@ def test_auto_builds_the_search_on_first_use_only():
     res = solve(noisy, lam=0.5, oracle=auto)
     assert res.status == "optimal" and res.certified and res.stats["ip_calls"] == 0
     assert auto.stages[0].oracle is not None
+
+
+def test_pending_interrupt_flag_stops_the_search():
+    """A Ctrl-C swallowed elsewhere leaves oracles.base.USER_INTERRUPT set: the search stops."""
+    from oracles.base import USER_INTERRUPT
+
+    indices, shape, c = hard_instance(2)
+    oracle = BranchBoundOracle(indices, shape)
+    USER_INTERRUPT.set()
+    try:
+        ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=20.0))
+    finally:
+        USER_INTERRUPT.clear()
+    assert ans.status == "userinterrupt" and ans.time_s < 2.0
+    assert ans.lower_bound <= ans.value
