@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 
@@ -39,7 +40,9 @@ def main() -> None:
         noise_rng = np.random.default_rng([seed, NOISE_STREAM])
         idx = np.repeat(obs.entries, obs.counts, axis=0)
         y = np.repeat(obs.means, obs.counts) + a.noise * noise_rng.standard_normal(idx.shape[0])
-        noisy = Observations(idx, y, shape)
+        with warnings.catch_warnings():  # Gaussian noise around small values: expected
+            warnings.filterwarnings("ignore", message=".*observed values are negative")
+            noisy = Observations(idx, y, shape)
         assert noisy.n_samples == a.n
         t = time.perf_counter()
         res = solve(noisy, lam=a.lam, time_limit=a.time_limit)
