@@ -91,8 +91,17 @@ def _split(obs: Observations, fraction: float, seed: int):
 
 
 def _mse(pred, values, counts) -> float:
+    return _mse_se(pred, values, counts)[0]
+
+
+def _mse_se(pred, values, counts) -> tuple[float, float]:
+    """Validation MSE over the held-out samples and its standard error."""
     r = pred - values
-    return float(counts @ (r * r) / counts.sum())
+    sq = r * r
+    n = float(counts.sum())
+    mse = float(counts @ sq / n)
+    var = float(counts @ (sq - mse) ** 2 / max(n - 1.0, 1.0))
+    return mse, math.sqrt(var / n)
 
 
 class _LamSearch:
@@ -127,8 +136,8 @@ class _LamSearch:
             cap = opts.get("time_limit")
             opts["time_limit"] = left if cap is None else min(cap, left)
         res = solve(self.train, lam=lam, warm_start=warm, seed=self.seed, **opts)
-        err = _mse(res.predict(self.val[0]), self.val[1], self.val[2])
-        self.path.append((lam, err, res.objective, res.status))
+        err, se = _mse_se(res.predict(self.val[0]), self.val[1], self.val[2])
+        self.path.append((lam, err, res.objective, res.status, se))
         self.fits[lam] = res
         self.progress.step("lambda search", f"lam={lam:.4g} validation MSE={err:.4g} "
                                             f"({res.status}, {res.stats['time_s']:.1f}s)")
@@ -137,6 +146,16 @@ class _LamSearch:
         if res.status == "interrupted":
             raise _Stop("interrupted")
         return err
+
+    def chosen(self):
+        """The smallest lambda whose validation error is within one standard error of the best
+        (the one-standard-error rule: among fits the validation cannot tell apart, the most
+        regularised one; validation errors on a few hundred noisy entries are that noisy)."""
+        if not self.path:
+            return None
+        best = min(self.path, key=lambda row: row[1])
+        close = [row for row in self.path if row[1] <= best[1] + best[4]]
+        return min(close, key=lambda row: row[0])[0]
 
     def walk(self, lams, warm) -> None:
         worse = 0
@@ -157,12 +176,12 @@ class _LamSearch:
                 return
             up = [base * LAM_GRID_RATIO**k for k in range(LAM_GRID_MAX_POINTS)]
             self.walk(up, warm)
-            if self.best[1] == base:  # the best is at the base: the optimum may be below it
-                down, lam = [], base / LAM_GRID_RATIO
-                while lam >= base * LAM_GRID_MIN_FACTOR * (1 - 1e-12):
-                    down.append(lam)
-                    lam /= LAM_GRID_RATIO
-                self.walk(down, self.fits[base])
+            # then below the base: on noisy data the best lambda can lie below max|y|
+            down, lam = [], base / LAM_GRID_RATIO
+            while lam >= base * LAM_GRID_MIN_FACTOR * (1 - 1e-12):
+                down.append(lam)
+                lam /= LAM_GRID_RATIO
+            self.walk(down, self.fits[base])
         except _Stop as stop:
             self.stopped = stop.reason
             if stop.reason == "interrupted":
@@ -175,31 +194,37 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
 
     The grid's base is max|y| over the *training* entries. From it the search goes up by sqrt(2)
     until ``LAM_PATIENCE`` points in a row do not improve the validation error; when the base
-    itself validated best it then goes down by sqrt(2) (noisy data: the best lambda can lie below
-    max|y|), down to base/16. Fits are warm-started and use ``validation_oracle`` (default: the
+    then from the base down by sqrt(2) the same way (noisy data: the best lambda can lie below
+    max|y|), at most to base/16. The choice: the smallest lambda within one standard error of the
+    best validation error. Fits are warm-started and use ``validation_oracle`` (default: the
     heuristic only; model selection needs good fits, not certificates) at a tolerance of
     ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given. ``time_limit`` (in ``solve_options``)
-    caps each fit; ``search_time_limit`` the whole search. Returns (best_lam, path), path a list
-    of (lam, validation_mse, train_objective, status) in the order fitted.
+    caps each fit; ``search_time_limit`` the whole search. Returns (chosen_lam, path), path a list
+    of (lam, validation_mse, train_objective, status, validation_se) in the order fitted.
     """
     train, *val = _split(obs, validation_fraction, seed)
-    lam, search = _search(train, tuple(val), seed, grid, validation_oracle, solve_options,
+    search = _make_search(train, tuple(val), seed, validation_oracle, solve_options,
                           _Clock(search_time_limit), Progress(False, False, None),
                           search_time_limit)
-    return lam, search.path
+    return _run_search(search, grid), search.path
 
 
-def _search(train, val, seed, grid, validation_oracle, solve_options, clock, progress,
-            deadline_s):
-    base = float(np.max(np.abs(train.means)))
+def _make_search(train, val, seed, validation_oracle, solve_options, clock, progress,
+                 deadline_s):
     fit_options = dict(solve_options, oracle=validation_oracle)
     fit_options.setdefault("tol", PATH_TOL_REL * max(train.value_scale, np.finfo(float).tiny))
-    search = _LamSearch(train, val, seed, fit_options, clock, progress, deadline_s)
+    return _LamSearch(train, val, seed, fit_options, clock, progress, deadline_s)
+
+
+def _run_search(search, grid):
+    """The chosen lambda (None if no fit finished). The search object keeps what was done
+    even when Ctrl-C propagates."""
+    base = float(np.max(np.abs(search.train.means)))
     if grid is None and base == 0.0:
-        return 1.0, search  # all training values are 0: the zero tensor fits for every lambda
+        return 1.0  # all training values are 0: the zero tensor fits for every lambda
     grid = None if grid is None else [as_positive_float(v, "lam_grid entry") for v in grid]
     search.run(grid, base)
-    return search.best[1], search
+    return search.chosen()
 
 
 def _refine_search(train, val, convex_fit, convex_err, max_rank, clock, progress,
@@ -316,20 +341,25 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
         need_split = lam == "auto" or refine
         if need_split and np.max(np.abs(obs.means)) == 0.0:
             need_split, refine, lam = False, False, 1.0 if lam == "auto" else lam
+        if need_split and lam != "auto":  # the split is only for the refinement: optional
+            try:
+                _split(obs, validation_fraction, seed)
+            except InputError as exc:
+                need_split, refine = False, False
+                stats["refinement"] = {"kept": False, "skipped": str(exc)}
         if need_split:
             train, *val = _split(obs, validation_fraction, seed)
             val = tuple(val)
             t = clock.elapsed()
+            deadline = None if clock.limit is None else t + SEARCH_SHARE * clock.remaining()
+            search = _make_search(train, val, seed, validation_oracle, solve_options, clock,
+                                  bar, deadline)
             if lam == "auto":
-                deadline = None if clock.limit is None else t + SEARCH_SHARE * clock.remaining()
-                lam, search = _search(train, val, seed, lam_grid, validation_oracle,
-                                      solve_options, clock, bar, deadline)
+                lam = _run_search(search, lam_grid)
                 if search.stopped == "time_limit":
                     status = "time_limit"
             else:  # a given lambda: one training fit, for the refinement to compare against
-                search = _search(train, val, seed, [lam], validation_oracle, solve_options,
-                                 clock, bar, None if clock.limit is None
-                                 else t + SEARCH_SHARE * clock.remaining())[1]
+                _run_search(search, [lam])
             stats["lam_path"] = search.path
             stats["lam_search"] = {"time_s": clock.elapsed() - t, "fits": len(search.path),
                                    "base": float(np.max(np.abs(train.means))),
@@ -339,12 +369,12 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
                 t = clock.elapsed()
                 deadline = None if clock.limit is None else \
                     t + REFINE_SEARCH_SHARE * clock.remaining()
+                convex_err = next(row[1] for row in search.path if row[0] == lam)
                 train_model, rank_path = _refine_search(
-                    train, val, search.fits[lam], search.best[0], max_rank, clock, bar,
-                    deadline)
+                    train, val, search.fits[lam], convex_err, max_rank, clock, bar, deadline)
                 stats["refinement"] = {
                     "kept": train_model is not None, "rank_path": rank_path,
-                    "convex_validation_mse": search.best[0], "time_s": clock.elapsed() - t,
+                    "convex_validation_mse": convex_err, "time_s": clock.elapsed() - t,
                     "rank": None if train_model is None else train_model.rank,
                     "validation_mse": min([r[1] for r in rank_path], default=math.nan)}
                 model = train_model
@@ -372,11 +402,15 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
         status = "interrupted" if isinstance(stop, KeyboardInterrupt) else stop.reason
         note = ("interrupted by the user (KeyboardInterrupt) during complete(); "
                 if status == "interrupted" else "complete() ran out of its time_limit; ")
+        if search is not None and not stats["lam_path"]:
+            stats["lam_path"] = search.path
+            stats["lam_search"] = {"fits": len(search.path), "stopped": search.stopped,
+                                   "time_s": clock.elapsed(), "chosen_lam": search.chosen()}
         if final is None:  # the best validated fit stands in, trained on the training part
             model = None
             if search is None or not search.fits:
                 raise KeyboardInterrupt from None  # nothing fitted yet: nothing to return
-            best_lam = search.best[1] if search.best[1] is not None else list(search.fits)[-1]
+            best_lam = search.chosen()
             final = search.fits[best_lam]
             note += ("the returned fit is the best validation fit so far, trained on the "
                      "training part of the observations only")
