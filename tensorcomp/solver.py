@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oracles.base import SeparationQuery, trivial_lower_bound
+from oracles.base import SeparationQuery, atom_offsets, trivial_lower_bound
 
 from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
                           as_positive_float, describe)
 from .active_set import STORAGES
+from .gap_policy import ACCURACY_K, GapPolicy, rounding_error
 from .observations import Observations
 from .oracle_factory import make_oracle
 from .result import CompletionResult
@@ -30,12 +31,8 @@ __all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL"]
 
 #: default tol = DEFAULT_RELATIVE_TOL * mean(y^2), the objective of the zero tensor
 DEFAULT_RELATIVE_TOL = 1e-4
-#: weak-separation accuracy: a positive answer improves <g, .> by at least Phi / K
-ACCURACY_K = 2.0
 #: how many active atoms (largest weights) are handed to the oracle as warm starts
 N_HINTS = 4
-#: an exact oracle is asked to prove the gap down to this fraction of tol, not below
-CERTIFY_FRACTION = 0.9
 #: most pairwise steps per compiled run (limits are checked between runs)
 PAIRWISE_BATCH = 4096
 
@@ -117,14 +114,19 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
                       heuristic_indexing=opts.heuristic_indexing,
                       heuristic_restarts=opts.heuristic_restarts)
-    driver = _Driver(obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check)
+    lam_solved = effective_lam(obs, lam)
+    driver = _Driver(obs, lam_solved, opts, lmo, tol, max_iter, time_limit, callback, verbose,
+                     check)
+    driver.lam_requested = lam
+    if lam_solved < lam:
+        driver.stats["lam_effective"] = lam_solved
     return driver.run(warm_start)
 
 
 class _Driver:
     def __init__(self, obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check):
         self.obs, self.lam, self.opts, self.lmo = obs, lam, opts, lmo
-        self.method, self.ip_policy = opts.method, opts.ip_policy
+        self.method = opts.method
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
         self.callback, self.verbose, self.check = callback, verbose, check
         self.local_step = LOCAL_STEPS[opts.resolved_local_step]()
@@ -134,10 +136,13 @@ class _Driver:
                                    and not check)
         self._trace = np.empty(PAIRWISE_BATCH)
         self.aset = STORAGES[opts.storage](obs, lam)
-        #: bound from the published shortcut (heuristic minima treated as exact): NOT a proof
-        self.unproven_bound = -math.inf
+        # a custom oracle that does not declare ``certifies = True`` proves nothing
+        self.certifies = getattr(lmo, "certifies", False) is True
         # no tensor fits two different values at one entry: a proof
-        self.lower_bound = obs.within_ss / obs.n_samples
+        self.policy = GapPolicy(tol, lazy=opts.ip_policy == "lazy",
+                                published=opts.gap_reset == "published",
+                                certifies=self.certifies,
+                                within_bound=obs.within_ss / obs.n_samples)
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
@@ -149,32 +154,40 @@ class _Driver:
         self.message = ""
 
     # ----------------------------------------------------------------------------------------
+    @property
+    def lower_bound(self) -> float:
+        return self.policy.lower_bound
+
     def _elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
     def _start(self, warm_start) -> None:
+        """Bits of never-observed mode indices are 0 in every atom (the oracles never set them:
+        no data speaks for them), so entries on never-observed slices are predicted 0."""
         aset = self.aset
+        observed = observed_bits(self.obs)
         if warm_start is not None and warm_start.n_atoms > 0:
-            idx = [aset.find_or_add(t) for t in warm_start.thetas]
+            idx = [aset.find_or_add(t & observed) for t in warm_start.thetas]
             w = np.zeros(aset.m)
             np.add.at(w, idx, warm_start.weights)
             aset.set_weights(w)
-        else:  # the all-ones atom, as in the papers
-            aset.set_weights(np.eye(1)[aset.find_or_add(np.ones(aset.rho, dtype=bool))])
+        else:  # the all-ones atom on the observed bits, as in the papers
+            aset.set_weights(np.eye(1)[aset.find_or_add(observed)])
 
     def _data_pass(self):
-        """phi, exact f, gradient and <g, phi> at the current iterate (one pass over the data)."""
+        """phi, exact f, gradient, <g, phi> and the rounding scale of <g, phi> - <g, v> at the
+        current iterate (one pass over the data)."""
         t = time.perf_counter()
         phi = self.aset.point()
         f = self.aset.objective_exact(phi)
         g = self.aset.gradient(phi)
         gphi = float(g @ phi)
+        resolution = rounding_error(g.size, float(np.abs(g).sum()))
         self.stats["data_pass_time_s"] += time.perf_counter() - t
-        return f, g, gphi
+        return f, g, gphi, resolution
 
-    def _prove(self, f: float, bound_on_min: float, gphi: float) -> None:
-        if bound_on_min > -math.inf:
-            self.lower_bound = max(self.lower_bound, f + bound_on_min - gphi)
+    def _prove(self, f: float, bound_on_min: float, gphi: float, resolution: float) -> None:
+        self.policy.prove(f, bound_on_min, gphi, resolution)
 
     def _limit_status(self):
         if self.max_iter is not None and self.stats["iterations"] >= self.max_iter:
@@ -188,10 +201,10 @@ class _Driver:
         self.t0 = time.perf_counter()
         try:
             self._start(warm_start)
-            f, g, gphi = self._data_pass()
+            f, g, gphi, resolution = self._data_pass()
             free = trivial_lower_bound(g)
-            self._prove(f, free, gphi)
-            self.phi_estimate = max((gphi - free) / 2.0, 0.0)
+            self._prove(f, free, gphi, resolution)
+            self.policy.start(f, gphi, free, resolution)
             self._loop()
         except KeyboardInterrupt:
             self.status = "interrupted"
@@ -199,13 +212,13 @@ class _Driver:
         return self._result()
 
     def _loop(self) -> None:
-        aset, stats = self.aset, self.stats
+        aset, stats, policy = self.aset, self.stats, self.policy
         f_quad = aset.objective_quadratic()
         while True:
-            if f_quad - self._stop_bound() <= self.tol:
-                f_exact = aset.objective_exact(aset.point())
-                if f_exact - self._stop_bound() <= self.tol:
-                    self.status = "optimal"
+            if f_quad - policy.stop_bound() <= self.tol:
+                status = policy.stop_status(aset.objective_exact(aset.point()))
+                if status:
+                    self.status = status
                     return
             status = self._limit_status()
             if status:
@@ -214,7 +227,7 @@ class _Driver:
             ga = aset.directional()
             gphi = float(aset.weights @ ga)
             away, local = int(np.argmax(ga)), int(np.argmin(ga))
-            if ga[away] - ga[local] >= self.phi_estimate:
+            if ga[away] - ga[local] >= policy.phi:
                 t_local = time.perf_counter()
                 if self._compiled_pairwise:
                     f_quad = self._pairwise_run(f_quad)
@@ -224,13 +237,13 @@ class _Driver:
                 stats["local_steps"] += 1
                 stats["local_time_s"] += time.perf_counter() - t_local
                 step = "local"
-            elif gphi - ga[local] >= self.phi_estimate / ACCURACY_K:
+            elif gphi - ga[local] >= policy.phi / ACCURACY_K:
                 stats["drops"] += frank_wolfe_step(aset, local, ga)  # lazy: an active atom
                 stats["fw_steps"] += 1
                 self._count("oracle_positive", "active_set")
                 step = "fw_active"
             else:
-                step = self._oracle_step()
+                step = self._oracle_step(f_quad)
                 if step == "stop":
                     return
             stats["iterations"] += 1
@@ -240,77 +253,76 @@ class _Driver:
             if self._after_iteration(step, f_quad):
                 return
 
-    def _oracle_step(self) -> str:
-        aset, stats = self.aset, self.stats
-        f, g, gphi = self._data_pass()
-        self._prove(f, trivial_lower_bound(g), gphi)
-        if f - self._stop_bound() <= self.tol:
-            self.status = "optimal"
+    def _oracle_step(self, f_before: float) -> str:
+        aset, stats, policy = self.aset, self.stats, self.policy
+        f, g, gphi, resolution = self._data_pass()
+        self._prove(f, trivial_lower_bound(g), gphi, resolution)
+        status = policy.stop_status(f)
+        if status:
+            self.status = status
             return "stop"
-        # f - f* <= f - L: a larger gap estimate only wastes oracle calls on halvings
-        self.phi_estimate = min(self.phi_estimate, f - self._stop_bound())
+        first = stats["oracle_calls"] == 0
+        exact_first = first and self.opts.exact_first
+        thresholds = policy.query(f, gphi, resolution, first)
         remaining = None if self.time_limit is None else max(self.time_limit - self._elapsed(), 0)
         order = np.argsort(-aset.weights)[:N_HINTS]
-        first = stats["oracle_calls"] == 0
-        published = self.opts.gap_reset == "published"
-        if published:  # the papers: one exact IP at most (exact_first), heuristics after it
-            exact_allowed = first and self.opts.exact_first
-        else:
-            exact_allowed = self.ip_policy == "eager" or self.phi_estimate <= self.tol
-        # A proof of min <g, v> >= <g, phi> - tol already ends the run (f - L <= tol): never
-        # ask for a tighter one, whatever Phi has shrunk to (0.9: margin for SCIP's tolerances).
-        certify_gap = max(self.phi_estimate, CERTIFY_FRACTION * self.tol)
         query = SeparationQuery(
-            direction=g, current_value=gphi, target=gphi - self.phi_estimate / ACCURACY_K,
-            certify_level=gphi - certify_gap, time_limit_s=remaining,
-            hints=aset.thetas[order].copy(), exact_allowed=exact_allowed,
+            direction=g, current_value=gphi, target=thresholds.target,
+            certify_level=thresholds.certify_level, time_limit_s=remaining,
+            hints=aset.thetas[order].copy(),
+            exact_allowed=thresholds.exact_allowed or exact_first,
         )
-        if first and self.opts.exact_first:  # an exact minimum: no threshold to stop at
-            query = replace(query, target=-math.inf, certify_level=math.inf, exact_allowed=True)
+        if exact_first:  # an exact minimum: no threshold to stop at
+            query = replace(query, target=-math.inf, certify_level=math.inf)
         answer = self.lmo.separate(query)
-        if first and answer.theta is not None and answer.value < gphi:
-            # The free bound overestimates the first gap by orders of magnitude; the best atom
-            # found is a far better scale for Phi (Phi is a step-size estimate, never a proof).
-            self.phi_estimate = min(self.phi_estimate, (gphi - answer.value) / 2.0)
-            query = replace(query, target=gphi - self.phi_estimate / ACCURACY_K,
-                            certify_level=gphi - self.phi_estimate)
         stats["oracle_calls"] += 1
         stats["oracle_time_s"] += answer.time_s
         stats["ip_calls"] += answer.ip_calls
         stats["ip_time_s"] += answer.ip_time_s
         stats["oracle_failures"].extend(answer.failures)
-        self._prove(f, answer.lower_bound, gphi)
+        proven_min = answer.lower_bound if self.certifies else -math.inf
+        self._prove(f, proven_min, gphi, resolution)
         if answer.status == "userinterrupt":
             raise KeyboardInterrupt
-        if answer.is_positive(query):
+        target = thresholds.target
+        value = math.inf
+        if answer.theta is not None:
+            # the driver's own value of the atom: an oracle's claim is not trusted
+            support = K.atom_support(np.ascontiguousarray(answer.theta, dtype=bool),
+                                     self.obs.entries, aset.offsets)
+            value = float(g[support].sum())
+            if first:
+                target = policy.rescale_first(gphi, value)
+        if value <= target:
             self._count("oracle_positive", answer.source)
             j = aset.find_or_add(answer.theta)
-            ga = aset.directional()
-            stats["drops"] += frank_wolfe_step(aset, j, ga)
+            stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
             stats["fw_steps"] += 1
+            stop = policy.on_progress(aset.objective_quadratic() < f_before)
+            if stop:
+                self.status, self.message = stop, policy.message
+                return "stop"
             return "fw_oracle"
         self._count("oracle_negative", answer.source)
-        certified = answer.is_certified_negative(query)
+        certified = proven_min >= query.certify_level
         stats["certified_negatives"] += int(certified)
-        if published and not certified and answer.theta is not None and answer.value < gphi:
-            # The papers' shortcut: treat the heuristic's best value as the minimum. The bound
-            # it gives is not a proof; results that stop on it say certified=False.
-            self.unproven_bound = max(self.unproven_bound, f + answer.value - gphi)
-            self.phi_estimate = max(f - self._stop_bound(), 0.0) / 2.0
+        if policy.published and not certified and value < gphi:
+            # The papers' shortcut: treat the heuristic's best value as the minimum. Its bound
+            # is an estimate, kept apart from the proven one; a stop on it is "uncertified".
+            policy.on_shortcut(f, gphi, value)
             j = aset.find_or_add(answer.theta)
             stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
             stats["fw_steps"] += 1
             stats["uncertified_resets"] = stats.get("uncertified_resets", 0) + 1
             return "fw_shortcut"
-        self.phi_estimate /= 2.0
-        if answer.lower_bound > -math.inf:  # the proven FW gap may be far below Phi
-            self.phi_estimate = min(self.phi_estimate, max(gphi - answer.lower_bound, 0.0) / 2)
+        status = policy.stop_status(f)
+        if status:
+            self.status = status
+            return "stop"
         stats["phi_halvings"] += 1
-        if not certified and (query.exact_allowed or published) \
-                and self.phi_estimate < self.tol / 4:
-            self.status = "stalled"
-            self.message = ("no improving atom found at the tolerance's resolution and the "
-                            "oracle could not prove the gap")
+        stop = policy.on_negative(gphi, certified, query.exact_allowed, proven_min)
+        if stop:
+            self.status, self.message = stop, policy.message
             return "stop"
         return "negative"
 
@@ -325,7 +337,7 @@ class _Driver:
         G = aset.G  # a view: copying it cost O(m^2) per run of steps
         gw = aset.gram_times(w)
         scale = 2.0 * self.lam / self.obs.n_samples
-        steps, _ = K.pairwise_steps(G, aset.h, w, gw, scale, self.lam, self.phi_estimate, budget,
+        steps, _ = K.pairwise_steps(G, aset.h, w, gw, scale, self.lam, self.policy.phi, budget,
                                     self._trace)
         stats["drops"] += aset.set_weights(w)
         stats["local_steps"] += steps
@@ -334,10 +346,6 @@ class _Driver:
         f_steps = f_quad + np.cumsum(self._trace[:steps])
         self.history.extend((t, float(f), self.lower_bound) for f in f_steps)
         return aset.objective_quadratic()
-
-    def _stop_bound(self) -> float:
-        """The bound the stopping test uses: the proven one, or the published shortcut's."""
-        return max(self.lower_bound, self.unproven_bound)
 
     def _count(self, key: str, source: str) -> None:
         d = self.stats[key]
@@ -348,11 +356,11 @@ class _Driver:
         self.history.append((t, f, self.lower_bound))
         if self.verbose and (self.stats["iterations"] % 100 == 0 or step.startswith("fw_o")):
             print(f"[tensorcomp] it={self.stats['iterations']:6d} t={t:8.2f}s f={f:.6e} "
-                  f"lb={self.lower_bound:.6e} Phi={self.phi_estimate:.3e} "
+                  f"lb={self.lower_bound:.6e} Phi={self.policy.phi:.3e} "
                   f"atoms={self.aset.m} step={step}", flush=True)
         if self.callback is not None:
             state = IterationState(self.stats["iterations"], t, f, self.lower_bound,
-                                   self.phi_estimate, self.aset.m, step)
+                                   self.policy.phi, self.aset.m, step)
             try:
                 stop = self.callback(state)
             except StopIteration:
@@ -364,20 +372,20 @@ class _Driver:
 
     # ----------------------------------------------------------------------------------------
     def _result(self) -> CompletionResult:
-        aset = self.aset
+        aset, policy = self.aset, self.policy
         if aset.m:
-            f, g, gphi = self._data_pass()
+            f, g, gphi, resolution = self._data_pass()
+            self._prove(f, trivial_lower_bound(g), gphi, resolution)
         else:
             f = self.obs.total_ss / self.obs.n_samples
         if self.status is None:
             self.status = "interrupted"
-        if self.status != "optimal" and f - self.lower_bound <= self.tol:
+        if self.status != "optimal" and policy.stop_status(f) == "optimal":
             self.status = "optimal"
-        # the reported bound is the one the run stopped on; it is a proof unless it came from
-        # the published shortcut
-        lower_bound = self._stop_bound()
-        certified = self.lower_bound >= lower_bound
-        self.stats["proven_lower_bound"] = self.lower_bound
+        # lower_bound is always a proof; the published shortcut's estimate is reported apart
+        self.stats["estimated_lower_bound"] = policy.stop_bound()
+        self.stats["gap_estimate"] = policy.phi
+        self.stats["gap_floor"] = policy.floor
         self.stats["options"] = dict(self.opts.__dict__, local_step=self.opts.resolved_local_step)
         thetas = aset.thetas.copy()
         factors = [thetas[:, aset.offsets[k]:aset.offsets[k + 1]].T.astype(np.uint8)
@@ -385,8 +393,34 @@ class _Driver:
         self.stats["n_atoms"] = aset.m
         self.stats["time_s"] = self._elapsed()
         return CompletionResult(
-            shape=self.obs.shape, lam=self.lam, weights=self.lam * aset.weights.copy(),
-            factors=factors, objective=f, lower_bound=lower_bound,
-            certified=certified, status=self.status, tol=self.tol, method=self.method,
-            stats=self.stats, history=self.history, message=self.message, thetas=thetas,
+            shape=self.obs.shape, lam=self.lam_requested, weights=self.lam * aset.weights.copy(),
+            factors=factors, objective=f, lower_bound=self.lower_bound,
+            certified=self.status == "optimal", status=self.status, tol=self.tol,
+            method=self.method, stats=self.stats, history=self.history, message=self.message,
+            thetas=thetas,
         )
+
+
+def observed_bits(obs: Observations) -> np.ndarray:
+    """(rho,) bool: the mode indices that some observed entry uses."""
+    offsets = atom_offsets(obs.shape)
+    mask = np.zeros(int(offsets[-1]), dtype=bool)
+    for k in range(obs.order):
+        mask[offsets[k] + np.unique(obs.entries[:, k])] = True
+    return mask
+
+
+def effective_lam(obs: Observations, lam: float) -> float:
+    """The norm bound the solver works with: min(lam, sum_x max(mean_x, 0)).
+
+    The tensor sum_x max(mean_x, 0) e_x (one single-entry atom per observed entry) attains the
+    smallest objective of any nonnegative tensor, and its gauge norm is at most that sum. So for
+    lam above it the constraint cannot bind: the problem has the same optimal value as at the
+    sum, and a solution there is feasible for lam. Solving at the smaller bound keeps the
+    iterates away from the scale at which the atoms' weights underflow (lam = 1e20, 1e300).
+    When every mean is <= 0 the zero tensor is optimal for every lam.
+    """
+    cap = float(np.maximum(obs.means, 0.0).sum())
+    if cap == 0.0:
+        return min(lam, 1.0)
+    return min(lam, cap)

@@ -1,61 +1,113 @@
-"""Brute-force ground truth on tiny tensors: every atom enumerated, the small QP solved directly."""
+"""Brute-force ground truth on tiny tensors, independent of the library.
+
+Nothing here imports tensorcomp or oracles: the samples are aggregated with a dict, every atom is
+enumerated with itertools, and the small QP is solved by Wolfe's minimum-norm-point algorithm
+(a finite active-set method, nothing like the library's conditional gradients). The optimum is
+returned as a bracket [lower, upper]: upper is the objective of the QP solution, lower subtracts
+its exact Frank-Wolfe gap over all atoms (a proof by convexity).
+"""
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize
-
-from oracles.exhaustive import enumerate_atoms
-from oracles.base import atom_values_on
 
 
-def all_entries(shape):
+class Samples(NamedTuple):
+    """Raw observations: indices (n, p) ints, values (n,), shape."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    shape: tuple
+
+
+def all_entries(shape) -> np.ndarray:
     return np.array(list(itertools.product(*[range(r) for r in shape])), dtype=np.int64)
 
 
-def restricted_atoms(entries, shape) -> np.ndarray:
-    """Distinct 0/1 vectors on the observed entries over all atoms (the polytope's vertices)."""
-    atoms = enumerate_atoms(shape)
-    vals = np.stack([atom_values_on(t, entries, shape) for t in atoms])
-    return np.unique(vals, axis=0).astype(np.float64)
+def aggregate(samples: Samples):
+    """Distinct entries (sorted tuples), multiplicities, value sums, within-entry sum of squares,
+    total sum of squares, number of samples."""
+    groups: dict[tuple, list[float]] = {}
+    for row, y in zip(np.asarray(samples.indices).tolist(), np.asarray(samples.values).tolist()):
+        groups.setdefault(tuple(row), []).append(float(y))
+    keys = sorted(groups)
+    counts = np.array([len(groups[k]) for k in keys], dtype=float)
+    sums = np.array([sum(groups[k]) for k in keys])
+    within = sum(sum((y - s / len(v)) ** 2 for y in v) for v, s in
+                 ((groups[k], sum(groups[k])) for k in keys))
+    total = sum(y * y for v in groups.values() for y in v)
+    return keys, counts, sums, float(within), float(total), len(samples.values)
 
 
-def optimum(obs, lam) -> tuple[float, float]:
-    """(upper, lower) bracket of min f over ||psi||_+ <= lam, |upper - lower| tiny.
+def atom_vectors(entries, shape) -> np.ndarray:
+    """Every atom's 0/1 values on the given entries, duplicates removed: (V, u)."""
+    per_mode = [list(itertools.product((0, 1), repeat=r)) for r in shape]
+    rows = set()
+    for bits in itertools.product(*per_mode):
+        rows.add(tuple(int(all(bits[k][x[k]] for k in range(len(shape)))) for x in entries))
+    return np.array(sorted(rows), dtype=float)
 
-    upper: objective of an SLSQP solution of the QP over the simplex of restricted atoms;
-    lower: upper minus its exact Frank-Wolfe gap (enumeration), a proof by convexity.
-    """
-    A = restricted_atoms(obs.entries, obs.shape)  # (V, u)
-    m = obs.counts.astype(float)
-    n = obs.n_samples
 
-    def f_phi(phi):
-        r = obs.means - lam * phi
-        return (obs.within_ss + m @ (r * r)) / n
+def min_norm_point(points: np.ndarray, max_iter: int = 10_000) -> np.ndarray:
+    """Wolfe (1976): convex weights w over the rows of ``points`` minimising |w @ points|."""
+    V = points.shape[0]
+    j = int(np.argmin((points * points).sum(1)))
+    active, w = [j], np.array([1.0])
+    for _ in range(max_iter):
+        x = w @ points[active]
+        scores = points @ x
+        j = int(np.argmin(scores))
+        if x @ x - scores[j] <= 1e-15 * max(1.0, np.abs(points).max() ** 2) or j in active:
+            break
+        active.append(j)
+        w = np.append(w, 0.0)
+        while True:  # minor cycle: affine minimiser of the active set, stepped back into it
+            P = points[active]
+            k = len(active)
+            K = np.zeros((k + 1, k + 1))
+            K[:k, :k] = P @ P.T
+            K[:k, k] = K[k, :k] = 1.0
+            rhs = np.zeros(k + 1)
+            rhs[k] = 1.0
+            v = np.linalg.lstsq(K, rhs, rcond=None)[0][:k]
+            if np.all(v > 1e-14):
+                w = v
+                break
+            neg = v <= 1e-14
+            theta = np.min(w[neg] / (w[neg] - v[neg]))
+            w = w + theta * (v - w)
+            keep = w > 1e-14
+            active = [a for a, kp in zip(active, keep) if kp]
+            w = w[keep] / w[keep].sum()
+    out = np.zeros(V)
+    out[active] = w
+    return out
 
-    def f(w):
-        return f_phi(w @ A)
 
-    def grad(w):
-        phi = w @ A
-        g = (2 * lam / n) * (lam * m * phi - obs.sums)
-        return A @ g
+def optimum(samples: Samples, lam: float) -> tuple[float, float]:
+    """(upper, lower) bracket of min (1/n) sum_i (y_i - psi[x_i])^2 over ||psi||_+ <= lam."""
+    keys, m, s, within, _, n = aggregate(samples)
+    means = s / m
+    A = atom_vectors(keys, samples.shape)  # (V, u)
+    root = np.sqrt(m)
+    # (1/n) sum_x m_x (mean_x - lam phi_x)^2 = |lam root*phi - root*mean|^2 / n
+    w = min_norm_point(lam * A * root - root * means)
+    phi = w @ A
 
-    V = A.shape[0]
-    best = None
-    for start in (np.full(V, 1.0 / V), np.eye(V)[np.argmin(A.sum(1))]):
-        res = minimize(f, start, jac=grad, method="SLSQP", bounds=[(0, 1)] * V,
-                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1,
-                                     "jac": lambda w: np.ones_like(w)}],
-                       options={"ftol": 1e-15, "maxiter": 2000})
-        w = np.clip(res.x, 0, None)
-        w /= w.sum()
-        if best is None or f(w) < f(best):
-            best = w
-    phi = best @ A
-    g = (2 * lam / n) * (lam * m * phi - obs.sums)
+    def f(ph):
+        r = means - lam * ph
+        return (within + m @ (r * r)) / n
+
+    g = (2 * lam / n) * (lam * m * phi - s)
     fw_gap = float(g @ phi - (A @ g).min())
-    upper = f_phi(phi)
+    upper = f(phi)
     return upper, upper - max(fw_gap, 0.0)
+
+
+def objective(samples: Samples, predict) -> float:
+    """(1/n) sum_i (y_i - predict(x_i))^2 for a prediction function on (n, p) indices."""
+    pred = np.asarray(predict(np.asarray(samples.indices)))
+    r = np.asarray(samples.values) - pred
+    return float(r @ r) / len(r)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ground_truth import all_entries, optimum
+from ground_truth import Samples, all_entries, optimum
 from tensorcomp import Observations, solve
 
 
@@ -19,14 +19,16 @@ def instances(draw):
     lam = draw(st.floats(0.05, 3.0))
     oracle = draw(st.sampled_from(["exhaustive", "auto"]))
     method = draw(st.sampled_from(["bpcg", "bcg"]))
-    return Observations(entries[rows], np.array(values), shape), lam, oracle, method
+    samples = Samples(entries[rows], np.array(values), shape)
+    return samples, lam, oracle, method
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
 def test_bounds_and_objective_against_brute_force(instance):
-    obs, lam, oracle, method = instance
-    upper, lower = optimum(obs, lam)
+    samples, lam, oracle, method = instance
+    obs = Observations(*samples)
+    upper, lower = optimum(samples, lam)
     tol = 1e-6
     res = solve(obs, lam=lam, oracle=oracle, method=method, tol=tol, ip_policy="eager",
                 check=True)
