@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["cp_values", "cp_values_numpy", "mode_normal_equations",
-           "mode_normal_equations_numpy"]
+           "mode_normal_equations_numpy", "hals_rows", "hals_rows_numpy"]
 
 
 def _cp_values_body(F, offsets, entries):
@@ -83,5 +83,29 @@ def mode_normal_equations_numpy(F, offsets, entries, weights, values, k):
     return M, B
 
 
+def _hals_rows_body(M, B, A, ridge, passes):
+    """HALS on every row's nonnegative least squares min_a a^T (M_j + ridge I) a / 2 - B_j^T a,
+    a >= 0: ``passes`` sweeps of exact coordinate minimisation, in place on A (r_k, R)."""
+    rk, R = A.shape
+    for j in range(rk):
+        for _ in range(passes):
+            for r in range(R):
+                acc = B[j, r]
+                for s in range(R):
+                    if s != r:
+                        acc -= M[j, r, s] * A[j, s]
+                v = acc / (M[j, r, r] + ridge)
+                A[j, r] = v if v > 0.0 else 0.0
+
+
+def hals_rows_numpy(M, B, A, ridge, passes):
+    diag = np.einsum("jrr->jr", M)
+    for _ in range(passes):
+        for r in range(A.shape[1]):
+            others = np.einsum("js,js->j", M[:, r, :], A) - diag[:, r] * A[:, r]
+            A[:, r] = np.maximum((B[:, r] - others) / (diag[:, r] + ridge), 0.0)
+
+
 cp_values = njit(cache=True)(_cp_values_body)
+hals_rows = njit(cache=True)(_hals_rows_body)
 mode_normal_equations = njit(cache=True)(_mode_normal_equations_body)

@@ -42,11 +42,14 @@ AUTO_BASE_S = 5.0
 AUTO_PER_MILLION_S = 55.0
 AUTO_MAX_S = 60.0
 #: shares of the budget (of what remains when the stage starts)
-SEARCH_SHARE = 0.5
-REFINE_SEARCH_SHARE = 0.3
+SEARCH_SHARE = 0.35
+REFINE_SEARCH_SHARE = 0.6
 FINAL_FIT_SHARE = 0.75
 #: refinement ranks tried: 1 .. max_rank, stopping after LAM_PATIENCE non-improving ranks
 DEFAULT_MAX_RANK = 10
+#: the rank search compares validation errors: HALS stops at this relative decrease per sweep
+#: (the kept rank is then refitted on all entries to refine.refine_cp's default, 1e-7)
+RANK_SEARCH_REL_TOL = 1e-5
 
 
 class _Stop(Exception):
@@ -236,7 +239,7 @@ def _refine_search(train, val, convex_fit, convex_err, max_rank, clock, progress
         left = None if deadline_s is None else deadline_s - clock.elapsed()
         if left is not None and left <= 0:
             break
-        model = refine_cp(train, convex_start(convex_fit, rank),
+        model = refine_cp(train, convex_start(convex_fit, rank), rel_tol=RANK_SEARCH_REL_TOL,
                           deadline=None if left is None else time.perf_counter() + left)
         err = _mse(model.predict(val[0]), val[1], val[2])
         path.append((rank, err, model.info["objective"], model.info["status"]))

@@ -62,6 +62,21 @@ def test_cp_kernels_match_numpy_and_brute_force(cp_problem):
         assert (f(Fp) - f(F)) / eps == pytest.approx(2 * grad_rows[j, r], rel=1e-4, abs=1e-6)
 
 
+def test_hals_rows_matches_numpy_and_solves_row_nnls(cp_problem):
+    rng = np.random.default_rng(7)
+    Z = rng.random((6, 30, 3))
+    M = np.einsum("jxa,jxb->jab", Z, Z)
+    B = np.einsum("jxa,jx->ja", Z, rng.random((6, 30)) - 0.3)
+    A1, A2 = np.ones((6, 3)), np.ones((6, 3))
+    CK.hals_rows(M, B, A1, 1e-9, 200)
+    CK.hals_rows_numpy(M, B, A2, 1e-9, 200)
+    assert np.allclose(A1, A2, atol=1e-10)
+    # KKT of each row's NNLS: gradient >= 0, = 0 where the coefficient is positive
+    grad = np.einsum("jab,jb->ja", M, A1) - B
+    assert np.all(A1 >= 0) and np.all(grad >= -1e-7)
+    assert np.allclose(grad[A1 > 1e-9], 0.0, atol=1e-7)
+
+
 def test_gram_times_and_point_kernels():
     rng = np.random.default_rng(0)
     buf = rng.random((16, 16))
