@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from tensorcomp.refine import balance_columns
+
 from .metrics import Estimate
 
 __all__ = ["BaselineFit", "BASELINES", "fit_baseline", "masked_als", "halrtc",
@@ -63,18 +65,6 @@ def _khatri_rows(factors, indices, skip):
     return rows
 
 
-def _balance(factors) -> None:
-    """Rescale each component's columns to equal norms across modes: the model is unchanged and
-    the ridge term sum_k ||a_k||^2 is minimal for it (AM-GM), so slow rebalancing through the
-    ridge does not hold up convergence."""
-    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])  # (p, R)
-    if np.any(norms == 0):
-        return
-    target = np.exp(np.mean(np.log(norms), axis=0))
-    for f, n in zip(factors, norms):
-        f *= target / n
-
-
 def masked_als(data, *, rank, seed=0, time_limit_s=None, ridge=1e-3, max_iter=500,
                tol=1e-7, init_scale=None) -> BaselineFit:
     """min sum_x m_x (y_x - [[A_1..A_p]]_x)^2 + ridge sum_k ||A_k||^2 over observed x only.
@@ -104,7 +94,7 @@ def masked_als(data, *, rank, seed=0, time_limit_s=None, ridge=1e-3, max_iter=50
             G = G + np.triu(G, 1).transpose(0, 2, 1)
             rhs = incidence[k] @ (Z * y[:, None])
             factors[k] = np.linalg.solve(G + eye, rhs[:, :, None])[:, :, 0]
-        _balance(factors)
+        balance_columns(factors)  # the ridge term is smallest for the unchanged model
         resid = y - _khatri_rows(factors, idx, -1) @ np.ones(R)
         obj = float(w @ resid**2 + ridge * sum(float(np.sum(f * f)) for f in factors))
         if prev - obj <= tol * max(obj, 1e-300):

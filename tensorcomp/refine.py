@@ -27,7 +27,7 @@ from ._validation import InputError, as_index_array
 from .observations import Observations
 from .result import DEFAULT_MAX_DENSE_BYTES
 
-__all__ = ["CPModel", "convex_start", "refine_cp", "RIDGE_REL"]
+__all__ = ["CPModel", "convex_start", "refine_cp", "balance_columns", "RIDGE_REL"]
 
 #: default ridge, relative to the mean diagonal of a mode's normal equations
 RIDGE_REL = 1e-6
@@ -93,8 +93,10 @@ def convex_start(result, rank: int) -> list:
     return [F[offsets[k]:offsets[k + 1]].copy() for k in range(p)]
 
 
-def _balance(factors) -> None:
-    """Equal column norms across modes (the model is unchanged; the ridge term is smallest)."""
+def balance_columns(factors) -> None:
+    """Rescale each component's columns (in place) to equal norms across modes: the model is
+    unchanged and the ridge term sum_k ||A_k||^2 is smallest for it (AM-GM), so slow
+    rebalancing through the ridge does not hold up convergence. Dead components are left."""
     norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])
     alive = np.all(norms > 0, axis=0)
     if not alive.any():
@@ -138,7 +140,7 @@ def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
             ridge = ridge_rel * max(diag_mean, np.finfo(float).tiny)
             CK.hals_rows(M, B, A, ridge, INNER_PASSES)
         factors = [F[offsets[k]:offsets[k + 1]] for k in range(p)]
-        _balance(factors)
+        balance_columns(factors)
         obj = _objective(F, offsets, obs)
         if prev - obj <= rel_tol * max(obj, np.finfo(float).tiny):
             status = "converged"
