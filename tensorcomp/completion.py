@@ -304,7 +304,8 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto",
         fitted values are returned everywhere.
     return_result: also return the CompletionResult of the final convex fit (``result.lam``;
         ``result.stats``: "lam_path", "lam_search", "refinement", "returned", "complete_time_s",
-        "complete_status" = "finished" / "time_limit" / "interrupted").
+        "complete_status" = "finished" / "time_limit" / "interrupted", "cut_by_time_limit":
+        the stages the budget cut: "lambda search", "final fit", "refinement").
     progress: a tqdm bar for runs longer than a few seconds (None: when stderr is a terminal).
     verbose: log each fit through ``logging`` (logger "tensorcomp").
     Ctrl-C ends the whole call: it returns its best state with complete_status "interrupted".
@@ -338,7 +339,8 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto",
 
 def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
               validation_oracle, seed, solve_options):
-    stats = {"lam_path": [], "lam_search": None, "refinement": None, "returned": "convex"}
+    stats = {"lam_path": [], "lam_search": None, "refinement": None, "returned": "convex",
+             "cut_by_time_limit": []}
     status, search, final, model, note = "finished", None, None, None, ""
     try:
         need_split = lam == "auto" or refine
@@ -361,6 +363,7 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
                 lam = _run_search(search, lam_grid)
                 if search.stopped == "time_limit":
                     status = "time_limit"
+                    stats["cut_by_time_limit"].append("lambda search")
             else:  # a given lambda: one training fit, for the refinement to compare against
                 _run_search(search, [lam])
             stats["lam_path"] = search.path
@@ -394,12 +397,16 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
             raise _Stop("interrupted")
         if final.status == "time_limit":
             status = "time_limit"
+            stats["cut_by_time_limit"].append("final fit")
         if model is not None:  # refit the validated rank on all entries, from its training fit
             left = clock.remaining()
             model = refine_cp(obs, model.factors,
                               deadline=None if clock.limit is None
                               else time.perf_counter() + max(left, 1e-3))
             stats["refinement"]["final"] = model.info
+            if model.info["status"] == "time_limit":
+                status = "time_limit"
+                stats["cut_by_time_limit"].append("refinement")
             bar.step("refinement", f"rank {model.rank} on all entries")
     except (KeyboardInterrupt, _Stop) as stop:
         status = "interrupted" if isinstance(stop, KeyboardInterrupt) else stop.reason

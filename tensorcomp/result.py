@@ -95,10 +95,13 @@ class CompletionResult:
                 f"time={s.get('time_s', float('nan')):.2f}s")
         if "complete_time_s" in s:  # a complete() call: the whole call, not only this fit
             search = s.get("lam_search") or {}
+            final = s.get("final_fit_time_s")
             text += (f"\ncomplete(): {s['complete_status']} in {s['complete_time_s']:.2f}s total "
                      f"(lambda search {search.get('time_s', 0.0):.2f}s, "
                      f"{search.get('fits', 0)} fits, lam={self.lam:.4g}; final fit "
-                     f"{s.get('final_fit_time_s', float('nan')):.2f}s)")
+                     f"{'not run' if final is None else f'{final:.2f}s'})")
+            if s.get("cut_by_time_limit"):
+                text += f"; cut by the time limit: {', '.join(s['cut_by_time_limit'])}"
             ref = s.get("refinement")
             if s.get("returned") == "refined_cp":
                 text += (f"\nreturned: nonnegative CP refinement of rank {ref['rank']} "
