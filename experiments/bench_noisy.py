@@ -15,6 +15,10 @@ from tensorcomp import Observations, solve
 from tensorcomp.synthetic import published_instance
 
 
+#: second word of the noise generator's seed, so that noise never reuses the instance's stream
+NOISE_STREAM = 0x5EED
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="10,10,10")
@@ -30,9 +34,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for seed in range(a.reps):
         _, obs = published_instance(shape, a.n, seed)
-        rng = np.random.default_rng(seed)
-        noisy = Observations(obs.entries, obs.means + a.noise * rng.standard_normal(obs.n_entries),
-                             shape)
+        # every sample keeps its own noise (repeats are not collapsed: n samples stay n), drawn
+        # from a stream independent of the instance's own default_rng(seed)
+        noise_rng = np.random.default_rng([seed, NOISE_STREAM])
+        idx = np.repeat(obs.entries, obs.counts, axis=0)
+        y = np.repeat(obs.means, obs.counts) + a.noise * noise_rng.standard_normal(idx.shape[0])
+        noisy = Observations(idx, y, shape)
+        assert noisy.n_samples == a.n
         t = time.perf_counter()
         res = solve(noisy, lam=a.lam, time_limit=a.time_limit)
         s = res.stats

@@ -39,7 +39,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for label, shape, n in CASES:
         obs = noisy(shape, n)
-        solve(obs, lam=0.5, max_iter=5)  # compile and build outside the timings
+        solve(obs, lam=0.5, max_iter=5)  # compile the kernels (each solve builds its own IP)
         for limit in limits:
             over, statuses = [], set()
             for _ in range(a.reps):

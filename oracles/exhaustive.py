@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OracleAnswer, SeparationQuery, Timer
+from .base import OracleAnswer, SeparationQuery, Timer, rounding_error
 
 __all__ = ["ExhaustiveOracle", "enumerate_atoms", "MAX_EXHAUSTIVE_BITS"]
 
@@ -24,7 +24,7 @@ def enumerate_atoms(shape) -> np.ndarray:
 
 
 class ExhaustiveOracle:
-    """Minimises <c, v> over every atom. Exact; its bound is the minimum itself."""
+    """Minimises <c, v> over every atom. Exact; its bound is the minimum shaded for rounding."""
 
     name = "exhaustive"
     certifies = True
@@ -61,7 +61,10 @@ class ExhaustiveOracle:
     def separate(self, query: SeparationQuery) -> OracleAnswer:
         timer = Timer()
         theta, value = self.minimise(query.direction)
+        c = np.asarray(query.direction, dtype=np.float64)
+        # every atom's value is a float sum over at most u entries: shade the minimum by its error
+        bound = value - rounding_error(c.size, float(np.abs(c).sum()))
         return OracleAnswer(
-            theta=theta, value=value, lower_bound=value, source=self.name,
+            theta=theta, value=value, lower_bound=bound, source=self.name,
             time_s=timer.elapsed(), status="optimal", exact=True,
         )

@@ -26,8 +26,8 @@ re-measured for this module:
   unnormalised, SCIP declared non-minimisers "optimal" and returned dual bounds above the minimum
   on max|c| ~ 1e-7. SCIP therefore sees c / max|c|; thresholds and bounds are converted back.
 * The returned value is recomputed exactly from the bits, and the returned bound is shaded by a
-  small safety margin, because SCIP's numbers carry feasibility/optimality tolerances while the
-  callers compare them with exact thresholds.
+  margin covering SCIP's primal and dual feasibility tolerances (``ScipOracle.dual_margin``),
+  because SCIP's numbers carry them while the callers treat the bound as a proof.
 * ``freeTransform`` keeps SCIP's stored solutions (up to ``limits/maxorigsol``). The constraints
   never change, so old solutions stay feasible and act as extra warm starts for later directions.
 * A hint that already meets the target is returned without calling SCIP (status "hint"): SCIP
@@ -47,6 +47,8 @@ from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, atom_values_on
+
+_EPS = float(np.finfo(np.float64).eps)
 
 __all__ = ["ScipOracle", "STATUS_MEANING", "StatusMeaning"]
 
@@ -96,8 +98,13 @@ _SCIP_INFINITY = 1e20
 #: The value that switches ``limits/primal`` and ``limits/dual`` off (their default). ±1e20 is NOT
 #: off: it is a finite-looking limit that stops the solve at once.
 _LIMIT_OFF = 1e99
-#: Safety margin on SCIP's bounds, in units of max|c|, times 1 + sum|c| / max|c|.
-_BOUND_MARGIN = 1e-9
+#: How far below the target SCIP's primal limit aims, in units of max|c|, times
+#: 1 + sum|c| / max|c| (the incumbent's value is recomputed exactly from its bits anyway).
+_PRIMAL_AIM = 1e-9
+#: SCIP's primal and dual feasibility tolerances here (its defaults: 1e-6, 1e-7).
+SCIP_FEASTOL = 1e-9
+#: Safety factor on the dual-bound margin (see ``ScipOracle.dual_margin``).
+_DUAL_MARGIN_FACTOR = 10.0
 
 _PRESOLVE_SETTINGS = ("auto", "default", "fast", "aggressive", "off")
 #: presolve="auto": SCIP's default presolve up to this many entries, "off" above. Measured:
@@ -257,8 +264,29 @@ class ScipOracle:
         model.setPresolve(getattr(SCIP_PARAMSETTING, self.presolve.upper()))
         # Pairwise logicor presolve can take 40-100 s at |U| = 1e5 for a few-percent gain.
         model.setParam("constraints/logicor/maxprerounds", 0)
+        # Bounds are shaded by a margin proportional to these tolerances (dual_margin): SCIP's
+        # defaults (1e-6 / 1e-7) would make it ~1e-5 of the direction's scale, as large as the
+        # default tolerance's gaps; the 0/1 model is well conditioned at 1e-9.
+        model.setParam("numerics/feastol", SCIP_FEASTOL)
+        model.setParam("numerics/dualfeastol", SCIP_FEASTOL)
         for key, value in self.scip_params.items():
             model.setParam(key, value)
+        self._feastol = float(model.getParam("numerics/feastol"))
+        self._dualfeastol = float(model.getParam("numerics/dualfeastol"))
+
+    def dual_margin(self, scale: float) -> float:
+        """How much SCIP's dual bound may overstate the minimum, in normalised units.
+
+        SCIP is not an exact-arithmetic solver: an LP bound comes from a solution that may
+        violate each row by up to ``numerics/feastol`` (moving the objective by at most
+        feastol * sum|c|, as every variable is in [0, 1]) and whose reduced costs may be off by
+        up to ``numerics/dualfeastol`` (at most dualfeastol per variable). The margin is
+        _DUAL_MARGIN_FACTOR times that first-order error: feastol * (1 + sum|c|) +
+        dualfeastol * (number of variables). Bounds are shaded by it, and certification levels
+        are aimed two margins higher. Tests cross-check the shaded bounds against enumeration.
+        """
+        n_vars = self.u + self.observed_bits.size
+        return _DUAL_MARGIN_FACTOR * (self._feastol * scale + self._dualfeastol * n_vars)
 
     # -------------------------------------------------------------------------------------------
     # lifecycle
@@ -328,7 +356,7 @@ class ScipOracle:
             unit = 1.0
         c_scip = c / unit
         scale = 1.0 + float(np.abs(c_scip).sum())  # |<c, v>| / unit < scale for every atom v
-        margin = _BOUND_MARGIN * scale  # in SCIP's (normalised) units
+        margin = self.dual_margin(scale)  # in SCIP's (normalised) units
         ip_timer = Timer()
         try:
             status, scip_theta, dual = self._solve(
@@ -357,7 +385,7 @@ class ScipOracle:
         if meaning.bound_valid and dual > -_SCIP_INFINITY:
             # SCIP's dual bound can overshoot the true minimum by its tolerances: shade it, and
             # never claim more than an atom we hold proves possible.
-            lower_bound = unit * (dual - margin)
+            lower_bound = unit * (dual - margin) * (1.0 + 4.0 * _EPS) - 4.0 * _EPS * unit
             if theta is not None:
                 lower_bound = min(lower_bound, value)
         return OracleAnswer(
@@ -378,14 +406,14 @@ class ScipOracle:
 
         # limits/primal: SCIP stops once its incumbent's objective is <= the limit + 1e-9 (measured:
         # a limit 1e-12 below the optimum still stops at the optimum), and that objective carries
-        # SCIP's tolerances. Aim 10 margins (>= 1e-8) below the target so that the exact value of
-        # the incumbent's bits is <= target. Beyond +-sum|c|: "any atom" / "no atom can".
+        # SCIP's tolerances. Aim 10 * _PRIMAL_AIM * scale below the target so that the exact value
+        # of the incumbent's bits is <= target. Beyond +-sum|c|: "any atom" / "no atom can".
         if target >= scale:
             primal_limit = scale
         elif target < -scale or math.isnan(target):
             primal_limit = _LIMIT_OFF
         else:
-            primal_limit = target - 10.0 * margin
+            primal_limit = target - 10.0 * _PRIMAL_AIM * scale
         # limits/dual: SCIP stops once its dual bound is >= the limit (up to 1e-9); the reported
         # bound is shaded by one margin, so aim two margins above the level. A level below
         # -sum|c| is certified by any LP bound (the root LP is >= -sum|c|): aim at -(sum|c|+1/2).

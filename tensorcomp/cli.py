@@ -53,8 +53,9 @@ def _print_result(res, extra: dict) -> None:
     rows.update({
         "status": res.status,
         "objective (mean sq. error on observed)": f"{res.objective:.6g}",
-        "lower bound": f"{res.lower_bound:.6g} ({'proven' if res.certified else 'NOT proven'})",
-        "gap": f"{res.gap:.3g} (tol {res.tol:.3g})",
+        "lower bound (proven)": f"{res.lower_bound:.6g}",
+        "gap": f"{res.gap:.3g} (tol {res.tol:.3g}; "
+               f"{'proven <= tol' if res.certified else 'NOT proven <= tol'})",
         "lambda": f"{res.lam:.6g}",
         "active atoms": res.n_atoms,
         "iterations / oracle calls / IP calls": f"{s['iterations']} / {s['oracle_calls']} / "

@@ -24,9 +24,11 @@ Contract
 * **Bound on oracle calls** (no time limit needed): with f_0 the first objective and
   Delta = min(delta / 2, delta^2 / (4 lam^2)), delta = floor / (2K),
 
-      oracle calls <= (f_0 - f*) / Delta + log2(Phi_0 / floor) + 2.
+      oracle calls <= 2 (f_0 - f*) / Delta + log2(Phi_0 / floor) + 4
 
-  Local steps between oracle calls need a gap >= Phi >= floor as well, so they are finite too.
+  (progress steps, at most as many steps without progress as with it plus the safety net's two,
+  the halvings, the escalation). Local steps between oracle calls need a gap >= Phi >= floor as
+  well, so they are finite too.
 * **Safety net.** An oracle step whose atom does not lower the objective (a lying custom oracle,
   or rounding beyond ``resolution``) counts as no progress: the next query asks the exact stage,
   and a second one in a row ends the run with ``"stalled"``.
@@ -36,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from oracles.base import rounding_error
 
 __all__ = ["GapPolicy", "Thresholds", "rounding_error", "ACCURACY_K", "CERTIFY_FRACTION",
            "FLOOR_FRACTION"]
@@ -52,15 +54,6 @@ FLOOR_FRACTION = 0.25
 RESOLUTION_FACTOR = 4.0
 #: consecutive oracle steps without objective decrease before the run stops as stalled
 MAX_NO_PROGRESS = 2
-
-_EPS = float(np.finfo(np.float64).eps)
-
-
-def rounding_error(terms: int, magnitude: float) -> float:
-    """First-order bound on the error of a float64 sum of ``terms`` terms whose absolute values
-    add up to ``magnitude`` (recursive summation; numpy's pairwise summation does better)."""
-    return (terms + 2) * _EPS * magnitude
-
 
 @dataclass(frozen=True)
 class Thresholds:

@@ -12,15 +12,20 @@ from ._validation import InputError, as_index_array
 
 __all__ = ["CompletionResult", "STATUSES", "DEFAULT_MAX_DENSE_BYTES"]
 
-#: status -> meaning. ``optimal`` is the only status whose gap <= tol is proven.
+#: status -> meaning. ``optimal`` is the only status whose gap <= tol is proven; every status
+#: returns the best point found, and ``lower_bound`` is always a proof.
 STATUSES = {
-    "optimal": "certified: objective - lower_bound <= tol",
+    "optimal": "proven: objective - lower_bound <= tol",
+    "uncertified": "the papers' shortcut (gap_reset='published') estimated the gap <= tol by "
+                   "treating a heuristic's best atom as the minimum; not proven (the estimate is "
+                   "stats['estimated_lower_bound'])",
     "iteration_limit": "max_iter reached; best point so far",
     "time_limit": "time_limit reached; best point so far",
     "interrupted": "Ctrl-C (or the oracle was interrupted); best point so far",
     "callback": "callback asked to stop; best point so far",
     "stalled": "no oracle found an improving atom at the tolerance's resolution, but the gap "
-               "could not be proven within the oracle budgets",
+               "could not be proven (oracle budgets, a non-certifying oracle, or a tol below "
+               "the floating-point resolution); see message",
 }
 
 DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
@@ -31,9 +36,9 @@ class CompletionResult:
     """psi_hat = sum_j weights[j] * outer(factors[0][:, j], ..., factors[p-1][:, j]).
 
     objective: (1/n) sum_i (y_i - psi_hat[x_i])^2 over the observed samples.
-    lower_bound: a lower bound on the optimal objective over {||psi||_+ <= lam}.
-    certified: True when lower_bound is proven (f >= within-entry variance, exact oracle answers,
-        IP dual bounds). False only with the published uncertified gap shortcut.
+    lower_bound: a proven lower bound on the optimal objective over {||psi||_+ <= lam} (within-entry
+        variance, exact oracle answers, IP dual bounds; shaded for rounding and SCIP's tolerances).
+    certified: True when the proven gap objective - lower_bound is <= tol (status "optimal").
     gap: objective - lower_bound. status: see STATUSES.
     """
 
@@ -90,7 +95,8 @@ class CompletionResult:
         s = self.stats
         text = (f"status={self.status}  objective={self.objective:.6g}  "
                 f"lower_bound={self.lower_bound:.6g}  gap={self.gap:.3g} "
-                f"({'certified' if self.certified else 'NOT certified'}; tol={self.tol:.3g})  "
+                f"({'proven <= tol' if self.certified else 'NOT proven <= tol'}; "
+                f"tol={self.tol:.3g})  "
                 f"atoms={self.n_atoms}  iterations={s.get('iterations')}  "
                 f"time={s.get('time_s', float('nan')):.2f}s")
         if "complete_time_s" in s:  # a complete() call: the whole call, not only this fit

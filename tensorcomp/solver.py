@@ -1,10 +1,12 @@
 """``solve``: lazified Blended (Pairwise) Conditional Gradients over the gauge ball of 0/1 atoms.
 
 One driver loop (METHOD.md §3); BCG and BPCG differ only in the local step strategy
-(``steps.py``). Lower bounds come only from proofs: f >= within-entry variance (no tensor can fit
-two different values at one entry), the free bound sum_x min(g_x, 0) on <g, v>, and the bounds
-returned by exact oracles (enumeration, IP dual bounds). By convexity, for any proven bound B on
-min_v <g, v>: f* >= f(phi) + B - <g, phi>.
+(``steps.py``). What the thresholds are, what each oracle answer proves and when the run stops
+is decided by the gap policy (``gap_policy.py``), which also guarantees termination. Lower bounds
+come only from proofs: f >= within-entry variance (no tensor can fit two different values at one
+entry), the free bound sum_x min(g_x, 0) on <g, v>, and the bounds returned by oracles that
+declare ``certifies = True`` (enumeration, IP dual bounds). By convexity, for any proven bound B
+on min_v <g, v>: f* >= f(phi) + B - <g, phi>.
 """
 from __future__ import annotations
 
@@ -81,9 +83,14 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     method: "bpcg" (default; pairwise local steps) or "bcg" (simplex descent local steps).
     oracle: "auto" (heuristic, then SCIP integer program), "scip", "altmin" (heuristic only:
         proves nothing beyond the free bounds), "exhaustive" (tiny shapes), or an object with
-        ``separate(SeparationQuery)``.
-    tol: absolute tolerance on the certified gap, in objective units. Default:
+        ``separate(SeparationQuery)`` (its bounds count only if it declares ``certifies = True``;
+        the driver recomputes the value of every atom it returns).
+    tol: absolute tolerance on the proven gap, in objective units. Default:
         1e-4 * mean(y^2) (the objective of the zero tensor), so it scales with the data.
+        Every call terminates, with or without limits (see ``gap_policy``); the result's
+        ``lower_bound`` is always a proof, and ``status == "optimal"`` (``certified``) means the
+        proven gap is <= tol. lam above sum_x max(mean_x, 0) cannot bind and is solved at that
+        value (``stats["lam_effective"]``).
     oracle_time_limit: seconds per integer-program call (the heuristic is not limited).
     ip_policy: "lazy" (default) calls the exact stage of a composite oracle only once the gap
         estimate Phi is at the tolerance's scale, i.e. when a proof can end the run; above it a
@@ -94,8 +101,9 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     Variant options (see tensorcomp.variants): preset ("default", "paper_faithful",
         "published_v0" ... "published_v10"), local_step ("pairwise", "simplex_descent",
         "nesterov"), storage ("gram", "dense", "sparse"), heuristic_indexing ("lists",
-        "scatter"), gap_reset ("certified", "published": the papers' uncertified shortcut; the
-        result then says certified=False), exact_first (an exact IP at the first oracle call),
+        "scatter"), gap_reset ("certified", "published": the papers' uncertified shortcut; a
+        stop on its estimate has status "uncertified", the estimate is
+        ``stats["estimated_lower_bound"]``), exact_first (an exact IP at the first oracle call),
         heuristic_restarts (starts per heuristic call, default 16; the papers used 100).
     """
     lam, tol, max_iter, time_limit, oracle_time_limit = _validate(
@@ -142,7 +150,7 @@ class _Driver:
         self.policy = GapPolicy(tol, lazy=opts.ip_policy == "lazy",
                                 published=opts.gap_reset == "published",
                                 certifies=self.certifies,
-                                within_bound=obs.within_ss / obs.n_samples)
+                                within_bound=within_variance_bound(obs))
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
@@ -182,7 +190,8 @@ class _Driver:
         f = self.aset.objective_exact(phi)
         g = self.aset.gradient(phi)
         gphi = float(np.sum(g * phi))  # not a BLAS dot: OpenBLAS threads it above 1e4 entries
-        resolution = rounding_error(g.size, float(np.abs(g).sum()))
+        # bounds the rounding of <g, phi>, <g, v> for any atom v, and of f itself
+        resolution = rounding_error(g.size, float(np.abs(g).sum()) + f)
         self.stats["data_pass_time_s"] += time.perf_counter() - t
         return f, g, gphi, resolution
 
@@ -399,6 +408,13 @@ class _Driver:
             method=self.method, stats=self.stats, history=self.history, message=self.message,
             thetas=thetas,
         )
+
+
+def within_variance_bound(obs: Observations) -> float:
+    """No tensor fits two values at one entry: f* >= within_ss / n, shaded for its rounding
+    (the deviations from each entry's mean carry the mean's error)."""
+    n = obs.n_samples
+    return (obs.within_ss - rounding_error(n, 2.0 * obs.within_ss + obs.total_ss)) / n
 
 
 def observed_bits(obs: Observations) -> np.ndarray:

@@ -47,6 +47,6 @@ def test_split_oracle_is_exact(factory, seed):
     exact = ExhaustiveOracle(idx, shape).minimise(c)[1]
     assert ans.value == pytest.approx(exact, abs=1e-9)
     assert ans.value == pytest.approx(atom_dot(c, ans.theta, idx, shape), abs=1e-12)
-    assert ans.lower_bound <= exact + 1e-9
-    assert ans.lower_bound >= exact - 1e-6
+    assert ans.lower_bound <= exact
+    assert ans.lower_bound >= exact - 1e-4 * (1 + np.abs(c).sum())  # shaded, not loose
     assert len(split.blocks) == n_comp
