@@ -1,4 +1,5 @@
-"""Regenerates data/default.npz: a planted nonnegative tensor (the papers' generator) with a mask.
+"""Regenerates tensorcomp/data/default.npz, the demo tensor (shipped as package data): a planted
+nonnegative tensor (the papers' generator) with a mask.
 
     python data/make_default.py
 """
@@ -13,5 +14,6 @@ SHAPE, N_SAMPLES, SEED = (10, 10, 10, 10), 3000, 2026
 truth, obs = published_instance(SHAPE, N_SAMPLES, SEED)
 mask = np.zeros(SHAPE, dtype=bool)
 mask[tuple(obs.entries.T)] = True
-np.savez_compressed(Path(__file__).with_name("default.npz"), truth=truth.to_dense(), mask=mask)
+OUT = Path(__file__).resolve().parent.parent / "tensorcomp" / "data" / "default.npz"
+np.savez_compressed(OUT, truth=truth.to_dense(), mask=mask)
 print(f"wrote default.npz: shape {SHAPE}, {mask.sum()} observed entries")

@@ -1,4 +1,4 @@
-"""Peer methods, run by the same runner on the same instances (see shared/reference/peers.md).
+"""Peer methods, run by the same runner on the same instances (docs/method.md, "Peer libraries").
 
 Every baseline is ``fit(data: MaskedData, *, rank, seed, time_limit_s, **options) -> BaselineFit``.
 ``data`` holds the training entries only; dense baselines build the zero-filled tensor and the

@@ -1,4 +1,4 @@
-"""Benchmark on the published grid (METHOD.md §4) and at scale, side by side with the published
+"""Benchmark on the published grid (docs/method.md, "Published protocol") and at scale, side by side with the published
 timings (data/reference/paper2_published_results.csv, a copy of Pan, Aswani & Chen 2023's
 published results).
 

@@ -10,7 +10,7 @@ A config (all keys optional unless marked):
     time_limit_s = 60                     # passed to every method (solve(time_limit=...))
     hard_time_limit_s = 300               # the worker aborts a run past this (default 2x + 60)
 
-    [[instances]]                         # synthetic, METHOD.md §4; p, r, n may be lists (product)
+    [[instances]]                         # synthetic (docs/method.md); p, r, n may be lists (product)
     generator = "published"
     p = 3
     r = [10, 20]
@@ -52,7 +52,7 @@ __all__ = ["ConfigError", "load_config", "parse_config", "expand_runs", "run_key
 
 #: dataset name -> shape (checked when loaded); loaders live in instances.py
 DATASETS = {"il2": (13, 4, 12, 8)}
-#: the generator's number of atoms (METHOD.md §4): the true rank given to baselines
+#: the generator's number of atoms (docs/method.md, "Published protocol"): the true rank given to baselines
 PUBLISHED_RANK = 10
 
 _TOP_KEYS = {"name", "description", "seeds", "results", "limits", "instances", "methods"}

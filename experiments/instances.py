@@ -1,6 +1,6 @@
 """Problem instances: what every method sees (training observations) and what it is scored on.
 
-Synthetic ("published"): METHOD.md §4 exactly, repetition k = default_rng(k). Methods see the n
+Synthetic ("published"): docs/method.md, "Published protocol", exactly, repetition k = default_rng(k). Methods see the n
 samples; the truth is kept in CP form, so errors over all entries and over the never-observed
 entries are exact (metrics.py) without the dense tensor.
 

@@ -1,5 +1,5 @@
 """The published numbers (Pan, Aswani, Chen 2023, Table data) from
-shared/reference/paper2_published_results.csv: per (shape, n) and variant 0-10, mean time and
+data/reference/paper2_published_results.csv: per (shape, n) and variant 0-10, mean time and
 NMSE over 100 repetitions on the authors' machine (Gurobi 9.5).
 
 Matched to our instances by the shape string "(10, 10, 10)" (as the CSV writes it) and n.

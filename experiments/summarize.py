@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorcomp.plotting import bound_scale
+
 from .published import load_published, published_for
 from .runner import load_results
 
@@ -281,19 +283,14 @@ def _trace_figure(plt, rec, path) -> None:
     t = np.maximum(h[:, 0], 1e-6)
     ax.plot(t, h[:, 1], label="objective f")
     lb = h[:, 2]
-    pos = lb > 0
-    if pos.any():
-        ax.plot(t[pos], lb[pos], label="certified lower bound"
-                if rec.get("certified", True) else "lower bound (NOT certified)")
+    # all of the bound, zeros included: on the symlog axis below a bound of 0 stays visible
+    ax.plot(t, lb, label="proven lower bound")  # the solver's history records proofs only
     gap = h[:, 1] - h[:, 2]
-    ax.plot(t, np.maximum(gap, 1e-300), ":", label="gap f - lower bound")
+    ax.plot(t, gap, ":", label="gap f - lower bound")
     if rec.get("tol"):
         ax.axhline(rec["tol"], color="grey", lw=0.8, ls="--", label="tolerance")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    # a bound of ~1e-35 (rounding of "f >= 0") would flatten the plot: clip below
-    floor = min(float(np.min(h[:, 1][h[:, 1] > 0], initial=1.0)), rec.get("tol") or 1.0)
-    ax.set_ylim(bottom=floor / 100)
+    bound_scale(ax, rec.get("tol"), h[:, 1:3])
     ax.set_xlabel("time (s)")
     ax.set_title(f"{rec['key']} ({rec.get('status')})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)

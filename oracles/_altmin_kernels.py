@@ -1,4 +1,4 @@
-"""Kernels of the alternating-minimisation heuristic for the atom LMO (METHOD.md §2).
+"""Kernels of the alternating-minimisation heuristic for the atom LMO (docs/method.md, "Linear minimisation oracle").
 
 Problem: minimise ``sum_x c_x prod_k theta[offsets[k] + x_k]`` over bit vectors ``theta``.
 

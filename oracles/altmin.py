@@ -1,4 +1,4 @@
-"""Alternating-minimisation heuristic oracle (METHOD.md §2): good atoms fast, no proofs.
+"""Alternating-minimisation heuristic oracle (docs/method.md, "Linear minimisation oracle"): good atoms fast, no proofs.
 
 For a direction c on the observed entries, each restart fixes all modes but one and sets that
 mode's block to its exact minimiser, cycling through the modes until no block improves. Restarts

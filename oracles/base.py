@@ -12,6 +12,7 @@ Whatever happens it reports the best atom it saw, the best *proven* lower bound 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -27,9 +28,16 @@ __all__ = [
     "atom_dot",
     "trivial_lower_bound",
     "rounding_error",
+    "USER_INTERRUPT",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
+
+#: Set while a Ctrl-C is pending for the running solve. The solver's SIGINT handler sets it
+#: before raising KeyboardInterrupt, so an interrupt that lands in a callback that swallows
+#: exceptions (a weakref finaliser, a __del__) still stops the run at its next check; oracles
+#: that wait (SCIP's worker thread) poll it.
+USER_INTERRUPT = threading.Event()
 
 
 def rounding_error(terms: int, magnitude: float) -> float:

@@ -1,4 +1,5 @@
-"""Exact weak-separation oracle: the linearised integer program of METHOD.md §2, solved by SCIP.
+"""Exact weak-separation oracle: the linearised integer program of docs/method.md
+("Linear minimisation oracle"), solved by SCIP.
 
 The model is the *full* linearisation, valid for every sign of the direction ``c``::
 
@@ -11,8 +12,7 @@ Because the constraints do not depend on ``c``, one SCIP model is built in the c
 reused: each call only frees the transformed problem, swaps the objective and the limits, and
 re-solves (presolve runs again, but nothing is rebuilt in Python).
 
-Design choices, each backed by measurements in ``/work/shared/reference/pyscipopt_notes.md`` and
-re-measured for this module:
+Design choices, each backed by measurements on a 2-core machine with PySCIPOpt 6.3 / SCIP 10:
 
 * The model is written as an LP file with vectorised string formatting and read by SCIP's reader;
   per-row ``addCons`` costs ~5 µs per row, i.e. seconds at |U| = 1e5. The ``Bounds`` section of the
@@ -46,7 +46,8 @@ import numpy as np
 from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
-from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, atom_values_on
+from .base import (USER_INTERRUPT, OracleAnswer, SeparationQuery, Timer, atom_offsets,
+                   atom_values_on)
 
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -469,15 +470,43 @@ class ScipOracle:
         if threading.current_thread() is not threading.main_thread():
             model.optimizeNogil()
             return
-        worker = threading.Thread(target=model.optimizeNogil, name="scip-solve", daemon=True)
-        worker.start()
+        done = threading.Event()  # not Thread.join/is_alive: an exception landing inside join
+        # can leave a running thread marked as stopped (CPython 3.11, measured here)
+
+        def work() -> None:
+            try:
+                model.optimizeNogil()
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=work, name="scip-solve", daemon=True)
         try:
-            while worker.is_alive():
-                worker.join(0.05)
-        except KeyboardInterrupt:
-            model.interruptSolve()
-            worker.join()
-            self.interrupted = True
+            worker.start()
+            while not done.wait(0.05):
+                if USER_INTERRUPT.is_set():
+                    raise KeyboardInterrupt
+        except BaseException as exc:
+            # Ctrl-C, or any other exception raised in this thread (a signal handler's,
+            # SystemExit), possibly while the worker was starting: stop SCIP before the model
+            # can be touched or freed again (measured: a solve left running crashed the next
+            # call inside SCIP's C code)
+            self._stop(worker, done)
+            if isinstance(exc, KeyboardInterrupt):
+                self.interrupted = True
+                return
+            raise
+
+    def _stop(self, worker: threading.Thread, done: threading.Event) -> None:
+        """Ask SCIP to stop until the worker has ended; further interrupts cannot cut this
+        short (the worker must not outlive the call)."""
+        if worker.ident is None:
+            return  # never started
+        while not done.is_set():
+            try:
+                self._model.interruptSolve()  # repeated: SCIP may not have started solving yet
+                done.wait(0.05)
+            except BaseException:  # another Ctrl-C or signal while stopping: keep stopping
+                continue
 
     def _set_objective(self, c: np.ndarray) -> None:
         """Only nonzero coefficients are passed; ``clear=True`` zeroes the rest in C.

@@ -1,4 +1,4 @@
-"""Active set with cached quadratic products (METHOD.md §1, "Quadratic structure").
+"""Active set with cached quadratic products (docs/method.md, "Problem": quadratic structure).
 
 Atoms are stored by their bits ``theta`` and their support on the observed entries. With
 G_jl = sum_x m_x a_j[x] a_l[x] and h_j = sum_x s_x a_j[x] cached, the objective, the products

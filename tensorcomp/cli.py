@@ -1,16 +1,28 @@
-"""Command line: ``tensorcomp demo | complete | synthetic`` (also ``python -m tensorcomp``)."""
+"""Command line: tensorcomp demo | complete | predict | synthetic (also python -m tensorcomp).
+
+Inputs: dense .npy / .npz (NaN = missing, or --mask), FROSTT .tns (1-based coordinates then
+the value; streamed), .csv long tables (one column per mode, the value last; needs pandas).
+Outputs by suffix: .npy (dense), .tns (every entry, streamed), .csv (labelled long table);
+--model saves the fitted model for `tensorcomp predict`. Run `tensorcomp COMMAND --help`.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ._validation import InputError
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "default.npz"
+log = logging.getLogger("tensorcomp")
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "default.npz"
+INPUT_SUFFIXES = (".npy", ".npz", ".tns", ".csv")
+OUTPUT_SUFFIXES = (".npy", ".tns", ".csv")
 
 
 def _lam(text: str):
@@ -32,19 +44,39 @@ def _shape(text: str):
     return dims
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one and the help text does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _solver_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=["bpcg", "bcg"], default="bpcg")
-    p.add_argument("--oracle", choices=["auto", "scip", "altmin"], default="auto")
+    from .oracle_factory import ORACLE_NAMES
+    p.add_argument("--method", choices=["bpcg", "bcg"], default="bpcg",
+                   help="conditional-gradient variant: blended pairwise (bpcg) or blended (bcg)")
+    p.add_argument("--oracle", choices=list(ORACLE_NAMES), default="auto",
+                   help="linear-minimisation oracle: auto = heuristic first, SCIP integer "
+                        "program to prove the gap; scip = integer program only; altmin = "
+                        "heuristic only (no proofs); exhaustive = enumerate every atom (tiny "
+                        "tensors only)")
     p.add_argument("--tol", type=float, default=None,
-                   help="absolute tolerance on the certified gap (default 1e-4 * mean(y^2))")
-    p.add_argument("--time-limit", type=float, default=None, help="seconds")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", action="store_true")
+                   help="absolute tolerance on the proven gap (default: 1e-4 * mean(y^2))")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds per solve (default: none); the best point so far is returned")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (heuristic restarts, validation split)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: progress messages (reading, lambda path, summary); -vv: also the "
+                        "solver's iteration log (default: quiet)")
 
 
 def _options(a) -> dict:
     return dict(method=a.method, oracle=a.oracle, tol=a.tol, time_limit=a.time_limit,
-                seed=a.seed, verbose=a.verbose)
+                seed=a.seed, verbose=a.verbose >= 2)
 
 
 def _print_result(res, extra: dict) -> None:
@@ -67,10 +99,128 @@ def _print_result(res, extra: dict) -> None:
         print(f"  {k:<{width}}  {v}")
 
 
+# ---- file checks before any work ------------------------------------------------------------
+def _suffix(path: Path) -> str:
+    """The format's suffix: ".tns" also for gzipped "x.tns.gz" (as FROSTT ships them)."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    return ".tns" if suffixes == [".tns", ".gz"] else path.suffix.lower()
+
+
+def _check_input(path: Path, what: str, suffixes) -> str:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a file")
+    suffix = _suffix(path)
+    if suffix not in suffixes:
+        raise InputError(f"{what} {path}: unsupported format {suffix or '(no suffix)'!r}; "
+                         f"expected one of {', '.join(suffixes)}")
+    return suffix
+
+
+def _check_output(path: Path | None, what: str, suffixes) -> None:
+    """Fail before the solve, not after it: the directory must exist and the suffix be known."""
+    if path is None:
+        return
+    suffix = _suffix(path)
+    if suffix not in suffixes:
+        raise InputError(f"{what} {path}: the suffix decides the format; use one of "
+                         f"{', '.join(suffixes)}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: directory {parent} does not exist")
+
+
+def _check_dense_size(out: Path | None, shape) -> None:
+    """--out writes every entry: refuse before the solve what would not fit (memory for .npy
+    and .csv, a file of ~30 bytes per entry for .tns)."""
+    from .result import DEFAULT_MAX_DENSE_BYTES
+    if out is None:
+        return
+    entries = float(np.prod(np.asarray(shape, dtype=np.float64)))
+    if 8 * entries > DEFAULT_MAX_DENSE_BYTES:
+        raise InputError(f"--out {out} would hold all {entries:,.0f} entries of shape "
+                         f"{tuple(shape)}; save the model with --model and use `tensorcomp "
+                         f"predict` for the entries you need")
+
+
+def _load_dense(path: Path, suffix: str, mask_path: Path | None):
+    if suffix == ".npy":
+        tensor = np.load(path, allow_pickle=False)
+        mask = None
+    else:
+        with np.load(path, allow_pickle=False) as data:
+            keys = data.files
+            if "tensor" in keys:
+                tensor = data["tensor"]
+            elif len([k for k in keys if k != "mask"]) == 1:
+                tensor = data[[k for k in keys if k != "mask"][0]]
+            else:
+                raise InputError(f"{path} holds arrays {keys}: name the tensor 'tensor' "
+                                 f"(and optionally a boolean 'mask')")
+            mask = data["mask"] if "mask" in keys else None
+    if mask_path is not None:
+        _check_input(mask_path, "--mask", (".npy",))
+        mask = np.load(mask_path, allow_pickle=False)
+    return tensor, mask
+
+
+def _read_any(path: Path, suffix: str, mask_path, shape):
+    """(observations, dense tensor or None, mask or None)."""
+    from .observations import Observations
+    if suffix in (".npy", ".npz"):
+        if shape is not None:
+            raise InputError("--shape applies to .tns input only (a dense array has its shape)")
+        try:
+            tensor, mask = _load_dense(path, suffix, mask_path)
+        except InputError:
+            raise
+        except ValueError:  # np.load on text, pickles, CSV renamed .npy, ...
+            raise InputError(f"{path} is not a NumPy {suffix} file (np.save / np.savez "
+                             f"format); for a table of entries use .csv or .tns") from None
+        return Observations.from_dense(tensor, mask), tensor, mask
+    if mask_path is not None:
+        raise InputError(f"--mask applies to dense .npy/.npz input only, not {suffix}")
+    if suffix == ".tns":
+        return Observations.from_tns(path, shape), None, None
+    try:
+        import pandas as pd  # .csv: a long table
+    except ImportError:
+        raise ImportError(".csv input needs pandas: pip install pandas") from None
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not a readable CSV table: {exc}") from None
+    return Observations.from_frame(frame), None, None
+
+
+def _write_output(out: Path, res, obs, tensor, mask) -> None:
+    suffix = _suffix(out)
+    if suffix == ".npy":
+        completed = res.to_dense()
+        completed[tuple(obs.entries.T)] = obs.means  # observed entries keep their values
+        with open(out, "wb") as fh:  # a file handle: np.save would append ".npy" to the name
+            np.save(fh, completed)
+    elif suffix == ".tns":
+        from .tns import write_dense_tns
+        write_dense_tns(out, res, observed=(obs.entries, obs.means),
+                        header=f"completed by tensorcomp: shape {tuple(res.shape)}, "
+                               f"lambda {res.lam:.6g}, status {res.status}")
+    else:
+        frame = res.to_frame()
+        # observed entries keep their (averaged) values, as in the other outputs
+        flat = np.ravel_multi_index(tuple(obs.entries.T), tuple(res.shape))
+        frame.iloc[flat, -1] = obs.means
+        frame.to_csv(out, index=False)
+    log.info("wrote %s", out)
+
+
+# ---- commands -------------------------------------------------------------------------------
 def cmd_demo(a) -> int:
     from .completion import complete
-    data = np.load(a.data)
-    truth, mask = data["truth"], data["mask"].astype(bool)
+    _check_input(a.data, "--data", (".npz",))
+    with np.load(a.data, allow_pickle=False) as data:
+        truth, mask = data["truth"], data["mask"].astype(bool)
     observed = np.where(mask, truth, np.nan)
     print(f"tensorcomp demo: {a.data.name}: shape {truth.shape} ({truth.size:,} entries), "
           f"{int(mask.sum()):,} observed ({mask.mean():.1%}); lambda chosen by validation")
@@ -86,12 +236,58 @@ def cmd_demo(a) -> int:
 
 
 def cmd_complete(a) -> int:
-    from .completion import complete
-    tensor = np.load(a.input)
-    mask = None if a.mask is None else np.load(a.mask)
-    completed, res = complete(tensor, mask, lam=a.lam, return_result=True, **_options(a))
-    np.save(a.out, completed)
-    _print_result(res, {"output": str(a.out)})
+    from .fitting import fit
+    if a.out is None and a.model is None:
+        raise InputError("nothing to write: give --out FILE (.npy, .tns, .csv) and/or "
+                         "--model FILE.npz")
+    suffix = _check_input(a.input, "input", INPUT_SUFFIXES)
+    _check_output(a.out, "--out", OUTPUT_SUFFIXES)
+    _check_output(a.model, "--model", (".npz",))
+    if a.out is not None and _suffix(a.out) == ".csv" and suffix != ".csv":
+        log.info("--out .csv without labels: the mode columns hold 0-based indices")
+    obs, tensor, mask = _read_any(a.input, suffix, a.mask, a.shape)
+    log.info("%r", obs)
+    _check_dense_size(a.out, obs.shape)
+    res = fit(obs, lam=a.lam, **_options(a))
+    extra = {"input": f"{a.input} ({obs.n_entries:,} observed entries of shape {obs.shape})"}
+    if a.model is not None:
+        extra["model"] = str(res.save(a.model))
+    if a.out is not None:
+        _write_output(a.out, res, obs, tensor, mask)
+        extra["output"] = str(a.out)
+    _print_result(res, extra)
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .result import CompletionResult
+    _check_input(a.model, "model", (".npz",))
+    suffix = _check_input(a.coords, "coords", (".tns", ".npy", ".csv"))
+    out_suffixes = (".csv",) if suffix == ".csv" else (".tns", ".npy")
+    _check_output(a.out, "--out", out_suffixes)
+    res = CompletionResult.load(a.model)
+    if suffix == ".csv":
+        import pandas as pd
+        table = pd.read_csv(a.coords)
+        table[res.value_name or "value"] = res.predict_labels(table)
+        table.to_csv(a.out, index=False)
+        n = len(table)
+    else:
+        if suffix == ".tns":
+            from .tns import read_tns
+            idx, _, _ = read_tns(a.coords, res.shape, order=len(res.shape), values=False)
+        else:
+            idx = np.load(a.coords, allow_pickle=False)
+        values = res.predict(idx)
+        if _suffix(a.out) == ".tns":
+            from .tns import write_tns
+            write_tns(a.out, idx, values, header=f"predicted by tensorcomp from {a.model.name}")
+        else:
+            with open(a.out, "wb") as fh:
+                np.save(fh, values)
+        n = values.size
+    print(f"tensorcomp predict: {n:,} entries from {a.model} ({res.status}, "
+          f"{res.n_atoms} atoms) -> {a.out}")
     return 0
 
 
@@ -107,36 +303,86 @@ def cmd_synthetic(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tensorcomp", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="complete the bundled default tensor")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    from . import __version__
+    fmt = _Formatter
+    parser = argparse.ArgumentParser(prog="tensorcomp", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tensorcomp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("demo", help="complete the bundled demo tensor and report held-out error",
+                       formatter_class=fmt)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help=".npz with arrays 'truth' (dense) and 'mask' (True = observed)")
     _solver_args(p)
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("complete", help="complete a tensor stored as .npy (NaN = missing)")
-    p.add_argument("input", type=Path)
-    p.add_argument("--mask", type=Path, default=None, help=".npy boolean mask (True = observed)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--lam", type=_lam, default="auto")
+
+    p = sub.add_parser("complete", formatter_class=fmt,
+                       help="complete a tensor from .npy/.npz (NaN = missing), .tns or .csv")
+    p.add_argument("input", type=Path,
+                   help="observed tensor: .npy/.npz dense (NaN = missing), .tns or .tns.gz "
+                        "(FROSTT: 1-based coordinates then the value), .csv (mode columns, "
+                        "value last)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="completed tensor; the suffix sets the format: .npy dense, .tns every "
+                        "entry, .csv labelled long table")
+    p.add_argument("--model", type=Path, default=None,
+                   help="also save the fitted model (.npz) for `tensorcomp predict`")
+    p.add_argument("--mask", type=Path, default=None,
+                   help=".npy boolean mask for dense input (True = observed)")
+    p.add_argument("--shape", type=_shape, default=None,
+                   help=".tns only: tensor shape like 10,10,10 (default: largest coordinates)")
+    p.add_argument("--lam", type=_lam, default="auto",
+                   help="gauge-norm bound lambda, or 'auto' to choose it by validation")
     _solver_args(p)
     p.set_defaults(func=cmd_complete)
-    p = sub.add_parser("synthetic", help="solve a published synthetic instance (METHOD.md §4)")
-    p.add_argument("--shape", type=_shape, default=(10, 10, 10))
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--lam", type=float, default=1.0)
+
+    p = sub.add_parser("predict", formatter_class=fmt,
+                       help="values of a saved model at given entries")
+    p.add_argument("model", type=Path, help="model saved by `complete --model` (.npz)")
+    p.add_argument("coords", type=Path,
+                   help="entries: .tns (1-based coordinates; a value column is ignored), .npy "
+                        "(N, p) 0-based integers, or .csv with one label column per mode")
+    p.add_argument("--out", type=Path, required=True,
+                   help=".tns (coordinates and predicted value) or .npy (values); .csv for "
+                        ".csv coordinates")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="progress messages")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("synthetic", formatter_class=fmt,
+                       help="solve an instance of the papers' synthetic protocol "
+                            "(docs/method.md, 'Published protocol')")
+    p.add_argument("--shape", type=_shape, default=(10, 10, 10), help="tensor shape")
+    p.add_argument("--n", type=int, default=500, help="number of samples (with replacement)")
+    p.add_argument("--lam", type=float, default=1.0, help="gauge-norm bound lambda")
     _solver_args(p)
     p.set_defaults(func=cmd_synthetic)
     return parser
 
 
+def _setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tensorcomp: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1
+                 else logging.WARNING)
+    log.propagate = False
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    try:
-        return a.func(a)
-    except (InputError, FileNotFoundError, OSError) as exc:
-        print(f"tensorcomp: error: {exc}", file=sys.stderr)
-        return 2
+    _setup_logging(a.verbose if hasattr(a, "verbose") else 0)
+    with warnings.catch_warnings():  # restores showwarning on exit
+        # library warnings (negative values, nothing to fill) as one line, not a source excerpt
+        warnings.showwarning = lambda message, *rest, **kw: log.warning("warning: %s", message)
+        try:
+            return a.func(a)
+        except (InputError, OSError, ImportError) as exc:
+            print(f"tensorcomp: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # outside a solve (which returns its best point itself)
+            print("tensorcomp: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

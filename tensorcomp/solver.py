@@ -1,6 +1,6 @@
 """``solve``: lazified Blended (Pairwise) Conditional Gradients over the gauge ball of 0/1 atoms.
 
-One driver loop (METHOD.md §3); BCG and BPCG differ only in the local step strategy
+One driver loop (docs/method.md, "Algorithms"); BCG and BPCG differ only in the local step strategy
 (``steps.py``). What the thresholds are, what each oracle answer proves and when the run stops
 is decided by the gap policy (``gap_policy.py``), which also guarantees termination. Lower bounds
 come only from proofs: f >= within-entry variance (no tensor can fit two different values at one
@@ -11,12 +11,15 @@ on min_v <g, v>: f* >= f(phi) + B - <g, phi>.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oracles.base import SeparationQuery, atom_offsets, trivial_lower_bound
+from oracles.base import USER_INTERRUPT, SeparationQuery, atom_offsets, trivial_lower_bound
 
 from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
@@ -199,6 +202,8 @@ class _Driver:
         self.policy.prove(f, bound_on_min, gphi, resolution)
 
     def _limit_status(self):
+        if USER_INTERRUPT.is_set():
+            raise KeyboardInterrupt
         if self.max_iter is not None and self.stats["iterations"] >= self.max_iter:
             return "iteration_limit"
         if self.time_limit is not None and self._elapsed() >= self.time_limit:
@@ -209,16 +214,20 @@ class _Driver:
     def run(self, warm_start) -> CompletionResult:
         self.t0 = time.perf_counter()
         try:
-            self._start(warm_start)
-            f, g, gphi, resolution = self._data_pass()
-            free = trivial_lower_bound(g)
-            self._prove(f, free, gphi, resolution)
-            self.policy.start(f, gphi, free, resolution)
-            self._loop()
+            with _interrupt_flag():
+                self._run(warm_start)
         except KeyboardInterrupt:
             self.status = "interrupted"
             self.message = "interrupted by the user (KeyboardInterrupt)"
         return self._result()
+
+    def _run(self, warm_start) -> None:
+        self._start(warm_start)
+        f, g, gphi, resolution = self._data_pass()
+        free = trivial_lower_bound(g)
+        self._prove(f, free, gphi, resolution)
+        self.policy.start(f, gphi, free, resolution)
+        self._loop()
 
     def _loop(self) -> None:
         aset, stats, policy = self.aset, self.stats, self.policy
@@ -408,6 +417,27 @@ class _Driver:
             method=self.method, stats=self.stats, history=self.history, message=self.message,
             thetas=thetas,
         )
+
+
+@contextmanager
+def _interrupt_flag():
+    """During a solve, Ctrl-C also sets ``USER_INTERRUPT`` (checked every iteration), so an
+    interrupt swallowed by a callback still ends the run. Only where Python's default SIGINT
+    handler is installed, in the main thread; a caller's own handler is left alone."""
+    USER_INTERRUPT.clear()
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if install:
+        def handler(signum, frame):
+            USER_INTERRUPT.set()
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        USER_INTERRUPT.clear()
 
 
 def within_variance_bound(obs: Observations) -> float:

@@ -1,4 +1,4 @@
-"""The published synthetic protocol (METHOD.md §4) and exact error metrics in CP form.
+"""The published synthetic protocol (docs/method.md, "Published protocol") and exact error metrics in CP form.
 
 Truth: ``n_atoms`` atoms with i.i.d. Bernoulli(1/2) bits, weights Uniform(0, 1) normalised to sum
 1; n index tuples uniform with replacement; y = psi* exactly. Repetition k uses default_rng(k).

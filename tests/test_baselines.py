@@ -55,7 +55,7 @@ def test_halrtc_recovers_low_rank_matrix():
 
 def test_halrtc_does_not_stop_at_the_zero_filled_input():
     """Regression: testing only the change of X stops at iteration 1 when every unfolding is
-    thresholded to zero (the PyTen-default failure noted in peers.md)."""
+    thresholded to zero (the PyTen-default failure noted in docs/method.md, "Peer libraries")."""
     est, _ = _low_rank((10, 10, 10), 2, seed=5)
     truth = _dense(est)
     data, mask = _sample(truth, 0.5, seed=6)

@@ -85,7 +85,7 @@ def test_shipped_configs_parse():
         assert expand_runs(cfg)
     grid = load_config(REPO / "experiments" / "configs" / "published_grid.toml")
     ids = {i["id"] for i in grid["instances"]}
-    # METHOD.md §4: p=3 r=10..100 n=500; r=10 p=4..8 n=1e4; p=6 n=1e2..1e5; p=7 n=1e3..1e6
+    # docs/method.md, "Published protocol": p=3 r=10..100 n=500; r=10 p=4..8 n=1e4; p=6 n=1e2..1e5; p=7 n=1e3..1e6
     expected = ({f"p3_r{r}_n500" for r in range(10, 101, 10)}
                 | {f"p{p}_r10_n10000" for p in range(4, 9)}
                 | {f"p6_r10_n{n}" for n in (100, 1000, 10000, 100000)}

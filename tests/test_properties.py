@@ -6,6 +6,10 @@ from hypothesis import strategies as st
 
 from ground_truth import Samples, all_entries, optimum
 from tensorcomp import Observations, solve
+import pytest
+
+# noisy instances include negative samples on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""The published instance p=3, r=10, n=500, lambda=1, tol=1e-4 (METHOD.md §4): NMSE in range."""
+"""The published instance p=3, r=10, n=500, lambda=1, tol=1e-4 (docs/method.md, "Published protocol"): NMSE in range."""
 import numpy as np
 import pytest
 

@@ -68,7 +68,7 @@ def directions(indices, shape, rng):
 
 
 def altmin(c, indices, shape, rng, restarts=3, sweeps=50):
-    """Block-coordinate descent over the modes (METHOD.md §2): a cheap, uncertified atom."""
+    """Block-coordinate descent over the modes (docs/method.md, "Linear minimisation oracle"): a cheap, uncertified atom."""
     offsets = atom_offsets(shape)
     best_theta, best_value = None, INF
     for _ in range(restarts):

@@ -6,6 +6,9 @@ from tensorcomp import Observations, solve
 from oracles.exhaustive import enumerate_atoms
 from ground_truth import Samples, all_entries, optimum
 
+# noisy instances include negative samples on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+
 SHAPES = [(2, 2, 2), (3, 2, 2), (2, 3, 2), (3, 3), (2, 2, 2, 2)]
 
 

@@ -20,6 +20,9 @@ from oracles.base import OracleAnswer
 from tensorcomp import Observations, solve
 from tensorcomp.gap_policy import ACCURACY_K, GapPolicy
 
+# noisy instances include negative samples on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+
 WATCHDOG_S = 30
 
 

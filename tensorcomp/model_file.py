@@ -1,0 +1,153 @@
+"""``CompletionResult`` on disk: one versioned ``.npz`` (no pickle), loadable across releases.
+
+Layout (format "tensorcomp.result", version 1): arrays ``weights`` (m,) float64,
+``thetas_packed`` (m, ceil(rho/8)) uint8 = the 0/1 atom bits packed 8 to a byte (``np.packbits``
+along each atom), ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s, objective,
+lower_bound), ``label_<k>`` (one per labelled mode) and ``meta``: a JSON string with lam, status,
+objective, lower_bound, certified, tol, method, message, stats, dims, value_name and the
+format/version/library version. Readers ignore keys they do not know (files from newer minor
+releases load); a newer *format version* is refused with a message naming the file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError
+
+__all__ = ["save_result", "load_result", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "tensorcomp.result"
+FORMAT_VERSION = 1
+
+
+def _jsonable(obj):
+    """stats hold numbers, strings, lists, tuples and dicts; anything else is kept as its repr
+    (a user-supplied oracle object, say) so that saving never fails on a finished solve."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        # JSON has no inf/nan: tag them so they come back as floats
+        return v if math.isfinite(v) else {"__float__": repr(v)}
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return {"__repr__": repr(obj)}
+
+
+def _unjson(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        return {k: _unjson(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unjson(v) for v in obj]
+    return obj
+
+
+def _label_array(labels) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.dtype == object:  # mixed or Python objects: keep their text (no pickle in the file)
+        arr = np.asarray([str(v) for v in labels])
+    return arr
+
+
+def save_result(result, path) -> Path:
+    """Write ``result`` to ``path`` (".npz" appended if missing); returns the path written."""
+    from . import __version__
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot save to {path}: directory {path.parent} does not exist")
+    thetas = result.atom_bits()
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tensorcomp_version": __version__,
+        "lam": result.lam, "status": result.status, "objective": result.objective,
+        "lower_bound": result.lower_bound, "certified": bool(result.certified),
+        "tol": result.tol, "method": result.method, "message": result.message,
+        "rho": int(thetas.shape[1]), "stats": result.stats,
+        "dims": None if result.dims is None else [str(d) for d in result.dims],
+        "value_name": result.value_name,
+        "labelled_modes": [] if result.labels is None else
+        [k for k, lab in enumerate(result.labels) if lab is not None],
+    }
+    arrays = {
+        "meta": np.array(json.dumps(_jsonable(meta))),
+        "weights": np.asarray(result.weights, dtype=np.float64),
+        "thetas_packed": np.packbits(thetas.astype(bool), axis=1),
+        "shape": np.asarray(result.shape, dtype=np.int64),
+        "history": np.asarray([tuple(h[:3]) for h in result.history], dtype=np.float64)
+        .reshape(-1, 3),
+    }
+    for k in meta["labelled_modes"]:
+        arrays[f"label_{k}"] = _label_array(result.labels[k])
+    # write to a temporary name first: an interrupted save never leaves a truncated model
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_result(path):
+    """Read a file written by ``save_result`` (any release with format version <= ours)."""
+    from .result import CompletionResult
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file {path} does not exist") from None
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a tensorcomp model file (.npz written by "
+                         f"CompletionResult.save): {exc}") from None
+    with data:
+        if not isinstance(data, np.lib.npyio.NpzFile) or "meta" not in data.files:
+            raise InputError(f"{path} is not a tensorcomp model file: no 'meta' record "
+                             f"(write models with CompletionResult.save)")
+        meta = _unjson(json.loads(str(data["meta"])))
+        if meta.get("format") != FORMAT:
+            raise InputError(f"{path} is not a tensorcomp model file "
+                             f"(format {meta.get('format')!r})")
+        version = int(meta.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise InputError(f"{path} has model format version {version}, written by tensorcomp "
+                             f"{meta.get('tensorcomp_version')}; this tensorcomp "
+                             f"reads up to version {FORMAT_VERSION}: upgrade tensorcomp")
+        shape = tuple(int(r) for r in data["shape"])
+        weights = np.array(data["weights"], dtype=np.float64)
+        rho = int(meta["rho"])
+        thetas = np.unpackbits(data["thetas_packed"], axis=1, count=rho).astype(bool)
+        if thetas.shape != (weights.size, sum(shape)):
+            raise InputError(f"{path} is inconsistent: atom bits {thetas.shape} for "
+                             f"{weights.size} weights and shape {shape}")
+        history = [tuple(float(v) for v in row) for row in data["history"]]
+        labels = None
+        if meta.get("labelled_modes"):
+            labels = [None] * len(shape)
+            for k in meta["labelled_modes"]:
+                labels[k] = np.array(data[f"label_{k}"])
+    stats = meta.get("stats") or {}
+    if "lam_path" in stats:  # tuples in memory, lists in JSON
+        stats["lam_path"] = [tuple(p) for p in stats["lam_path"]]
+    return CompletionResult.from_atom_bits(
+        shape=shape, lam=float(meta["lam"]), weights=weights, thetas=thetas,
+        objective=float(meta["objective"]), lower_bound=float(meta["lower_bound"]),
+        certified=bool(meta["certified"]), status=str(meta["status"]), tol=float(meta["tol"]),
+        method=str(meta["method"]), stats=stats, history=history,
+        message=str(meta.get("message", "")), labels=labels,
+        dims=None if meta.get("dims") is None else tuple(meta["dims"]),
+        value_name=meta.get("value_name"))
