@@ -118,6 +118,7 @@ class _LamSearch:
         self.per_fit_s = math.inf if deadline_s is None else \
             (deadline_s - clock.elapsed()) / PATH_FITS_PLANNED
         self.path: list[tuple] = []
+        self.se: dict[float, float] = {}  # standard error of each validation MSE
         self.fits: dict[float, object] = {}
         self.best = (math.inf, None)
         self.stopped = "finished"
@@ -140,7 +141,8 @@ class _LamSearch:
             opts["time_limit"] = left if cap is None else min(cap, left)
         res = solve(self.train, lam=lam, warm_start=warm, seed=self.seed, **opts)
         err, se = _mse_se(res.predict(self.val[0]), self.val[1], self.val[2])
-        self.path.append((lam, err, res.objective, res.status, se))
+        self.path.append((lam, err, res.objective, res.status))
+        self.se[lam] = se
         self.fits[lam] = res
         self.progress.step("lambda search", f"lam={lam:.4g} validation MSE={err:.4g} "
                                             f"({res.status}, {res.stats['time_s']:.1f}s)")
@@ -157,7 +159,7 @@ class _LamSearch:
         if not self.path:
             return None
         best = min(self.path, key=lambda row: row[1])
-        close = [row for row in self.path if row[1] <= best[1] + best[4]]
+        close = [row for row in self.path if row[1] <= best[1] + self.se[best[0]]]
         return min(close, key=lambda row: row[0])[0]
 
     def walk(self, lams, warm) -> None:
@@ -203,7 +205,7 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     heuristic only; model selection needs good fits, not certificates) at a tolerance of
     ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given. ``time_limit`` (in ``solve_options``)
     caps each fit; ``search_time_limit`` the whole search. Returns (chosen_lam, path), path a list
-    of (lam, validation_mse, train_objective, status, validation_se) in the order fitted.
+    of (lam, validation_mse, train_objective, status) in the order fitted.
     """
     train, *val = _split(obs, validation_fraction, seed)
     search = _make_search(train, tuple(val), seed, validation_oracle, solve_options,
@@ -378,6 +380,7 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
             stats["lam_search"] = {"time_s": clock.elapsed() - t, "fits": len(search.path),
                                    "base": float(np.max(np.abs(train.means))),
                                    "chosen_lam": lam, "stopped": search.stopped,
+                                   "validation_se": [search.se[r[0]] for r in search.path],
                                    "validation_entries": int(val[0].shape[0])}
             if refine and lam in search.fits:
                 t = clock.elapsed()

@@ -181,8 +181,9 @@ def test_lambda_search_uses_training_entries_and_goes_below_max():
     assert search["base"] == pytest.approx(float(np.max(train.means)))
     lams = [row[0] for row in res.stats["lam_path"]]
     assert min(lams) < search["base"]
-    best = min(res.stats["lam_path"], key=lambda r: r[1])
-    within = [r[0] for r in res.stats["lam_path"] if r[1] <= best[1] + best[4]]
+    path, se = res.stats["lam_path"], search["validation_se"]
+    i = min(range(len(path)), key=lambda k: path[k][1])
+    within = [r[0] for r in path if r[1] <= path[i][1] + se[i]]
     assert res.lam == min(within) < search["base"]  # one-standard-error rule
     # the chosen lambda completes better than lambda = max|y| (the old grid's smallest point)
     T = truth.to_dense()
