@@ -10,6 +10,7 @@ from .base import (
 )
 
 from .altmin import AltMinOracle
+from .branch_bound import BranchBoundOracle
 from .chain import ChainOracle
 from .components import ComponentOracle, entry_components
 from .exhaustive import ExhaustiveOracle
@@ -24,6 +25,7 @@ def __getattr__(name):  # pyscipopt is imported only when the IP oracle is asked
 
 __all__ = [
     "AltMinOracle",
+    "BranchBoundOracle",
     "ChainOracle",
     "ComponentOracle",
     "ExhaustiveOracle",

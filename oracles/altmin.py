@@ -141,6 +141,35 @@ class AltMinOracle:
         if self.indexing == "scatter":
             descend_batch = kernels.descend_batch_scatter
 
+        def descend(batch, batch_modes):
+            values = np.empty(batch.shape[0], dtype=np.float64)
+            updates = np.empty(batch.shape[0], dtype=np.int64)
+            descend_batch(c, self._idx, self.offsets, self._mode_ptr, self._mode_entries,
+                          batch, batch_modes, max_updates, tol, values, updates)
+            return values, updates
+
+        best_theta, _, run = self._multi_start(starts, first_modes, descend, query, timer,
+                                               extra_random)
+        theta = best_theta.astype(bool)
+        self._last_theta = theta
+        self.last_run = run
+        return OracleAnswer(
+            theta=theta,
+            value=atom_dot(c, theta, self.indices, self.shape),
+            lower_bound=-math.inf,
+            source=self.name,
+            time_s=timer.elapsed(),
+            status=run.status,
+            exact=False,
+        )
+
+    def _multi_start(self, starts, first_modes, descend, query, timer, extra_random):
+        """Descend from the starts in batches of ``batch_size`` (``descend(batch, modes)``
+        descends the rows of ``batch`` in place and returns their values and update counts)
+        until the target is met after ``min_restarts`` starts, the starts run out (then, once,
+        ``extra_random`` more random ones if the target was missed) or the time is up.
+        Returns the best atom (first minimiser: ties go to the earlier start), its value from
+        the descent and the run's diagnostics. Shared with the partitioned prototype, which must behave identically."""
         best_value, best_theta, best_start = math.inf, None, -1
         run = updates_total = 0
         status = "restarts_exhausted"
@@ -157,11 +186,7 @@ class AltMinOracle:
                 first_modes = np.concatenate([first_modes,
                                               np.zeros(extra_random, dtype=np.int64)])
             batch = starts[run:run + self.batch_size]  # contiguous rows, descended in place
-            batch_modes = first_modes[run:run + self.batch_size]
-            values = np.empty(batch.shape[0], dtype=np.float64)
-            updates = np.empty(batch.shape[0], dtype=np.int64)
-            descend_batch(c, self._idx, self.offsets, self._mode_ptr, self._mode_entries,
-                          batch, batch_modes, max_updates, tol, values, updates)
+            values, updates = descend(batch, first_modes[run:run + self.batch_size])
             i = int(np.argmin(values))  # first minimiser: ties go to the earlier start
             if values[i] < best_value:
                 best_value, best_theta, best_start = float(values[i]), batch[i], run + i
@@ -173,19 +198,8 @@ class AltMinOracle:
             if run < starts.shape[0] and timer.remaining(query.time_limit_s) <= 0:
                 status = "time_limit"
                 break
-
-        theta = best_theta.astype(bool)
-        self._last_theta = theta
-        self.last_run = AltMinRun(starts.shape[0], run, updates_total, best_start, status)
-        return OracleAnswer(
-            theta=theta,
-            value=atom_dot(c, theta, self.indices, self.shape),
-            lower_bound=-math.inf,
-            source=self.name,
-            time_s=timer.elapsed(),
-            status=status,
-            exact=False,
-        )
+        return best_theta, best_value, AltMinRun(starts.shape[0], run, updates_total, best_start,
+                                                 status)
 
     # ---------------------------------------------------------------------------------------
     def _starting_atoms(self, hints) -> tuple[np.ndarray, np.ndarray]:

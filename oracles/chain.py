@@ -28,11 +28,17 @@ def merge_answers(first: OracleAnswer, second: OracleAnswer, time_s: float) -> O
 
 
 class ChainOracle:
-    """Ask ``heuristic``; if it gives no positive answer, ask ``exact`` warm-started with the
-    heuristic's best atom, within ``exact_time_limit_s`` per call. When the exact stage is
-    allowed, the heuristic first escalates to ``escalation`` extra random starts (measured on
-    noisy p=3 instances: 16 starts missed improving atoms that the IP then found at ~5 s
-    each)."""
+    """Ask ``heuristic``; if it gives no positive answer, ask the exact stage(s) in turn, each
+    warm-started with the best atom so far, within ``exact_time_limit_s`` per call in total,
+    until one answers positively or the merged bound certifies. When an exact stage is allowed,
+    the heuristic first escalates to ``escalation`` extra random starts (measured on noisy p=3
+    instances: 16 starts missed improving atoms that the IP then found at ~5 s each).
+
+    exact: one oracle, or a sequence of oracles tried in order (e.g. the combinatorial branch
+        and bound, then the integer program for what the first could not settle). A stage may
+        declare ``time_share`` (fraction of the remaining budget it may use; 1 if absent), so a
+        later stage keeps time for itself.
+    """
 
     name = "auto"
 
@@ -42,32 +48,46 @@ class ChainOracle:
         #: extra random heuristic starts tried before an exact call (0: none; the heuristic's
         #: ``separate`` must accept ``extra_random``)
         self.escalation = int(escalation)
-        self.exact = exact
+        if exact is None:
+            self.stages = ()
+        elif hasattr(exact, "separate"):
+            self.stages = (exact,)
+        else:
+            self.stages = tuple(exact)
+        self.exact = self.stages[0] if self.stages else None
         self.exact_time_limit_s = exact_time_limit_s
-        self.certifies = bool(getattr(exact, "certifies", False))
+        self.certifies = any(bool(getattr(s, "certifies", False)) for s in self.stages)
 
     def separate(self, query: SeparationQuery) -> OracleAnswer:
         timer = Timer()
-        if query.exact_allowed and self.exact is not None and self.escalation:
-            # an integer program costs seconds: first try many more heuristic starts
-            first = self.heuristic.separate(query, extra_random=self.escalation)
+        if query.exact_allowed and self.stages and self.escalation:
+            # an exact stage costs seconds: first try many more heuristic starts
+            answer = self.heuristic.separate(query, extra_random=self.escalation)
         else:
-            first = self.heuristic.separate(query)
-        if first.is_positive(query) or self.exact is None or not query.exact_allowed:
-            return first
-        hints = query.hints
-        if first.theta is not None:
-            extra = first.theta[None, :]
-            hints = extra if hints is None or len(hints) == 0 else np.vstack([extra, hints])
+            answer = self.heuristic.separate(query)
+        if answer.is_positive(query) or not self.stages or not query.exact_allowed:
+            return answer
         limit = query.time_limit_s
         if self.exact_time_limit_s is not None:
             limit = self.exact_time_limit_s if limit is None else min(limit,
                                                                       self.exact_time_limit_s)
-        if limit is not None:
-            limit = max(limit - timer.elapsed(), 0.0)
-        second_query = SeparationQuery(
-            direction=query.direction, current_value=query.current_value, target=query.target,
-            certify_level=query.certify_level, time_limit_s=limit, hints=hints,
-        )
-        second = self.exact.separate(second_query)
-        return merge_answers(first, second, timer.elapsed())
+        for stage in self.stages:
+            hints = query.hints
+            if answer.theta is not None:
+                extra = answer.theta[None, :]
+                hints = extra if hints is None or len(hints) == 0 else np.vstack([extra, hints])
+            stage_limit = None
+            if limit is not None:
+                stage_limit = max(limit - timer.elapsed(), 0.0)
+                if stage is not self.stages[-1]:
+                    stage_limit *= float(getattr(stage, "time_share", 1.0))
+            stage_query = SeparationQuery(
+                direction=query.direction, current_value=query.current_value,
+                target=query.target, certify_level=query.certify_level,
+                time_limit_s=stage_limit, hints=hints,
+            )
+            answer = merge_answers(answer, stage.separate(stage_query), timer.elapsed())
+            if answer.is_positive(query) or answer.is_certified_negative(query) \
+                    or answer.status == "userinterrupt":
+                break
+        return answer

@@ -59,10 +59,11 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["bpcg", "bcg"], default="bpcg",
                    help="conditional-gradient variant: blended pairwise (bpcg) or blended (bcg)")
     p.add_argument("--oracle", choices=list(ORACLE_NAMES), default="auto",
-                   help="linear-minimisation oracle: auto = heuristic first, SCIP integer "
-                        "program to prove the gap; scip = integer program only; altmin = "
-                        "heuristic only (no proofs); exhaustive = enumerate every atom (tiny "
-                        "tensors only)")
+                   help="linear-minimisation oracle: auto = heuristic first, then exact "
+                        "branch and bound, then the SCIP integer program to prove the gap; "
+                        "branch_bound = exact search only; scip = integer program only; "
+                        "altmin = heuristic only (no proofs); exhaustive = enumerate every "
+                        "atom (tiny tensors only)")
     p.add_argument("--tol", type=float, default=None,
                    help="absolute tolerance on the proven gap (default: 1e-4 * mean(y^2))")
     p.add_argument("--time-limit", type=float, default=None,

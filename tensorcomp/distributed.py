@@ -445,6 +445,7 @@ class DistributedAltMin:
     # __init__): a second copy would drift.
     _starting_atoms = AltMinOracle._starting_atoms
     _validated_hints = AltMinOracle._validated_hints
+    _multi_start = AltMinOracle._multi_start
 
     def __init__(self, data: DistributedData, *, restarts: int = 16, seed: int = 0,
                  max_sweeps: int = 100, min_restarts: int = 4, batch_size: int = 4) -> None:
@@ -494,34 +495,15 @@ class DistributedAltMin:
             return OracleAnswer(theta=theta, value=0.0, lower_bound=-math.inf, source=self.name,
                                 time_s=timer.elapsed(), status="no_entries", exact=False)
         tol = IMPROVEMENT_RTOL * direction.abs_sum
-        best_value, best_theta, best_start = math.inf, None, -1
-        run = updates_total = 0
-        status, escalated = "restarts_exhausted", False
-        while True:
-            if run >= starts.shape[0]:
-                if escalated or extra_random <= 0 or best_value <= query.target \
-                        or timer.remaining(query.time_limit_s) <= 0:
-                    break
-                escalated = True  # as AltMinOracle: more random starts before an exact stage
-                more = self._rng.integers(0, 2, size=(extra_random, self.rho), dtype=np.uint8)
-                starts = np.vstack([starts, more & self._observed_bits])
-                first_modes = np.concatenate([first_modes, np.zeros(extra_random, np.int64)])
-            batch = starts[run:run + self.batch_size].copy()
-            values, updates = self._descend(direction, batch,
-                                            first_modes[run:run + self.batch_size], tol)
-            i = int(np.argmin(values))  # ties go to the earlier start, as in AltMinOracle
-            if values[i] < best_value:
-                best_value, best_theta, best_start = float(values[i]), batch[i], run + i
-            run += batch.shape[0]
-            updates_total += int(updates.sum())
-            if best_value <= query.target and run >= self.min_restarts:
-                status = "target_reached"
-                break
-            if run < starts.shape[0] and timer.remaining(query.time_limit_s) <= 0:
-                status = "time_limit"
-                break
+
+        def descend(batch, batch_modes):
+            return self._descend(direction, batch, batch_modes, tol)
+
+        best_theta, best_value, run = self._multi_start(starts, first_modes, descend, query,
+                                                        timer, extra_random)
         theta = best_theta.astype(bool)
         self._last_theta = theta
-        self.last_run = AltMinRun(starts.shape[0], run, updates_total, best_start, status)
+        self.last_run = run
+        status = run.status
         return OracleAnswer(theta=theta, value=best_value, lower_bound=-math.inf,
                             source=self.name, time_s=timer.elapsed(), status=status, exact=False)

@@ -84,8 +84,10 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     """Minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam.
 
     method: "bpcg" (default; pairwise local steps) or "bcg" (simplex descent local steps).
-    oracle: "auto" (heuristic, then SCIP integer program), "scip", "altmin" (heuristic only:
-        proves nothing beyond the free bounds), "exhaustive" (tiny shapes), or an object with
+    oracle: "auto" (heuristic, then the exact branch and bound, then the SCIP integer program
+        with what the search left of each exact call's budget), "branch_bound", "scip",
+        "altmin" (heuristic only: proves nothing beyond the free bounds), "exhaustive" (tiny
+        shapes), or an object with
         ``separate(SeparationQuery)`` (its bounds count only if it declares ``certifies = True``;
         the driver recomputes the value of every atom it returns).
     tol: absolute tolerance on the proven gap, in objective units. Default:
@@ -94,7 +96,8 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         ``lower_bound`` is always a proof, and ``status == "optimal"`` (``certified``) means the
         proven gap is <= tol. lam above sum_x max(mean_x, 0) cannot bind and is solved at that
         value (``stats["lam_effective"]``).
-    oracle_time_limit: seconds per integer-program call (the heuristic is not limited).
+    oracle_time_limit: seconds per exact call (branch and bound, then the integer program, share
+        it; the heuristic is not limited).
     ip_policy: "lazy" (default) calls the exact stage of a composite oracle only once the gap
         estimate Phi is at the tolerance's scale, i.e. when a proof can end the run; above it a
         heuristic failure just halves Phi. "eager" calls it on every heuristic failure (the

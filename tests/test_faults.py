@@ -62,8 +62,10 @@ def test_some_ip_calls_fail_run_still_correct(noisy):
 
 
 def test_ip_time_outs_are_not_proofs(noisy):
-    res = solve(noisy, lam=0.6, tol=1e-9, oracle_time_limit=0.01, ip_policy="eager",
-                time_limit=20)
+    # heuristic + IP only: in "auto" the branch-and-bound stage proves these gaps before any IP
+    lmo = ChainOracle(AltMinOracle(noisy.entries, noisy.shape, seed=0),
+                      ScipOracle(noisy.entries, noisy.shape), exact_time_limit_s=0.01)
+    res = solve(noisy, lam=0.6, tol=1e-9, oracle=lmo, ip_policy="eager", time_limit=20)
     assert res.stats["ip_calls"] >= 1
     assert res.status in ("stalled", "time_limit", "optimal")
     assert res.certified == (res.status == "optimal")
@@ -76,7 +78,7 @@ def test_ip_time_outs_are_not_proofs(noisy):
 def test_integer_program_too_large_is_skipped_and_reported(noisy, monkeypatch):
     from tensorcomp import oracle_factory
     monkeypatch.setattr(oracle_factory, "MAX_IP_ROWS", 10)
-    res = solve(noisy, lam=0.6, tol=1e-9, ip_policy="eager")
+    res = solve(noisy, lam=0.6, tol=1e-9, oracle="scip", ip_policy="eager")
     assert res.stats["ip_calls"] == 0
     assert any("exceed MAX_IP_ROWS" in f for f in res.stats["oracle_failures"])
     assert res.status == "stalled" and res.gap > res.tol
@@ -87,7 +89,7 @@ def test_no_build_when_the_budget_is_too_short(noisy, monkeypatch):
     from tensorcomp import oracle_factory
     monkeypatch.setattr(oracle_factory, "IP_BUILD_S_PER_ROW", 10.0)
     t = time.perf_counter()
-    res = solve(noisy, lam=0.6, tol=1e-9, ip_policy="eager", time_limit=3.0)
+    res = solve(noisy, lam=0.6, tol=1e-9, oracle="scip", ip_policy="eager", time_limit=3.0)
     assert time.perf_counter() - t < 3.5
     assert res.stats["ip_calls"] == 0
     assert any("below the estimated build time" in f for f in res.stats["oracle_failures"])

@@ -66,7 +66,7 @@ def test_history_lower_bound_monotone_and_valid():
     assert bounds.max() <= upper + 1e-12
 
 
-@pytest.mark.parametrize("oracle", ["scip", "auto"])
+@pytest.mark.parametrize("oracle", ["scip", "branch_bound", "auto"])
 @pytest.mark.parametrize("method", ["bpcg", "bcg"])
 @pytest.mark.parametrize("seed", range(3))
 def test_ip_oracle_paths_match_brute_force(oracle, method, seed):
