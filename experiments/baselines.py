@@ -10,6 +10,8 @@ mask from it (never the truth with a mask: tensorly's SVD initialisation reads m
                  dense model each evaluation.
   halrtc         HaLRTC (Liu, Musialski, Wonka, Ye, TPAMI 2013): sum of weighted nuclear norms of
                  the unfoldings, ADMM; convex, no rank. Ours (no maintained Python 3 version).
+  tensortools_ncp_hals  tensortools ``ncp_hals(mask=)``: nonnegative CP, HALS + EM, dense.
+  tensortools_mcp_als   tensortools ``mcp_als``: exact masked CP-ALS (signed), dense.
 
 ``rank = "auto"`` chooses the rank from ``rank_grid`` by validation MSE on a held-out part of the
 training entries (``rank_validation_fraction``), then refits on all of them — the baselines'
@@ -26,10 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from tensorcomp.refine import balance_columns
+
 from .metrics import Estimate
 
 __all__ = ["BaselineFit", "BASELINES", "fit_baseline", "masked_als", "halrtc",
-           "tensorly_nncp", "pyttb_gcp", "DENSE_BASELINES"]
+           "tensorly_nncp", "pyttb_gcp", "tensortools_ncp_hals", "tensortools_mcp_als",
+           "DENSE_BASELINES"]
 
 
 @dataclass
@@ -58,18 +63,6 @@ def _khatri_rows(factors, indices, skip):
         if l != skip:
             rows *= f[indices[:, l]]
     return rows
-
-
-def _balance(factors) -> None:
-    """Rescale each component's columns to equal norms across modes: the model is unchanged and
-    the ridge term sum_k ||a_k||^2 is minimal for it (AM-GM), so slow rebalancing through the
-    ridge does not hold up convergence."""
-    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])  # (p, R)
-    if np.any(norms == 0):
-        return
-    target = np.exp(np.mean(np.log(norms), axis=0))
-    for f, n in zip(factors, norms):
-        f *= target / n
 
 
 def masked_als(data, *, rank, seed=0, time_limit_s=None, ridge=1e-3, max_iter=500,
@@ -101,7 +94,7 @@ def masked_als(data, *, rank, seed=0, time_limit_s=None, ridge=1e-3, max_iter=50
             G = G + np.triu(G, 1).transpose(0, 2, 1)
             rhs = incidence[k] @ (Z * y[:, None])
             factors[k] = np.linalg.solve(G + eye, rhs[:, :, None])[:, :, 0]
-        _balance(factors)
+        balance_columns(factors)  # the ridge term is smallest for the unchanged model
         resid = y - _khatri_rows(factors, idx, -1) @ np.ones(R)
         obj = float(w @ resid**2 + ridge * sum(float(np.sum(f * f)) for f in factors))
         if prev - obj <= tol * max(obj, 1e-300):
@@ -259,10 +252,50 @@ def pyttb_gcp(data, *, rank, seed=0, time_limit_s=None, maxiter=1000, lower_boun
                        status, extra)
 
 
+def _tensortools_fit(method, data, rank, seed, time_limit_s, max_iter, tol):
+    import tensortools as tt
+
+    if len(data.shape) < 3:
+        raise ValueError("tensortools needs a tensor of order >= 3")
+    fn = {"ncp_hals": tt.ncp_hals, "mcp_als": tt.mcp_als}[method]
+    budget = np.inf if time_limit_s is None else float(time_limit_s)
+    with warnings.catch_warnings():
+        # its numba kernels warn about non-contiguous '@' operands on every compilation
+        warnings.filterwarnings("ignore", message=".*is faster on contiguous arrays.*")
+        args = (data.zero_filled(), int(rank))
+        if method == "mcp_als":
+            res = fn(*args, data.mask().astype(np.float64), random_state=int(seed),
+                     max_iter=int(max_iter), tol=tol, max_time=budget, verbose=False)
+        else:
+            res = fn(*args, mask=data.mask(), random_state=int(seed), max_iter=int(max_iter),
+                     tol=tol, max_time=budget, verbose=False)
+    factors = [np.asarray(f, dtype=np.float64) for f in res.factors]
+    status = "converged" if res.converged else (
+        "time_limit" if res.total_time is not None and res.total_time >= budget
+        else "iteration_limit")
+    return BaselineFit(Estimate.cp(data.shape, None, factors), status,
+                       {"iterations": int(res.iterations), "objective": float(res.obj)})
+
+
+def tensortools_ncp_hals(data, *, rank, seed=0, time_limit_s=None, max_iter=500,
+                         tol=1e-5) -> BaselineFit:
+    """tensortools ``ncp_hals(zero_filled, R, mask=M)``: nonnegative CP by HALS with an EM
+    imputation of the missing entries (dense, numba)."""
+    return _tensortools_fit("ncp_hals", data, rank, seed, time_limit_s, max_iter, tol)
+
+
+def tensortools_mcp_als(data, *, rank, seed=0, time_limit_s=None, max_iter=500,
+                        tol=1e-5) -> BaselineFit:
+    """tensortools ``mcp_als(zero_filled, R, M)``: exact masked CP-ALS (signed factors, dense)."""
+    return _tensortools_fit("mcp_als", data, rank, seed, time_limit_s, max_iter, tol)
+
+
 BASELINES = {"tensorly_nncp": tensorly_nncp, "masked_als": masked_als, "pyttb_gcp": pyttb_gcp,
-             "halrtc": halrtc}
+             "halrtc": halrtc, "tensortools_ncp_hals": tensortools_ncp_hals,
+             "tensortools_mcp_als": tensortools_mcp_als}
 #: baselines that allocate the dense tensor (their memory grows with prod(shape))
-DENSE_BASELINES = {"tensorly_nncp", "pyttb_gcp", "halrtc"}
+DENSE_BASELINES = {"tensorly_nncp", "pyttb_gcp", "halrtc", "tensortools_ncp_hals",
+                   "tensortools_mcp_als"}
 
 
 def fit_baseline(name: str, data, *, rank, seed=0, time_limit_s=None, rank_grid=None,

@@ -43,6 +43,7 @@ class ActiveSet:
         self.weights = np.zeros(0)
         self.h = np.zeros(0)
         self._keys: dict[bytes, int] = {}
+        self._key_list: list[bytes] = []  # key of atom j, so a drop needs no recomputation
         #: bumped whenever the set of atoms changes (momentum-based steps restart on it)
         self.version = 0
 
@@ -89,6 +90,7 @@ class ActiveSet:
         self.m += 1
         self.version += 1
         self._keys[key] = j
+        self._key_list.append(key)
         return j
 
     def _append(self, j: int, support: np.ndarray) -> None:
@@ -101,20 +103,36 @@ class ActiveSet:
         self.h = np.append(self.h, float(self.obs.sums[on].sum()))
 
     def _keep(self, keep: np.ndarray) -> None:
-        idx = np.flatnonzero(keep)
-        m = idx.size
-        self._thetas[:m] = self._thetas[idx]
-        self._supports[:m] = self._supports[idx]
-        self._keep_cache(idx)
-        self.weights = self.weights[idx]
-        self.m = m
+        """Drop the atoms where ``keep`` is False by moving the last atoms into their slots:
+        O(m + u) per dropped atom. (Compacting in order costs an O(m^2) Gram copy, an O(m u)
+        support copy and an O(m u) key rebuild per drop: at m ~ 1e3 that bookkeeping took more
+        time than the oracle and the data passes together.) Atom order is not meaningful."""
+        w = self.weights
+        for j in np.flatnonzero(~keep)[::-1]:  # descending: the atoms moved in are all kept
+            last = self.m - 1
+            del self._keys[self._key_list[j]]
+            if j != last:
+                self._thetas[j] = self._thetas[last]
+                self._supports[j] = self._supports[last]
+                self._move_cache(last, j)
+                w[j] = w[last]
+                self._key_list[j] = self._key_list[last]
+                self._keys[self._key_list[j]] = j
+            self._key_list.pop()
+            self.m = last
+        self.weights = w[: self.m].copy()
+        self._truncate_cache()
         self.version += 1
-        self._keys = {np.packbits(self._supports[j]).tobytes(): j for j in range(m)}
 
-    def _keep_cache(self, idx: np.ndarray) -> None:
-        m = idx.size
-        self._G[:m, :m] = self._G[np.ix_(idx, idx)]
-        self.h = self.h[idx]
+    def _move_cache(self, src: int, dst: int) -> None:
+        m = self.m
+        self._G[dst, :m] = self._G[src, :m]
+        self._G[:m, dst] = self._G[:m, src]
+        self._G[dst, dst] = self._G[src, src]
+        self.h[dst] = self.h[src]
+
+    def _truncate_cache(self) -> None:
+        self.h = self.h[: self.m].copy()
 
     # -------------------------------------------------------------------------------- weights
     def set_weights(self, weights: np.ndarray) -> int:
@@ -139,20 +157,24 @@ class ActiveSet:
         return dropped
 
     # -------------------------------------------------------------------------------- quadratic
+    def gram_times(self, v: np.ndarray) -> np.ndarray:
+        """G v in compiled serial code (see ``_kernels.gram_times`` for why not BLAS)."""
+        return K.gram_times(self._G, self.m, np.ascontiguousarray(v, dtype=np.float64))
+
     def directional(self, w: np.ndarray | None = None) -> np.ndarray:
         """<grad f(phi), a_j> for every active atom: (2 lam / n) (lam (G w)_j - h_j)."""
         w = self.weights if w is None else w
-        return (2.0 * self.lam / self.n) * (self.lam * (self.G @ w) - self.h)
+        return (2.0 * self.lam / self.n) * (self.lam * self.gram_times(w) - self.h)
 
     def objective_quadratic(self, w: np.ndarray | None = None) -> float:
         """f(w) from the cached products (round-off ~1e-16 * total_ss / n)."""
         w = self.weights if w is None else w
         lam, obs = self.lam, self.obs
-        return (obs.total_ss - 2 * lam * w @ self.h + lam * lam * w @ (self.G @ w)) / self.n
+        return (obs.total_ss - 2 * lam * w @ self.h + lam * lam * w @ self.gram_times(w)) / self.n
 
     def curvature(self, d: np.ndarray) -> float:
         """d^T H d with H = (2 lam^2 / n) G, the exact second derivative along d (weight space)."""
-        return (2.0 * self.lam**2 / self.n) * float(d @ (self.G @ d))
+        return (2.0 * self.lam**2 / self.n) * float(d @ self.gram_times(d))
 
     # -------------------------------------------------------------------------------- data passes
     def point(self) -> np.ndarray:
@@ -162,7 +184,8 @@ class ActiveSet:
     def objective_exact(self, phi: np.ndarray) -> float:
         """f from phi without cancellation: (within SS + sum m_x (mean_x - lam phi_x)^2) / n."""
         r = self.obs.means - self.lam * phi
-        return (self.obs.within_ss + float(self.counts_f @ (r * r))) / self.n
+        # elementwise, not a BLAS dot: see refine._objective (threaded ddot above 1e4 entries)
+        return (self.obs.within_ss + float(np.sum(self.counts_f * (r * r)))) / self.n
 
     def gradient(self, phi: np.ndarray) -> np.ndarray:
         """grad f on the observed entries: (2 lam / n) (lam m_x phi_x - s_x)."""
@@ -198,8 +221,19 @@ class DenseVertexActiveSet(ActiveSet):
     def _append(self, j: int, support: np.ndarray) -> None:
         self._V = np.hstack([self._V, support.astype(np.float64)[:, None]])
 
-    def _keep_cache(self, idx: np.ndarray) -> None:
+    def _keep(self, keep: np.ndarray) -> None:
+        """In-order compaction (the papers' storage keeps its column order; its cost is the
+        point of the variant)."""
+        idx = np.flatnonzero(keep)
+        m = idx.size
+        self._thetas[:m] = self._thetas[idx]
+        self._supports[:m] = self._supports[idx]
         self._V = self._V[:, idx]
+        self.weights = self.weights[idx]
+        self.m = m
+        self.version += 1
+        self._key_list = [self._key_list[j] for j in idx]
+        self._keys = {key: j for j, key in enumerate(self._key_list)}
 
     @property
     def G(self) -> np.ndarray:  # only for check(): recomputed, never cached
@@ -215,6 +249,9 @@ class DenseVertexActiveSet(ActiveSet):
 
     def _phi(self, w: np.ndarray) -> np.ndarray:
         return self._V @ w
+
+    def gram_times(self, v: np.ndarray) -> np.ndarray:
+        return self.G @ v
 
     def directional(self, w: np.ndarray | None = None) -> np.ndarray:
         w = self.weights if w is None else w

@@ -262,9 +262,27 @@ class CompletionResult:
 
     def summary(self) -> str:
         s = self.stats
-        return (f"status={self.status}  objective={self.objective:.6g}  "
+        text = (f"status={self.status}  objective={self.objective:.6g}  "
                 f"lower_bound={self.lower_bound:.6g}  gap={self.gap:.3g} "
                 f"({'proven <= tol' if self.certified else 'NOT proven <= tol'}; "
                 f"tol={self.tol:.3g})  "
                 f"atoms={self.n_atoms}  iterations={s.get('iterations')}  "
                 f"time={s.get('time_s', float('nan')):.2f}s")
+        if "complete_time_s" in s:  # a complete() call: the whole call, not only this fit
+            search = s.get("lam_search") or {}
+            final = s.get("final_fit_time_s")
+            text += (f"\ncomplete(): {s['complete_status']} in {s['complete_time_s']:.2f}s total "
+                     f"(lambda search {search.get('time_s', 0.0):.2f}s, "
+                     f"{search.get('fits', 0)} fits, lam={self.lam:.4g}; final fit "
+                     f"{'not run' if final is None else f'{final:.2f}s'})")
+            if s.get("cut_by_time_limit"):
+                text += f"; cut by the time limit: {', '.join(s['cut_by_time_limit'])}"
+            ref = s.get("refinement")
+            if s.get("returned") == "refined_cp":
+                text += (f"\nreturned: nonnegative CP refinement of rank {ref['rank']} "
+                         f"(validation MSE {ref['validation_mse']:.4g} vs convex "
+                         f"{ref['convex_validation_mse']:.4g}); NOT covered by the bound above, "
+                         f"which refers to the convex fit")
+            else:
+                text += "\nreturned: the convex fit above"
+        return text

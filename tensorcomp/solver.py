@@ -355,8 +355,8 @@ class _Driver:
         if self.max_iter is not None:
             budget = max(min(budget, self.max_iter - stats["iterations"]), 1)
         w = aset.weights.copy()
-        G = np.ascontiguousarray(aset.G)
-        gw = G @ w
+        G = aset.G  # a view: copying it cost O(m^2) per run of steps
+        gw = aset.gram_times(w)
         scale = 2.0 * self.lam / self.obs.n_samples
         steps, _ = K.pairwise_steps(G, aset.h, w, gw, scale, self.lam, self.policy.phi, budget,
                                     self._trace)

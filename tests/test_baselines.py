@@ -127,6 +127,8 @@ def _optional(name):
         pytest.importorskip("tensorly")
     if name == "pyttb_gcp":
         pytest.importorskip("pyttb")
+    if name.startswith("tensortools"):
+        pytest.importorskip("tensortools")
 
 
 def test_masked_data_zero_fills_and_masks():

@@ -93,7 +93,9 @@ def test_complete_chooses_lambda_and_fills():
     filled, res = complete(dense, mask, return_result=True)
     path = res.stats["lam_path"]
     assert len(path) >= 3
-    assert res.lam == min(path, key=lambda r: r[1])[0]
+    se = res.stats["lam_search"]["validation_se"]  # one-standard-error rule: smallest lambda
+    i = min(range(len(path)), key=lambda k: path[k][1])
+    assert res.lam == min(r[0] for r in path if r[1] <= path[i][1] + se[i])
     # the truth's norm is <= 1, max entry <= 1: the chosen lambda is at that scale
     assert 0.3 <= res.lam <= 3.0
     err = filled[~mask] - dense[~mask]
