@@ -6,20 +6,18 @@ carries the observations' labels into the result.
 """
 from __future__ import annotations
 
-import logging
+import numpy as np
 
 from ._validation import InputError, as_positive_float, describe
-from .completion import choose_lam
+from .completion import (DEFAULT_MAX_RANK, _check_options, _Clock, _complete, auto_time_limit)
 from .observations import Observations
-from .solver import solve
+from .progress import Progress
 
 __all__ = ["fit"]
 
-log = logging.getLogger("tensorcomp")
-
-
-def fit(observations: Observations, *, lam="auto", validation_fraction: float = 0.2,
-        lam_grid=None, validation_oracle="altmin", seed: int = 0, **solve_options):
+def fit(observations: Observations, *, lam="auto", time_limit="auto",
+        validation_fraction: float = 0.2, lam_grid=None, validation_oracle="altmin",
+        seed: int = 0, progress: bool | None = None, verbose: bool = False, **solve_options):
     """Fit the completion model to observed samples.
 
     Parameters
@@ -27,37 +25,46 @@ def fit(observations: Observations, *, lam="auto", validation_fraction: float = 
     observations : Observations
         From any constructor (``from_tns``, ``from_frame``, ``from_xarray``, ...).
     lam : float or "auto"
-        The gauge-norm bound; "auto" chooses it by validation (``choose_lam``) and then fits
+        The gauge-norm bound; "auto" chooses it by validation (as in ``complete``) and then fits
         all observations with the ``oracle`` option.
-    validation_fraction, lam_grid, validation_oracle, seed
+    time_limit : float, None or "auto"
+        Seconds for the whole call (lambda search and final fit), as in ``complete``: "auto"
+        (default) is 1 s + 59 s per million tensor entries, at most 60 s; None: no limit.
+    validation_fraction, lam_grid, validation_oracle, seed, progress, verbose
         As in ``complete``.
     **solve_options
-        Passed to ``solve`` (``tol``, ``time_limit``, ``oracle``, ``method``, ...).
+        Passed to the final ``solve`` (``tol``, ``oracle``, ``method``, ...).
 
     Returns
     -------
     CompletionResult
-        With ``stats["lam_path"]`` and the observations' ``labels``/``dims``/``value_name``.
+        The convex fit (``complete``'s core without its optional CP refinement), with
+        ``stats["lam_path"]``, ``stats["complete_status"]`` and the observations'
+        ``labels``/``dims``/``value_name``. Ctrl-C ends the whole call with its best state.
     """
     if not isinstance(observations, Observations):
         raise InputError(f"observations must be a tensorcomp.Observations, got "
                          f"{type(observations).__name__}")
+    time_limit = _check_options(time_limit, False, DEFAULT_MAX_RANK, validation_fraction,
+                                progress, verbose)
     if isinstance(lam, str):
         if lam != "auto":
             raise InputError(f"lam must be a positive number or 'auto', got {describe(lam)}")
-        log.info("choosing lambda by validation on %.0f%% of %d observed entries",
-                 100 * validation_fraction, observations.n_entries)
-        lam_value, path = choose_lam(observations, validation_fraction=validation_fraction,
-                                     seed=seed, grid=lam_grid,
-                                     validation_oracle=validation_oracle, **solve_options)
-        for point in path:
-            log.info("lambda %.6g: validation MSE %.6g (train objective %.6g, %s)", *point)
     else:
-        lam_value, path = as_positive_float(lam, "lam"), []
-    log.info("fitting lambda=%.6g on %d samples", lam_value, observations.n_samples)
-    result = solve(observations, lam=lam_value, seed=seed, **solve_options)
-    result.stats["lam_path"] = path
+        lam = as_positive_float(lam, "lam")
+    if "time_limit" in solve_options or "warm_start" in solve_options:
+        raise InputError("time_limit and warm_start are fit()'s own arguments")
+    if time_limit == "auto":
+        time_limit = auto_time_limit(int(np.prod(np.asarray(observations.shape,
+                                                            dtype=np.float64))))
+    clock = _Clock(time_limit)
+    bar = Progress(progress, verbose, time_limit)
+    try:
+        result, _ = _complete(observations, lam, clock, bar, False, DEFAULT_MAX_RANK,
+                              validation_fraction, lam_grid, validation_oracle, seed,
+                              solve_options)
+    finally:
+        bar.close()
     result.labels, result.dims = observations.labels, observations.dims
     result.value_name = observations.value_name
-    log.info("%s", result.summary())
     return result
