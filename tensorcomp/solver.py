@@ -447,7 +447,8 @@ def within_variance_bound(obs: Observations) -> float:
     """No tensor fits two values at one entry: f* >= within_ss / n, shaded for its rounding
     (the deviations from each entry's mean carry the mean's error)."""
     n = obs.n_samples
-    return (obs.within_ss - rounding_error(n, 2.0 * obs.within_ss + obs.total_ss)) / n
+    shaded = (obs.within_ss - rounding_error(n, 2.0 * obs.within_ss + obs.total_ss)) / n
+    return max(shaded, 0.0)  # f is a mean of squares: f* >= 0 exactly
 
 
 def observed_bits(obs: Observations) -> np.ndarray:
