@@ -324,27 +324,40 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto",
     """
     time_limit = _check_options(time_limit, refine, max_rank, validation_fraction, progress,
                                 verbose)
+    lam = _checked_lam(lam, solve_options, "complete()")
+    obs = Observations.from_dense(tensor, mask)
+    result, model = _run(obs, lam, time_limit, progress, verbose, refine, max_rank,
+                         validation_fraction, lam_grid, validation_oracle, seed, solve_options)
+    completed = model.to_dense() if model is not None else result.to_dense()
+    if keep_observed:
+        completed[tuple(obs.entries.T)] = obs.means
+    return (completed, result) if return_result else completed
+
+
+def _checked_lam(lam, solve_options, who: str):
+    """lam: a positive number or "auto"; the time budget and warm start are the caller's own."""
     if isinstance(lam, str):
         if lam != "auto":
             raise InputError(f"lam must be a positive number or 'auto', got {describe(lam)}")
     else:
         lam = as_positive_float(lam, "lam")
     if "time_limit" in solve_options or "warm_start" in solve_options:
-        raise InputError("time_limit and warm_start are complete()'s own arguments")
-    obs = Observations.from_dense(tensor, mask)
+        raise InputError(f"time_limit and warm_start are {who}'s own arguments")
+    return lam
+
+
+def _run(obs, lam, time_limit, progress, verbose, refine, max_rank, validation_fraction,
+         lam_grid, validation_oracle, seed, solve_options):
+    """``_complete`` under one clock and one progress bar (shared by ``complete`` and ``fit``)."""
     if time_limit == "auto":
         time_limit = auto_time_limit(int(np.prod(np.asarray(obs.shape, dtype=np.float64))))
     clock = _Clock(time_limit)
     bar = Progress(progress, verbose, time_limit)
     try:
-        result, model = _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction,
-                                  lam_grid, validation_oracle, seed, solve_options)
+        return _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
+                         validation_oracle, seed, solve_options)
     finally:
         bar.close()
-    completed = model.to_dense() if model is not None else result.to_dense()
-    if keep_observed:
-        completed[tuple(obs.entries.T)] = obs.means
-    return (completed, result) if return_result else completed
 
 
 def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,

@@ -6,12 +6,9 @@ carries the observations' labels into the result.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ._validation import InputError, as_positive_float, describe
-from .completion import (DEFAULT_MAX_RANK, _check_options, _Clock, _complete, auto_time_limit)
+from ._validation import InputError
+from .completion import DEFAULT_MAX_RANK, _check_options, _checked_lam, _run
 from .observations import Observations
-from .progress import Progress
 
 __all__ = ["fit"]
 
@@ -47,24 +44,9 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto",
                          f"{type(observations).__name__}")
     time_limit = _check_options(time_limit, False, DEFAULT_MAX_RANK, validation_fraction,
                                 progress, verbose)
-    if isinstance(lam, str):
-        if lam != "auto":
-            raise InputError(f"lam must be a positive number or 'auto', got {describe(lam)}")
-    else:
-        lam = as_positive_float(lam, "lam")
-    if "time_limit" in solve_options or "warm_start" in solve_options:
-        raise InputError("time_limit and warm_start are fit()'s own arguments")
-    if time_limit == "auto":
-        time_limit = auto_time_limit(int(np.prod(np.asarray(observations.shape,
-                                                            dtype=np.float64))))
-    clock = _Clock(time_limit)
-    bar = Progress(progress, verbose, time_limit)
-    try:
-        result, _ = _complete(observations, lam, clock, bar, False, DEFAULT_MAX_RANK,
-                              validation_fraction, lam_grid, validation_oracle, seed,
-                              solve_options)
-    finally:
-        bar.close()
+    lam = _checked_lam(lam, solve_options, "fit()")
+    result, _ = _run(observations, lam, time_limit, progress, verbose, False, DEFAULT_MAX_RANK,
+                     validation_fraction, lam_grid, validation_oracle, seed, solve_options)
     result.labels, result.dims = observations.labels, observations.dims
     result.value_name = observations.value_name
     return result
