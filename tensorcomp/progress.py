@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["logger", "Progress", "PROGRESS_DELAY_S"]
+__all__ = ["logger", "Progress", "PROGRESS_DELAY_S", "ensure_log_handler"]
 
 logger = logging.getLogger("tensorcomp")
 #: the bar appears only for runs longer than this
 PROGRESS_DELAY_S = 3.0
 
 
-def _ensure_handler() -> None:
+def ensure_log_handler() -> None:
+    """``verbose=True``: make the "tensorcomp" logger's INFO records visible on stderr when
+    the application configured no logging of its own."""
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[tensorcomp] %(message)s"))
@@ -28,7 +30,7 @@ class Progress:
 
     def __init__(self, show: bool | None, verbose: bool, time_limit_s: float | None) -> None:
         if verbose:
-            _ensure_handler()
+            ensure_log_handler()
         if show is None:
             show = sys.stderr.isatty()
         self._bar = None

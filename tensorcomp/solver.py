@@ -27,6 +27,7 @@ from ._validation import (InputError, as_optional_positive_float, as_optional_po
 from .active_set import STORAGES
 from .gap_policy import ACCURACY_K, GapPolicy, rounding_error
 from .observations import Observations
+from .progress import ensure_log_handler, logger
 from .oracle_factory import make_oracle
 from .result import CompletionResult
 from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
@@ -103,6 +104,8 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         heuristic failure just halves Phi. "eager" calls it on every heuristic failure (the
         papers' exact lazified algorithm).
     warm_start: a previous CompletionResult on the same shape; its atoms and weights start the run.
+    verbose: log progress (every 100 iterations and every oracle step) on the "tensorcomp"
+        logger at INFO, shown on stderr unless the application configured logging itself.
     check: verify active-set invariants after every iteration (slow; for tests).
     Variant options (see tensorcomp.variants): preset ("default", "paper_faithful",
         "published_v0" ... "published_v10"), local_step ("pairwise", "simplex_descent",
@@ -143,6 +146,8 @@ class _Driver:
         self.method = opts.method
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
         self.callback, self.verbose, self.check = callback, verbose, check
+        if verbose:  # iteration log on the "tensorcomp" logger, shown on stderr by default
+            ensure_log_handler()
         self.local_step = LOCAL_STEPS[opts.resolved_local_step]()
         # pairwise runs go to the compiled kernel unless something must see every step
         self._compiled_pairwise = (isinstance(self.local_step, PairwiseStep)
@@ -376,9 +381,9 @@ class _Driver:
         t = self._elapsed()
         self.history.append((t, f, self.lower_bound))
         if self.verbose and (self.stats["iterations"] % 100 == 0 or step.startswith("fw_o")):
-            print(f"[tensorcomp] it={self.stats['iterations']:6d} t={t:8.2f}s f={f:.6e} "
-                  f"lb={self.lower_bound:.6e} Phi={self.policy.phi:.3e} "
-                  f"atoms={self.aset.m} step={step}", flush=True)
+            logger.info("it=%6d t=%8.2fs f=%.6e lb=%.6e Phi=%.3e atoms=%d step=%s",
+                        self.stats["iterations"], t, f, self.lower_bound, self.policy.phi,
+                        self.aset.m, step)
         if self.callback is not None:
             state = IterationState(self.stats["iterations"], t, f, self.lower_bound,
                                    self.policy.phi, self.aset.m, step)
