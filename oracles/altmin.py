@@ -1,4 +1,5 @@
-"""Alternating-minimisation heuristic oracle (docs/method.md, "Linear minimisation oracle"): good atoms fast, no proofs.
+"""Alternating-minimisation heuristic oracle (docs/method.md, "Linear minimisation oracle"):
+good atoms fast, no proofs.
 
 For a direction c on the observed entries, each restart fixes all modes but one and sets that
 mode's block to its exact minimiser, cycling through the modes until no block improves. Restarts
@@ -127,12 +128,7 @@ class AltMinOracle:
         c = self._validated_direction(query.direction)
         starts, first_modes = self._starting_atoms(query.hints)
         if self.num_entries == 0:
-            # No entries: every atom has value 0; answer the empty atom.
-            theta = np.zeros(self.rho, dtype=bool)
-            self._last_theta = theta
-            self.last_run = AltMinRun(0, 0, 0, 0, "no_entries")
-            return OracleAnswer(theta=theta, value=0.0, lower_bound=-math.inf, source=self.name,
-                                time_s=timer.elapsed(), status="no_entries", exact=False)
+            return self._no_entries(timer)
 
         tol = IMPROVEMENT_RTOL * float(np.abs(c).sum())
         max_updates = self.max_sweeps * len(self.shape)
@@ -163,13 +159,22 @@ class AltMinOracle:
             exact=False,
         )
 
+    def _no_entries(self, timer: Timer) -> OracleAnswer:
+        """No entries: every atom has value 0; answer the empty atom."""
+        theta = np.zeros(self.rho, dtype=bool)
+        self._last_theta = theta
+        self.last_run = AltMinRun(0, 0, 0, 0, "no_entries")
+        return OracleAnswer(theta=theta, value=0.0, lower_bound=-math.inf, source=self.name,
+                            time_s=timer.elapsed(), status="no_entries", exact=False)
+
     def _multi_start(self, starts, first_modes, descend, query, timer, extra_random):
         """Descend from the starts in batches of ``batch_size`` (``descend(batch, modes)``
         descends the rows of ``batch`` in place and returns their values and update counts)
         until the target is met after ``min_restarts`` starts, the starts run out (then, once,
         ``extra_random`` more random ones if the target was missed) or the time is up.
         Returns the best atom (first minimiser: ties go to the earlier start), its value from
-        the descent and the run's diagnostics. Shared with the partitioned prototype, which must behave identically."""
+        the descent and the run's diagnostics. Shared with the partitioned prototype, which
+        must behave identically."""
         best_value, best_theta, best_start = math.inf, None, -1
         run = updates_total = 0
         status = "restarts_exhausted"

@@ -29,6 +29,7 @@ __all__ = [
     "trivial_lower_bound",
     "rounding_error",
     "USER_INTERRUPT",
+    "observed_bit_mask",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -116,6 +117,15 @@ class Oracle(Protocol):
 def atom_offsets(shape: Sequence[int]) -> np.ndarray:
     """Start of each mode's block in the concatenated bit vector; length p + 1."""
     return np.concatenate([[0], np.cumsum(np.asarray(shape, dtype=np.int64))]).astype(np.int64)
+
+
+def observed_bit_mask(indices: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(rho,) bool: the bits (mode indices) that some entry of ``indices`` (u, p) uses. The
+    other bits never change <c, v>; every oracle and the driver keep them 0."""
+    offsets = atom_offsets(shape)
+    mask = np.zeros(int(offsets[-1]), dtype=bool)
+    mask[(np.asarray(indices, dtype=np.int64) + offsets[:-1]).ravel()] = True
+    return mask
 
 
 def atom_values_on(theta: np.ndarray, indices: np.ndarray, shape: Sequence[int]) -> np.ndarray:

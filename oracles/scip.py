@@ -47,7 +47,7 @@ from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
 from .base import (USER_INTERRUPT, OracleAnswer, SeparationQuery, Timer, atom_offsets,
-                   atom_values_on)
+                   atom_values_on, observed_bit_mask)
 
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -181,9 +181,8 @@ class ScipOracle:
         self.offsets = atom_offsets(self.shape)
         # global bit of every (entry, mode) pair, and the bits that some entry actually uses
         self._bits = self.indices + self.offsets[:-1]
-        self.observed_bits = np.unique(self._bits)
-        self.observed_mask = np.zeros(self.rho, dtype=bool)
-        self.observed_mask[self.observed_bits] = True
+        self.observed_mask = observed_bit_mask(self.indices, self.shape)
+        self.observed_bits = np.flatnonzero(self.observed_mask)
 
         self.failures: list[str] = []
         self.build_time_s = 0.0

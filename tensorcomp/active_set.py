@@ -72,10 +72,12 @@ class ActiveSet:
         G[: self.m, : self.m] = self.G
         self._thetas, self._supports, self._G, self._cap = thetas, supports, G, cap
 
-    def find_or_add(self, theta: np.ndarray) -> int:
-        """Index of the atom (by its support on the observed entries), adding it with weight 0."""
+    def find_or_add(self, theta: np.ndarray, support: np.ndarray | None = None) -> int:
+        """Index of the atom (by its support on the observed entries), adding it with weight 0.
+        ``support``: the atom's support when the caller has computed it already."""
         theta = np.ascontiguousarray(theta, dtype=bool)
-        support = K.atom_support(theta, self.obs.entries, self.offsets)
+        if support is None:
+            support = K.atom_support(theta, self.obs.entries, self.offsets)
         key = np.packbits(support).tobytes()
         j = self._keys.get(key)
         if j is not None:

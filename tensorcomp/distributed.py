@@ -11,7 +11,8 @@ What crosses the network, per partition:
 * data pass: the active atoms' bits and weights out, five scalars back;
 * a new atom's Gram row and linear term: its bits out, m + 2 numbers back;
 * one round of the heuristic (one block update of each start of a batch): the batch's bits out,
-  r_k block coefficients per start back (the partial sums of docs/method.md, "Linear minimisation oracle").
+  r_k block coefficients per start back (the partial sums of docs/method.md, "Linear
+  minimisation oracle").
 
 Everything here is the single-process arithmetic of ``ActiveSet``, ``solver._Driver._data_pass``
 and ``oracles.altmin`` run on a partition (same kernels: ``tensorcomp._kernels`` and
@@ -446,6 +447,7 @@ class DistributedAltMin:
     _starting_atoms = AltMinOracle._starting_atoms
     _validated_hints = AltMinOracle._validated_hints
     _multi_start = AltMinOracle._multi_start
+    _no_entries = AltMinOracle._no_entries
 
     def __init__(self, data: DistributedData, *, restarts: int = 16, seed: int = 0,
                  max_sweeps: int = 100, min_restarts: int = 4, batch_size: int = 4) -> None:
@@ -489,11 +491,7 @@ class DistributedAltMin:
         self.data._check_direction(direction)
         starts, first_modes = self._starting_atoms(query.hints)
         if direction.n_entries == 0:
-            theta = np.zeros(self.rho, dtype=bool)
-            self._last_theta = theta
-            self.last_run = AltMinRun(0, 0, 0, 0, "no_entries")
-            return OracleAnswer(theta=theta, value=0.0, lower_bound=-math.inf, source=self.name,
-                                time_s=timer.elapsed(), status="no_entries", exact=False)
+            return self._no_entries(timer)
         tol = IMPROVEMENT_RTOL * direction.abs_sum
 
         def descend(batch, batch_modes):

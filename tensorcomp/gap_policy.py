@@ -11,10 +11,11 @@ Contract
   with status ``"uncertified"``, not ``"optimal"``.
 * **Every positive answer makes progress.** Phi never falls below ``floor`` = max(tol / 4,
   RESOLUTION_FACTOR * K * r), where r bounds the rounding error of <g, phi> - <g, v>
-  (``resolution``). A positive answer v therefore satisfies <g, phi - v> >= Phi / K - r >= Phi / (2K)
-  in exact arithmetic, and the exact line search towards it lowers f by at least
-  ``min(delta / 2, delta^2 / (4 lam^2))`` with delta = floor / (2K) (the curvature of f along
-  v - phi is at most 2 lam^2: |v_x - phi_x| <= 1 and sum_x m_x = n).
+  (``resolution``). A positive answer v therefore satisfies
+  <g, phi - v> >= Phi / K - r >= Phi / (2K) in exact arithmetic, and the exact line search
+  towards it lowers f by at least ``min(delta / 2, delta^2 / (4 lam^2))`` with
+  delta = floor / (2K) (the curvature of f along v - phi is at most 2 lam^2: |v_x - phi_x| <= 1
+  and sum_x m_x = n).
 * **Negative answers are finite.** Phi starts at most (<g, phi_0> - sum_x min(g_x, 0)) / 2, never
   grows, halves on each negative answer and stops at ``floor``. At the floor a negative answer ends
   the run: with a proof at level <g, phi> - max(Phi, 0.9 tol) the gap is <= tol (``"optimal"``);
@@ -40,8 +41,7 @@ from dataclasses import dataclass
 
 from oracles.base import rounding_error
 
-__all__ = ["GapPolicy", "Thresholds", "rounding_error", "ACCURACY_K", "CERTIFY_FRACTION",
-           "FLOOR_FRACTION"]
+__all__ = ["GapPolicy", "Thresholds", "ACCURACY_K", "CERTIFY_FRACTION", "FLOOR_FRACTION"]
 
 #: weak-separation accuracy: a positive answer improves <g, .> by at least Phi / K
 ACCURACY_K = 2.0
@@ -117,7 +117,7 @@ class GapPolicy:
     def _raise_floor(self, resolution: float) -> None:
         self.floor = max(self.floor, RESOLUTION_FACTOR * ACCURACY_K * resolution)
 
-    def query(self, f: float, gphi: float, resolution: float, first: bool) -> Thresholds:
+    def query(self, f: float, gphi: float, resolution: float) -> Thresholds:
         """Thresholds of the next oracle call at objective f, <g, phi> = gphi, where
         ``resolution`` bounds the rounding error of <g, phi> - <g, v>."""
         self._raise_floor(resolution)
@@ -169,7 +169,8 @@ class GapPolicy:
         if proven_min > -math.inf:
             self.phi = max(min(self.phi, (gphi - proven_min) / 2.0), self.floor)
         if not at_floor:
-            self.force_exact = False if certified else self.force_exact
+            if certified:
+                self.force_exact = False
             return None
         if certified or exact_asked or not self.certifies:
             self.message = ("no improving atom found at the tolerance's resolution and the "

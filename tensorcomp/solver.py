@@ -19,13 +19,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oracles.base import USER_INTERRUPT, SeparationQuery, atom_offsets, trivial_lower_bound
+from oracles.base import (USER_INTERRUPT, SeparationQuery, observed_bit_mask, rounding_error,
+                          trivial_lower_bound)
 
 from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
                           as_positive_float, describe)
 from .active_set import STORAGES
-from .gap_policy import ACCURACY_K, GapPolicy, rounding_error
+from .gap_policy import ACCURACY_K, GapPolicy
 from .observations import Observations
 from .progress import ensure_log_handler, logger
 from .oracle_factory import make_oracle
@@ -131,18 +132,15 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
                       heuristic_indexing=opts.heuristic_indexing,
                       heuristic_restarts=opts.heuristic_restarts)
-    lam_solved = effective_lam(obs, lam)
-    driver = _Driver(obs, lam_solved, opts, lmo, tol, max_iter, time_limit, callback, verbose,
-                     check)
-    driver.lam_requested = lam
-    if lam_solved < lam:
-        driver.stats["lam_effective"] = lam_solved
+    driver = _Driver(obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check)
     return driver.run(warm_start)
 
 
 class _Driver:
     def __init__(self, obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check):
-        self.obs, self.lam, self.opts, self.lmo = obs, lam, opts, lmo
+        # lam as asked (reported) and the bound actually solved at (see effective_lam)
+        self.lam_requested, self.lam = lam, effective_lam(obs, lam)
+        self.obs, self.opts, self.lmo = obs, opts, lmo
         self.method = opts.method
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
         self.callback, self.verbose, self.check = callback, verbose, check
@@ -154,7 +152,7 @@ class _Driver:
                                    and opts.storage == "gram" and callback is None
                                    and not check)
         self._trace = np.empty(PAIRWISE_BATCH)
-        self.aset = STORAGES[opts.storage](obs, lam)
+        self.aset = STORAGES[opts.storage](obs, self.lam)
         # a custom oracle that does not declare ``certifies = True`` proves nothing
         self.certifies = getattr(lmo, "certifies", False) is True
         # no tensor fits two different values at one entry: a proof
@@ -168,6 +166,8 @@ class _Driver:
             "oracle_time_s": 0.0, "data_pass_time_s": 0.0, "local_time_s": 0.0, "drops": 0,
             "phi_halvings": 0, "certified_negatives": 0, "oracle_failures": [],
         }
+        if self.lam < lam:
+            self.stats["lam_effective"] = self.lam
         self.history: list[tuple[float, float, float]] = []
         self.status = None
         self.message = ""
@@ -184,7 +184,7 @@ class _Driver:
         """Bits of never-observed mode indices are 0 in every atom (the oracles never set them:
         no data speaks for them), so entries on never-observed slices are predicted 0."""
         aset = self.aset
-        observed = observed_bits(self.obs)
+        observed = observed_bit_mask(self.obs.entries, self.obs.shape)
         if warm_start is not None and warm_start.n_atoms > 0:
             idx = [aset.find_or_add(t & observed) for t in warm_start.thetas]
             w = np.zeros(aset.m)
@@ -205,9 +205,6 @@ class _Driver:
         resolution = rounding_error(g.size, float(np.abs(g).sum()) + f)
         self.stats["data_pass_time_s"] += time.perf_counter() - t
         return f, g, gphi, resolution
-
-    def _prove(self, f: float, bound_on_min: float, gphi: float, resolution: float) -> None:
-        self.policy.prove(f, bound_on_min, gphi, resolution)
 
     def _limit_status(self):
         if USER_INTERRUPT.is_set():
@@ -233,7 +230,7 @@ class _Driver:
         self._start(warm_start)
         f, g, gphi, resolution = self._data_pass()
         free = trivial_lower_bound(g)
-        self._prove(f, free, gphi, resolution)
+        self.policy.prove(f, free, gphi, resolution)
         self.policy.start(f, gphi, free, resolution)
         self._loop()
 
@@ -282,14 +279,14 @@ class _Driver:
     def _oracle_step(self, f_before: float) -> str:
         aset, stats, policy = self.aset, self.stats, self.policy
         f, g, gphi, resolution = self._data_pass()
-        self._prove(f, trivial_lower_bound(g), gphi, resolution)
+        self.policy.prove(f, trivial_lower_bound(g), gphi, resolution)
         status = policy.stop_status(f)
         if status:
             self.status = status
             return "stop"
         first = stats["oracle_calls"] == 0
         exact_first = first and self.opts.exact_first
-        thresholds = policy.query(f, gphi, resolution, first)
+        thresholds = policy.query(f, gphi, resolution)
         remaining = None if self.time_limit is None else max(self.time_limit - self._elapsed(), 0)
         order = np.argsort(-aset.weights)[:N_HINTS]
         query = SeparationQuery(
@@ -307,11 +304,11 @@ class _Driver:
         stats["ip_time_s"] += answer.ip_time_s
         stats["oracle_failures"].extend(answer.failures)
         proven_min = answer.lower_bound if self.certifies else -math.inf
-        self._prove(f, proven_min, gphi, resolution)
+        self.policy.prove(f, proven_min, gphi, resolution)
         if answer.status == "userinterrupt":
             raise KeyboardInterrupt
         target = thresholds.target
-        value = math.inf
+        value, support = math.inf, None
         if answer.theta is not None:
             # the driver's own value of the atom: an oracle's claim is not trusted
             support = K.atom_support(np.ascontiguousarray(answer.theta, dtype=bool),
@@ -321,7 +318,7 @@ class _Driver:
                 target = policy.rescale_first(gphi, value)
         if value <= target:
             self._count("oracle_positive", answer.source)
-            j = aset.find_or_add(answer.theta)
+            j = aset.find_or_add(answer.theta, support)
             stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
             stats["fw_steps"] += 1
             stop = policy.on_progress(aset.objective_quadratic() < f_before)
@@ -336,7 +333,7 @@ class _Driver:
             # The papers' shortcut: treat the heuristic's best value as the minimum. Its bound
             # is an estimate, kept apart from the proven one; a stop on it is "uncertified".
             policy.on_shortcut(f, gphi, value)
-            j = aset.find_or_add(answer.theta)
+            j = aset.find_or_add(answer.theta, support)
             stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
             stats["fw_steps"] += 1
             stats["uncertified_resets"] = stats.get("uncertified_resets", 0) + 1
@@ -401,7 +398,7 @@ class _Driver:
         aset, policy = self.aset, self.policy
         if aset.m:
             f, g, gphi, resolution = self._data_pass()
-            self._prove(f, trivial_lower_bound(g), gphi, resolution)
+            self.policy.prove(f, trivial_lower_bound(g), gphi, resolution)
         else:
             f = self.obs.total_ss / self.obs.n_samples
         if self.status is None:
@@ -454,15 +451,6 @@ def within_variance_bound(obs: Observations) -> float:
     n = obs.n_samples
     shaded = (obs.within_ss - rounding_error(n, 2.0 * obs.within_ss + obs.total_ss)) / n
     return max(shaded, 0.0)  # f is a mean of squares: f* >= 0 exactly
-
-
-def observed_bits(obs: Observations) -> np.ndarray:
-    """(rho,) bool: the mode indices that some observed entry uses."""
-    offsets = atom_offsets(obs.shape)
-    mask = np.zeros(int(offsets[-1]), dtype=bool)
-    for k in range(obs.order):
-        mask[offsets[k] + np.unique(obs.entries[:, k])] = True
-    return mask
 
 
 def effective_lam(obs: Observations, lam: float) -> float:

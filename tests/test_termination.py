@@ -223,7 +223,7 @@ def test_policy_threshold_never_collapses_onto_the_current_value():
     pol = GapPolicy(tol)
     gphi = -0.123456789
     pol.start(f=0.3, gphi=gphi, free_bound=-1.0, resolution=1e-17)
-    q = pol.query(f=0.3, gphi=gphi, resolution=1e-17, first=True)
+    q = pol.query(f=0.3, gphi=gphi, resolution=1e-17)
     target = pol.rescale_first(gphi, gphi - 1e-17)  # "best atom found" = the current one
     assert gphi - target >= pol.floor / ACCURACY_K * (1 - 1e-9)
     assert pol.floor >= tol / 4
@@ -234,7 +234,7 @@ def test_policy_threshold_never_collapses_onto_the_current_value():
 def test_policy_floor_follows_the_floating_point_resolution():
     pol = GapPolicy(1e-30)
     pol.start(f=1.0, gphi=1e6, free_bound=-1e6, resolution=1e-6)
-    q = pol.query(f=1.0, gphi=1e6, resolution=1e-6, first=False)
+    q = pol.query(f=1.0, gphi=1e6, resolution=1e-6)
     assert 1e6 - q.target >= 4 * 1e-6  # resolvable in float64, whatever tol says
 
 
@@ -244,7 +244,7 @@ def test_policy_negative_answers_are_finite_and_escalate_before_stalling():
     pol.start(f=1.0, gphi=0.0, free_bound=-1e3, resolution=0.0)
     asked_exact, stops, calls = [], None, 0
     while stops is None:
-        q = pol.query(f=1.0, gphi=0.0, resolution=0.0, first=False)
+        q = pol.query(f=1.0, gphi=0.0, resolution=0.0)
         asked_exact.append(q.exact_allowed)
         stops = pol.on_negative(0.0, certified=False, exact_asked=q.exact_allowed,
                                 proven_min=-math.inf)
@@ -260,7 +260,7 @@ def test_policy_certified_negative_at_the_floor_proves_optimality():
     pol = GapPolicy(tol)
     pol.start(f=1.0, gphi=0.0, free_bound=-1.0, resolution=0.0)
     while True:
-        q = pol.query(f=1.0, gphi=0.0, resolution=0.0, first=False)
+        q = pol.query(f=1.0, gphi=0.0, resolution=0.0)
         if q.exact_allowed:
             break
         assert pol.on_negative(0.0, False, False, -math.inf) is None
