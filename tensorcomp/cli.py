@@ -68,9 +68,8 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
                    help="absolute tolerance on the proven gap (default: 1e-4 * mean(y^2))")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds for the whole command (complete, demo: lambda search and "
-                        "final fit; default: 1 s + 59 s per million tensor entries, at most "
-                        "60 s; synthetic: one solve, default none); the best state so far is "
-                        "returned")
+                        "final fit; synthetic: one solve; default: no limit, which keeps the "
+                        "result reproducible); the best state so far is returned")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed (heuristic restarts, validation split)")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -78,9 +77,8 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
                         "solver's iteration log (default: quiet)")
 
 
-def _options(a, default_time_limit=None) -> dict:
-    time_limit = default_time_limit if a.time_limit is None else a.time_limit
-    return dict(method=a.method, oracle=a.oracle, tol=a.tol, time_limit=time_limit,
+def _options(a) -> dict:
+    return dict(method=a.method, oracle=a.oracle, tol=a.tol, time_limit=a.time_limit,
                 seed=a.seed, verbose=a.verbose >= 2)
 
 
@@ -230,8 +228,7 @@ def cmd_demo(a) -> int:
     print(f"tensorcomp demo: {a.data.name}: shape {truth.shape} ({truth.size:,} entries), "
           f"{int(mask.sum()):,} observed ({mask.mean():.1%}); lambda chosen by validation")
     t = time.perf_counter()
-    completed, res = complete(observed, lam="auto", return_result=True,
-                              **_options(a, default_time_limit="auto"))
+    completed, res = complete(observed, lam="auto", return_result=True, **_options(a))
     total = time.perf_counter() - t
     missing = ~mask
     err = completed[missing] - truth[missing]
@@ -254,7 +251,7 @@ def cmd_complete(a) -> int:
     obs, tensor, mask = _read_any(a.input, suffix, a.mask, a.shape)
     log.info("%r", obs)
     _check_dense_size(a.out, obs.shape)
-    res = fit(obs, lam=a.lam, **_options(a, default_time_limit="auto"))
+    res = fit(obs, lam=a.lam, **_options(a))
     extra = {"input": f"{a.input} ({obs.n_entries:,} observed entries of shape {obs.shape})"}
     if a.model is not None:
         extra["model"] = str(res.save(a.model))
