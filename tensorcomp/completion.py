@@ -19,7 +19,7 @@ from .progress import Progress, logger
 from .refine import convex_start, refine_cp
 from .solver import solve
 
-__all__ = ["complete", "choose_lam", "auto_time_limit"]
+__all__ = ["complete", "choose_lam", "auto_time_limit", "warm_up"]
 
 #: lambda grid: base * LAM_GRID_RATIO**k, base = max|y| over the training entries; k >= 0 first,
 #: then k < 0 if the base itself validated best
@@ -33,18 +33,27 @@ LAM_PATIENCE = 2
 #: oracle the only proof is f >= 0 (within-entry variance), so a loose absolute tolerance stops a
 #: noisy fit as soon as f < tol, long before it fits; the per-fit time cap bounds the cost.
 PATH_TOL_REL = 1e-6
-#: one path fit gets at most 1/PATH_FITS_PLANNED of the search budget (but PATH_FIT_MIN_S)
-PATH_FITS_PLANNED = 6
+#: a path fit may use what is left of the search budget divided by the fits still expected
+#: (PATH_FITS_PLANNED minus those done, at least PATH_FITS_LEFT_MIN), but PATH_FIT_MIN_S: fits
+#: that end early (lambda above the binding range: certified in milliseconds) leave their share
+#: to the next ones instead of a fixed fraction each
+PATH_FITS_PLANNED = 8
+PATH_FITS_LEFT_MIN = 2
 PATH_FIT_MIN_S = 0.5
 #: time_limit="auto": AUTO_BASE_S + AUTO_PER_MILLION_S per 1e6 tensor entries, at most
-#: AUTO_MAX_S: <= 1e6 entries return within about a minute, a 30^3 tensor within ~3 s
-AUTO_BASE_S = 1.0
-AUTO_PER_MILLION_S = 59.0
+#: AUTO_MAX_S: <= 1e6 entries return within about a minute, a 30^3 tensor within ~8 s. The base
+#: pays for a complete search on small tensors (1 s cut every search fit of the 1e4-entry demo
+#: tensor; unlimited, the call finishes certified in about 1 s after the warm-up).
+AUTO_BASE_S = 6.0
+AUTO_PER_MILLION_S = 54.0
 AUTO_MAX_S = 60.0
-#: shares of the budget (of what remains when the stage starts)
+#: shares of the budget. The search ends by SEARCH_SHARE of the whole budget; the rank search
+#: by REFINE_SEARCH_SHARE of what the search left; the refit of the kept rank on all entries
+#: may use REFIT_SHARE of what is then left, the final convex fit everything after it. A stage
+#: that ends early leaves its time to the next.
 SEARCH_SHARE = 0.35
 REFINE_SEARCH_SHARE = 0.6
-FINAL_FIT_SHARE = 0.75
+REFIT_SHARE = 0.5
 #: refinement ranks tried: 1 .. max_rank, stopping after LAM_PATIENCE non-improving ranks
 DEFAULT_MAX_RANK = 10
 #: the rank search compares validation errors: HALS stops at this relative decrease per sweep
@@ -115,8 +124,6 @@ class _LamSearch:
         self.train, self.val, self.seed = train, val, seed
         self.fit_options, self.clock, self.progress = fit_options, clock, progress
         self.deadline_s = deadline_s  # seconds since clock.t0, or None
-        self.per_fit_s = math.inf if deadline_s is None else \
-            (deadline_s - clock.elapsed()) / PATH_FITS_PLANNED
         self.path: list[tuple] = []
         self.se: dict[float, float] = {}  # standard error of each validation MSE
         self.fits: dict[float, object] = {}
@@ -135,8 +142,10 @@ class _LamSearch:
         opts = dict(self.fit_options)
         if left is not None:
             # one fit may not eat the search: where the ball binds (lambda near max|y|) a fit
-            # converges slowly and its validation error is rarely the best anyway
-            left = min(left, max(PATH_FIT_MIN_S, self.per_fit_s))
+            # converges slowly and its validation error is rarely the best anyway; what fits
+            # that ended early did not use flows to the later ones
+            still = max(PATH_FITS_PLANNED - len(self.path), PATH_FITS_LEFT_MIN)
+            left = min(left, max(PATH_FIT_MIN_S, left / still))
             cap = opts.get("time_limit")
             opts["time_limit"] = left if cap is None else min(cap, left)
         res = solve(self.train, lam=lam, warm_start=warm, seed=self.seed, **opts)
@@ -301,8 +310,11 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto",
     lam: the gauge-norm bound, or "auto" to choose it by validation (``choose_lam``: training
         entries only, grid below and above max|y|).
     time_limit: seconds for the whole call (lambda search, refinement, final fit), None for no
-        limit, or "auto" (default): ``auto_time_limit(tensor.size)``, 1 s + 59 s per million
-        entries, at most 60 s. At most 35 % of it goes to the search. When it runs out, the call
+        limit, or "auto" (default): ``auto_time_limit(tensor.size)``, 6 s + 54 s per million
+        entries, at most 60 s. At most 35 % of it goes to the search; a stage that ends early
+        leaves its time to the next. The first call in a process first loads the compiled
+        kernels on a tiny tensor (``warm_up``, not counted in the budget; its seconds are
+        ``result.stats["warmup_time_s"]``). When it runs out, the call
         returns the best state it has, with status "time_limit" on the final fit or, if the
         final fit never started, the best validation fit (trained on the training part only).
     refine: also fit a nonnegative CP model (ranks 1..``max_rank``) started from the convex
@@ -351,13 +363,45 @@ def _run(obs, lam, time_limit, progress, verbose, refine, max_rank, validation_f
     """``_complete`` under one clock and one progress bar (shared by ``complete`` and ``fit``)."""
     if time_limit == "auto":
         time_limit = auto_time_limit(int(np.prod(np.asarray(obs.shape, dtype=np.float64))))
+    warmup_s = warm_up()
     clock = _Clock(time_limit)
     bar = Progress(progress, verbose, time_limit)
     try:
-        return _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
+        result, model = _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
                          validation_oracle, seed, solve_options)
+        result.stats["warmup_time_s"] = warmup_s
+        return result, model
     finally:
         bar.close()
+
+
+_WARM = False
+
+
+def warm_up() -> float:
+    """Load (or, on a fresh install, compile) the Numba kernels of the whole call on a tiny
+    noisy tensor, once per process; returns the seconds it took (0 after the first time).
+
+    ``complete``/``fit`` run it *before* their clock starts: the first call in a process took
+    1-3 s here to load the cached kernels (much longer on a fresh install, which compiles them),
+    and counted against the budget that time cut every search fit on small tensors. It runs
+    the default path (heuristic search, refinement, the default exact oracle in the final fit)
+    without the caller's options, callback or logging."""
+    global _WARM
+    if _WARM:
+        return 0.0
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    shape = (5, 4, 3)
+    factors = [rng.random((r, 2)) for r in shape]
+    truth = np.einsum("ir,jr,kr->ijk", *factors)
+    noisy = np.clip(truth + 0.05 * rng.standard_normal(shape), 0, None)
+    keep = rng.random(shape) < 0.7
+    obs = Observations(np.argwhere(keep), noisy[keep], shape)
+    _complete(obs, "auto", _Clock(None), Progress(False, False, None, quiet=True), True, 3,
+              0.2, None, "altmin", 0, {})
+    _WARM = True
+    return time.perf_counter() - t
 
 
 def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
@@ -410,10 +454,21 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
                 model = train_model
         if lam == "auto" or lam is None:  # no search fit finished: the base, unvalidated
             lam = float(np.max(np.abs(obs.means))) or 1.0
+        if model is not None:  # refit the validated rank on all entries, from its training fit
+            # before the final convex fit: it is the returned tensor, so it comes first
+            left = clock.remaining()
+            refit = refine_cp(obs, model.factors,
+                              deadline=None if clock.limit is None
+                              else time.perf_counter() + max(REFIT_SHARE * left, 1e-3))
+            if refit.info["status"] == "time_limit":
+                status = "time_limit"
+                stats["cut_by_time_limit"].append("refinement")
+            model = refit
+            stats["refinement"]["final"] = model.info
+            bar.step("refinement", f"rank {model.rank} on all entries")
         t = clock.elapsed()
         warm = search.fits.get(lam) if search is not None else None
-        final_limit = clock.share(FINAL_FIT_SHARE if model is not None else 1.0)
-        final = solve(obs, lam=lam, seed=seed, warm_start=warm, time_limit=final_limit,
+        final = solve(obs, lam=lam, seed=seed, warm_start=warm, time_limit=clock.share(1.0),
                       **solve_options)
         stats["final_fit_time_s"] = clock.elapsed() - t
         bar.step("final fit", f"lam={lam:.4g} {final.status} ({stats['final_fit_time_s']:.1f}s)")
@@ -422,16 +477,6 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
         if final.status == "time_limit":
             status = "time_limit"
             stats["cut_by_time_limit"].append("final fit")
-        if model is not None:  # refit the validated rank on all entries, from its training fit
-            left = clock.remaining()
-            model = refine_cp(obs, model.factors,
-                              deadline=None if clock.limit is None
-                              else time.perf_counter() + max(left, 1e-3))
-            stats["refinement"]["final"] = model.info
-            if model.info["status"] == "time_limit":
-                status = "time_limit"
-                stats["cut_by_time_limit"].append("refinement")
-            bar.step("refinement", f"rank {model.rank} on all entries")
     except (KeyboardInterrupt, _Stop) as stop:
         status = "interrupted" if isinstance(stop, KeyboardInterrupt) else stop.reason
         note = ("interrupted by the user (KeyboardInterrupt) during complete(); "
@@ -440,16 +485,18 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
             stats["lam_path"] = search.path
             stats["lam_search"] = {"fits": len(search.path), "stopped": search.stopped,
                                    "time_s": clock.elapsed(), "chosen_lam": search.chosen()}
-        if final is None:  # the best validated fit stands in, trained on the training part
-            model = None
+        if final is None:  # a validated search fit stands in, trained on the training part
             if search is None or not search.fits:
                 raise KeyboardInterrupt from None  # nothing fitted yet: nothing to return
-            best_lam = search.chosen()
-            final = search.fits[best_lam]
-            note += ("the returned fit is the best validation fit so far, trained on the "
-                     "training part of the observations only")
-        elif model is not None and "final" not in (stats["refinement"] or {}):
-            note += "the refinement was cut: the returned tensor is the refined training fit"
+            final = search.fits[lam if lam in search.fits else search.chosen()]
+            if model is None:
+                note += ("the returned fit is the best validation fit so far, trained on the "
+                         "training part of the observations only")
+            else:
+                where = "all observed" if "final" in stats["refinement"] else "the training"
+                note += ("the final convex fit never ran (the result object is the search "
+                         "fit on the training part); the returned tensor is the refined CP "
+                         f"model fitted to {where} entries")
         else:
             note += "the returned fit is the last state of the final fit"
     if model is not None:
@@ -463,7 +510,8 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
     if status == "interrupted" and final.status not in ("interrupted",):
         final.stats["fit_status_before_interrupt"] = final.status
         final.status = "interrupted"
-    logger.info("complete: %s in %.1fs, lam=%.4g, returned %s", status,
-                stats["complete_time_s"], final.lam, stats["returned"])
+    if not bar.quiet:
+        logger.info("complete: %s in %.1fs, lam=%.4g, returned %s", status,
+                    stats["complete_time_s"], final.lam, stats["returned"])
     return final, model
 
