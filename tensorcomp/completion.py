@@ -52,10 +52,14 @@ AUTO_MAX_S = 60.0
 #: may use REFIT_SHARE of what is then left, the final convex fit everything after it. A stage
 #: that ends early leaves its time to the next.
 SEARCH_SHARE = 0.35
-REFINE_SEARCH_SHARE = 0.6
+REFINE_SEARCH_SHARE = 0.8
 REFIT_SHARE = 0.5
-#: refinement ranks tried: 1 .. max_rank, stopping after LAM_PATIENCE non-improving ranks
+#: refinement ranks tried: RANK_SCHEDULE's entries up to max_rank (max_rank always included),
+#: stopping after LAM_PATIENCE ranks that do not improve. Past 6 the steps widen (as the peers'
+#: rank grids do): each warm-started rank costs tens of sweeps, and at 1e5-1e6 entries one rank
+#: at a time did not reach rank 10 within the budget
 DEFAULT_MAX_RANK = 10
+RANK_SCHEDULE = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
 #: the rank search compares validation errors: HALS stops at this relative decrease per sweep
 #: (the kept rank is then refitted on all entries to refine.refine_cp's default, 1e-7)
 RANK_SEARCH_REL_TOL = 1e-5
@@ -190,6 +194,11 @@ class _LamSearch:
                 return
             up = [base * LAM_GRID_RATIO**k for k in range(LAM_GRID_MAX_POINTS)]
             self.walk(up, warm)
+            if self.best[1] is not None and self.best[1] > base * LAM_GRID_RATIO * (1 + 1e-9):
+                # the validation error fell for at least two steps above the base: it is
+                # unimodal in lambda in every case we measured, so points below the base are
+                # further from the best (this saved two stalled fits on the demo tensor)
+                return
             # then below the base: on noisy data the best lambda can lie below max|y|
             down, lam = [], base / LAM_GRID_RATIO
             while lam >= base * LAM_GRID_MIN_FACTOR * (1 - 1e-12):
@@ -207,9 +216,9 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     """Choose lambda by validation MSE on held-out observed entries.
 
     The grid's base is max|y| over the *training* entries. From it the search goes up by sqrt(2)
-    until ``LAM_PATIENCE`` points in a row do not improve the validation error; when the base
-    then from the base down by sqrt(2) the same way (noisy data: the best lambda can lie below
-    max|y|), at most to base/16. The choice: the smallest lambda within one standard error of the
+    until ``LAM_PATIENCE`` points in a row do not improve the validation error; then, unless
+    the best point is two or more steps above the base, from the base down by sqrt(2) the same
+    way (noisy data: the best lambda can lie below max|y|), at most to base/16. The choice: the smallest lambda within one standard error of the
     best validation error. Fits are warm-started and use ``validation_oracle`` (default: the
     heuristic only; model selection needs good fits, not certificates) at a tolerance of
     ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given. ``time_limit`` (in ``solve_options``)
@@ -247,16 +256,17 @@ def _refine_search(train, val, convex_fit, convex_err, max_rank, clock, progress
     None, rank path). Stops after LAM_PATIENCE ranks in a row that do not improve."""
     best, path, worse, best_refined = (convex_err, None), [], 0, math.inf
     previous = None
-    for rank in range(1, min(max_rank, max(convex_fit.n_atoms, 1)) + 1):
+    for rank in rank_schedule(min(max_rank, max(convex_fit.n_atoms, 1))):
         left = None if deadline_s is None else deadline_s - clock.elapsed()
         if left is not None and left <= 0:
             break
         init = convex_start(convex_fit, rank)
         if previous is not None:
-            # rank R starts from the fitted rank R-1 model plus the convex fit's next heaviest
-            # atom: the fitted components need few sweeps, where a fresh start from atoms
+            # rank R starts from the fitted smaller model plus the convex fit's next heaviest
+            # atoms: the fitted components need few sweeps, where a fresh start from atoms
             # needed hundreds (at 5e5 entries and R = 10 the search never got past R = 5)
-            init = [np.hstack([f, a[:, -1:]]) for f, a in zip(previous.factors, init)]
+            new = rank - previous.rank
+            init = [np.hstack([f, a[:, -new:]]) for f, a in zip(previous.factors, init)]
         model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL,
                           deadline=None if left is None else time.perf_counter() + left)
         previous = model
@@ -275,6 +285,12 @@ def _refine_search(train, val, convex_fit, convex_err, max_rank, clock, progress
             if worse >= LAM_PATIENCE:
                 break
     return best[1], path
+
+
+def rank_schedule(max_rank: int) -> list:
+    """The ranks the refinement tries, ascending: RANK_SCHEDULE up to max_rank, and max_rank."""
+    ranks = [r for r in RANK_SCHEDULE if r < max_rank]
+    return ranks + [max_rank]
 
 
 def auto_time_limit(n_entries: int) -> float:
