@@ -223,7 +223,7 @@ def main() -> None:
         if only is not None and inst_id not in only:
             continue
         X, _truth, idx, values = make_instance(kind, spec, a.seed)
-        for method in ["tensorcomp"] + a.peers.split(","):
+        for method in ["tensorcomp"] + [m for m in a.peers.split(",") if m]:
             if (inst_id, method) in done:
                 continue
             if method == "tensorcomp":

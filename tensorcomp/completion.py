@@ -49,11 +49,15 @@ AUTO_PER_MILLION_S = 54.0
 AUTO_MAX_S = 60.0
 #: shares of the budget. The search ends by SEARCH_SHARE of the whole budget; the rank search
 #: by REFINE_SEARCH_SHARE of what the search left; the refit of the kept rank on all entries
-#: may use REFIT_SHARE of what is then left, the final convex fit everything after it. A stage
+#: may use REFIT_SHARE of what is then left, the final convex fit everything after it (but see
+#: FINAL_FIT_REFINED_SHARE). A stage
 #: that ends early leaves its time to the next.
 SEARCH_SHARE = 0.35
 REFINE_SEARCH_SHARE = 0.7
 REFIT_SHARE = 0.8
+#: when the refined model is returned, the final convex fit (warm-started at the chosen lambda;
+#: it carries the certificate only) gets at most this share of the whole budget
+FINAL_FIT_REFINED_SHARE = 0.2
 #: refinement ranks tried: RANK_SCHEDULE's entries up to max_rank (max_rank always included),
 #: stopping after LAM_PATIENCE ranks that do not improve. Past 6 the steps widen (as the peers'
 #: rank grids do): each warm-started rank costs tens of sweeps, and at 1e5-1e6 entries one rank
@@ -260,40 +264,57 @@ def _run_search(search, grid):
 
 def _refine_search(train, val, convex_fit, convex_err, max_rank, clock, progress,
                    deadline_s, seed=0):
-    """Ranks 1..max_rank from the convex fit on the training entries; returns (best model or
-    None, rank path). Stops after LAM_PATIENCE ranks in a row that do not improve."""
-    best, path, worse, best_refined = (convex_err, None), [], 0, math.inf
-    previous = None
+    """Ranks of ``rank_schedule`` from the convex fit on the training entries; returns (best
+    model or None, rank path). Stops after LAM_PATIENCE ranks in a row that do not improve,
+    then tries the best rank's untried neighbours (the schedule skips ranks above 6)."""
     train = _subsample(train, RANK_SEARCH_MAX_ENTRIES, seed)
-    for rank in rank_schedule(min(max_rank, max(convex_fit.n_atoms, 1))):
-        left = None if deadline_s is None else deadline_s - clock.elapsed()
-        if left is not None and left <= 0:
-            break
+    cap = min(max_rank, max(convex_fit.n_atoms, 1))
+    fitted, path = {}, []
+
+    def fit_rank(rank):
         init = convex_start(convex_fit, rank)
-        if previous is not None:
+        smaller = max((r for r in fitted if r < rank), default=None)
+        if smaller is not None:
             # rank R starts from the fitted smaller model plus the convex fit's next heaviest
             # atoms: the fitted components need few sweeps, where a fresh start from atoms
             # needed hundreds (at 5e5 entries and R = 10 the search never got past R = 5)
-            new = rank - previous.rank
-            init = [np.hstack([f, a[:, -new:]]) for f, a in zip(previous.factors, init)]
+            init = [np.hstack([f, a[:, smaller:]]) for f, a in
+                    zip(fitted[smaller].factors, init)]
+        left = None if deadline_s is None else deadline_s - clock.elapsed()
         model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL,
                           deadline=None if left is None else time.perf_counter() + left)
-        previous = model
+        fitted[rank] = model
         err = _mse(model.predict(val[0]), val[1], val[2])
         path.append((rank, err, model.info["objective"], model.info["status"]))
         progress.step("refinement", f"rank {rank} validation MSE={err:.4g} "
                                     f"(convex {convex_err:.4g})")
-        if err < best[0] * (1 - 1e-9):
-            best = (err, model)
-        # patience counts against the best refined rank, not the convex fit: low ranks are
-        # often worse than the convex fit on the way to the right one
+        return err
+
+    def time_left():
+        return deadline_s is None or deadline_s - clock.elapsed() > 0
+
+    # patience counts against the best refined rank, not the convex fit: low ranks are often
+    # worse than the convex fit on the way to the right one
+    worse, best_refined = 0, math.inf
+    for rank in rank_schedule(cap):
+        if not time_left():
+            break
+        err = fit_rank(rank)
         if err < best_refined * (1 - 1e-9):
             best_refined, worse = err, 0
         else:
             worse += 1
             if worse >= LAM_PATIENCE:
                 break
-    return best[1], path
+    if path:
+        best_rank = min(path, key=lambda row: row[1])[0]
+        for rank in (best_rank + 1, best_rank - 1):
+            if 1 <= rank <= cap and rank not in fitted and time_left():
+                fit_rank(rank)
+    best = min(path, key=lambda row: row[1], default=None)
+    if best is None or not best[1] < convex_err * (1 - 1e-9):
+        return None, path
+    return fitted[best[0]], path
 
 
 def _subsample(obs: Observations, max_entries: int, seed: int) -> Observations:
@@ -505,7 +526,13 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
             bar.step("refinement", f"rank {model.rank} on all entries")
         t = clock.elapsed()
         warm = search.fits.get(lam) if search is not None else None
-        final = solve(obs, lam=lam, seed=seed, warm_start=warm, time_limit=clock.share(1.0),
+        final_limit = clock.share(1.0)
+        if model is not None and final_limit is not None:
+            # the returned tensor is the refined model: the convex fit only carries the
+            # certificate, so it may not stretch the call (on noisy data it cannot prove its
+            # tolerance and used to run out whatever budget was left)
+            final_limit = min(final_limit, max(FINAL_FIT_REFINED_SHARE * clock.limit, 1e-3))
+        final = solve(obs, lam=lam, seed=seed, warm_start=warm, time_limit=final_limit,
                       **solve_options)
         stats["final_fit_time_s"] = clock.elapsed() - t
         bar.step("final fit", f"lam={lam:.4g} {final.status} ({stats['final_fit_time_s']:.1f}s)")
