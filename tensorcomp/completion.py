@@ -230,8 +230,9 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     The grid's base is max|y| over the *training* entries. From it the search goes up by sqrt(2)
     until ``LAM_PATIENCE`` points in a row do not improve the validation error; then, unless
     the base validates worse than the best point above it by more than a standard error, from
-    the base down by sqrt(2) the same way (noisy data: the best lambda can lie below max|y|), at most to base/16. The choice: the smallest lambda within one standard error of the
-    best validation error. Fits are warm-started and use ``validation_oracle`` (default: the
+    the base down by sqrt(2) the same way (noisy data: the best lambda can lie below max|y|),
+    at most to base/16. The choice: the smallest lambda within one standard error of the best
+    validation error. Fits are warm-started and use ``validation_oracle`` (default: the
     heuristic only; model selection needs good fits, not certificates) at a tolerance of
     ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given. ``time_limit`` (in ``solve_options``)
     caps each fit; ``search_time_limit`` the whole search. Returns (chosen_lam, path), path a list
@@ -374,7 +375,8 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto",
         ``result.stats["warmup_time_s"]``). When it runs out, the call
         returns the best state it has, with status "time_limit" on the final fit or, if the
         final fit never started, the best validation fit (trained on the training part only).
-    refine: also fit a nonnegative CP model (ranks 1..``max_rank``) started from the convex
+    refine: also fit a nonnegative CP model (ranks ``rank_schedule(max_rank)``: 1-6, 8, 10,
+        12, 16, 20, and the best one's neighbours) started from the convex
         solution, and return it instead of the convex fit when it validates better on the
         held-out entries. The certificate (``result.lower_bound``, ``result.status``) refers to
         the convex fit in ``result`` either way; ``result.stats["returned"]`` is "convex" or
@@ -424,8 +426,8 @@ def _run(obs, lam, time_limit, progress, verbose, refine, max_rank, validation_f
     clock = _Clock(time_limit)
     bar = Progress(progress, verbose, time_limit)
     try:
-        result, model = _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
-                         validation_oracle, seed, solve_options)
+        result, model = _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction,
+                                  lam_grid, validation_oracle, seed, solve_options)
         result.stats["warmup_time_s"] = warmup_s
         return result, model
     finally:

@@ -76,8 +76,9 @@ class CPModel:
 
 def convex_start(result, rank: int) -> list:
     """Rank-``rank`` factors from a convex fit: its ``rank`` heaviest atoms (by mass), each
-    scaled by its weight^(1/p) on every mode. Where the convex fit has fewer atoms, the remaining columns are
-    copies of the heaviest atom at a tenth of its scale (HALS separates them)."""
+    scaled by its weight^(1/p) on every mode. Where the convex fit has fewer atoms, the
+    remaining columns are copies of the heaviest atom at a tenth of its scale (HALS separates
+    them)."""
     if rank < 1:
         raise InputError(f"rank must be a positive integer, got {rank!r}")
     shape = tuple(result.shape)
