@@ -109,7 +109,17 @@ def run_ours(X, idx, values, seed):
                        "final_fit_status": res.status}}
 
 
+def peer_seed(seed: int) -> int:
+    """The peers' seed: a stream apart from the instances'. With the instance's own seed,
+    pyttb_gcp's and masked_als's initial factors (``default_rng(seed).uniform``) were the
+    smooth instances' true factors (``default_rng(seed).random``), exactly or scaled, at the
+    true rank; pyttb runs cut by the time limit then scored up to 13x below the least-squares
+    optimum (s100-r10: 4.1e-6)."""
+    return int(np.random.default_rng([seed, 2026]).integers(2**31 - 1))
+
+
 def run_peer(name, X, idx, values, seed, time_limit_s):
+    seed = peer_seed(seed)
     observed = np.argwhere(~np.isnan(X))
     data = MaskedData(X.shape, observed, X[tuple(observed.T)],
                       np.ones(len(observed), dtype=np.int64))
@@ -163,13 +173,13 @@ def table(path):
             fastest = min(p["time_s"] for p in peers)
             ratios_err.append(max(ours["nmse"], EXACT_NMSE) / best)
             ratios_time.append(ours["time_s"] / fastest)
-            cells += [f"{ratios_err[-1]:.2f}", f"{ratios_time[-1]:.2f}"]
+            cells += [f"{ratios_err[-1]:.3f}", f"{ratios_time[-1]:.2f}"]
         else:
             cells += ["—", "—"]
         print(f"| {inst} | " + " | ".join(cells) + " |")
     if ratios_err:
         print(f"\nmedian over instances: ours / best peer NMSE = "
-              f"{float(np.median(ratios_err)):.2f}, ours / fastest peer time = "
+              f"{float(np.median(ratios_err)):.3f}, ours / fastest peer time = "
               f"{float(np.median(ratios_time)):.2f}")
 
 
