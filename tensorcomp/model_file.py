@@ -4,10 +4,11 @@ Layout (format "tensorcomp.result", version 1): arrays ``weights`` (m,) float64,
 ``thetas_packed`` (m, ceil(rho/8)) uint8 = the 0/1 atom bits packed 8 to a byte (``np.packbits``
 along each atom), ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s, objective,
 lower_bound), ``history_steps`` (k,) str (each row's step, e.g. "fw_oracle:altmin";
-optional: absent from early files), ``label_<k>`` (one per labelled mode) and ``meta``: a JSON string with lam, status,
-objective, lower_bound, certified, tol, method, message, stats, dims, value_name and the
-format/version/library version. Readers ignore keys they do not know (files from newer minor
-releases load); a newer *format version* is refused with a message naming the file.
+optional: absent from early files), ``label_<k>`` (one per labelled mode) and ``meta``: a
+JSON string with lam, status, objective, lower_bound, certified, tol, method, message, stats,
+dims, value_name and the format/version/library version. Readers ignore keys they do not know
+(files from newer minor releases load); a newer *format version* is refused with a message
+naming the file.
 """
 from __future__ import annotations
 
