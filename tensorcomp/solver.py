@@ -368,11 +368,11 @@ class _Driver:
             budget = max(min(budget, self.max_iter - stats["iterations"]), 1)
         w = aset.weights.copy()
         G = aset.G  # a view: copying it cost O(m^2) per run of steps
-        gw = aset.gram_times(w)
+        gw = aset.gram_weights().copy()  # the kernel updates it in place
         scale = 2.0 * self.lam / self.obs.n_samples
         steps, _ = K.pairwise_steps(G, aset.h, w, gw, scale, self.lam, self.policy.phi, budget,
                                     self._trace)
-        stats["drops"] += aset.set_weights(w)
+        stats["drops"] += aset.set_weights(w, gw)  # the kernel kept G w current
         stats["local_steps"] += steps
         stats["iterations"] += steps
         t = self._elapsed()
