@@ -211,19 +211,33 @@ def run_search(problem, incumbent, theta, *, threads, max_nodes, timer, time_lim
                              "target_reached")
     workers = [_Worker(problem, shared, timer, time_limit_s, chunk_s)
                for _ in range(max(1, min(threads, n_subtrees)))]
-    others = [threading.Thread(target=w.run, daemon=True) for w in workers[1:]]
+    errors = []
+
+    def work(worker):
+        try:
+            worker.run()
+        except BaseException as exc:  # re-raised by the main thread below
+            errors.append(exc)
+            shared.request_stop("error")
+
+    others = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers[1:]]
     for t in others:
         t.start()
     try:
-        workers[0].run()
+        workers[0].run()  # in the main thread, which alone receives KeyboardInterrupt
     except KeyboardInterrupt:
         shared.request_stop("userinterrupt")
+    except BaseException as exc:
+        errors.append(exc)
+        shared.request_stop("error")
     for t in others:
         while t.is_alive():
             try:
                 t.join()
             except KeyboardInterrupt:
                 shared.request_stop("userinterrupt")
+    if errors:  # a bug, not a search outcome: no answer from a half-searched tree
+        raise errors[0]
     nodes = sum(w.nodes for w in workers)
     chunks = sum(w.chunks for w in workers)
     bound = min(shared.incumbent, shared.bound)
