@@ -38,8 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import numba
-
 from . import _branch_bound_kernels as kernels
 from ._altmin_kernels import build_mode_lists
 from ._branch_bound_driver import run_search
@@ -137,8 +135,10 @@ class BranchBoundOracle:
         first within a level), "outer_first", or "mass" (heaviest first across levels).
     max_nodes: node budget per call (None: unlimited); a call that spends it answers
         "nodelimit" with the bound proven so far.
-    threads: search threads (None: Numba's thread count, ``NUMBA_NUM_THREADS``, i.e. the
-        cores); with more than one the tree is cut into subtrees searched in parallel.
+    threads: search threads (default 1); with more than one the tree is cut into subtrees
+        searched in parallel. Not the default: on our shared 2-core machine two threads got no
+        more CPU than one (nodes/s ratio 0.96, ``experiments/bench_bb_threads.py``), and a
+        search that stops at the target then runs at half speed on the incumbent's path.
     """
 
     name = "branch_bound"
@@ -146,7 +146,7 @@ class BranchBoundOracle:
 
     def __init__(self, indices, shape, *, closed_mode: int | None = None, level_modes=None,
                  branching: str = "inner_first", max_nodes: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int = 1) -> None:
         self.shape = tuple(int(r) for r in shape)
         self.indices = _validated_indices(indices, self.shape)
         p = len(self.shape)
@@ -169,11 +169,9 @@ class BranchBoundOracle:
         if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(
                 max_nodes, (int, np.integer)) or max_nodes < 1):
             raise ValueError(f"max_nodes must be None or an integer >= 1, got {max_nodes!r}")
-        if threads is None:
-            threads = int(numba.config.NUMBA_NUM_THREADS)
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
                 or threads < 1:
-            raise ValueError(f"threads must be None or an integer >= 1, got {threads!r}")
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = int(threads)
         self.closed_mode = int(closed_mode)
         self.level_modes = (self.closed_mode, *rest)
