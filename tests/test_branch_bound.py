@@ -387,3 +387,22 @@ def test_pending_interrupt_flag_stops_the_search():
         USER_INTERRUPT.clear()
     assert ans.status == "userinterrupt" and ans.time_s < 2.0
     assert ans.lower_bound <= ans.value
+
+
+def test_a_failing_search_thread_is_an_error_not_an_answer(monkeypatch):
+    """A worker thread that fails stops the others and its error reaches the caller: a tree
+    with an unsearched subtree must not be reported as searched."""
+    from oracles import _branch_bound_driver as driver
+
+    indices, shape, c = hard_instance(3)
+    original = driver._Worker._search_subtree
+
+    def failing(self, i):
+        if i == 1:
+            raise RuntimeError("worker failed")
+        return original(self, i)
+
+    monkeypatch.setattr(driver._Worker, "_search_subtree", failing)
+    oracle = BranchBoundOracle(indices, shape, threads=2)
+    with pytest.raises(RuntimeError, match="worker failed"):
+        oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=5.0))
