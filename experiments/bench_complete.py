@@ -27,7 +27,7 @@ import numpy as np
 from tensorcomp import Observations, complete
 from tensorcomp.synthetic import published_instance
 
-from .baselines import fit_baseline
+from .baselines import fit_baseline, peer_seed
 from .instances import MaskedData, load_dataset
 
 #: (id, kind, spec): smooth = (shape, rank, noise relative to RMS, fraction observed)
@@ -107,15 +107,6 @@ def run_ours(X, idx, values, seed):
             "detail": {"lam": res.lam, "returned": s["returned"], "rank": ref.get("rank"),
                        "search_fits": (s.get("lam_search") or {}).get("fits"),
                        "final_fit_status": res.status}}
-
-
-def peer_seed(seed: int) -> int:
-    """The peers' seed: a stream apart from the instances'. With the instance's own seed,
-    pyttb_gcp's and masked_als's initial factors (``default_rng(seed).uniform``) were the
-    smooth instances' true factors (``default_rng(seed).random``), exactly or scaled, at the
-    true rank; pyttb runs cut by the time limit then scored up to 13x below the least-squares
-    optimum (s100-r10: 4.1e-6)."""
-    return int(np.random.default_rng([seed, 2026]).integers(2**31 - 1))
 
 
 def run_peer(name, X, idx, values, seed, time_limit_s):
