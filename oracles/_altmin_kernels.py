@@ -420,3 +420,259 @@ def warm_up() -> None:
     for kernel in (descend_batch, descend_batch_serial):
         kernel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, 10, 0.0, values,
                updates)
+
+
+# --------------------------------------------------------------------------------------------
+# The default indexing ("counts", issue 12): zero counts and whole-entry passes, no entry lists
+# --------------------------------------------------------------------------------------------
+#: Entries per block of a pass. Blocks are the unit of parallel work and of summation (each
+#: block sums its coefficients in LANES lanes, then the blocks are added in block order), so
+#: results do not depend on the thread count. 2**14 entries: a block's slice of the index rows,
+#: z and c (~10 bytes per entry at p = 9 uint8) fits a core's L2 cache.
+BLOCK = 1 << 14
+
+
+def _descend_counts_body(c, idx, offsets, theta, z, partial, delta, first_mode, max_updates,
+                         tol):
+    """Alternating minimisation from ``theta`` (in place), as :func:`descend` (same block rule,
+    ties, settling, termination), on a memory-lean layout: no entry lists. A flip of bits of
+    mode k' is recorded as ``delta[j]`` (+1: bit j switched off, z grows on the entries with
+    x_k' = j; -1: switched on) and applied to ``z`` during the next mode's pass, which reads
+    every entry anyway. So each mode update is one pass over the entries (idx rows of modes k'
+    and k, z, and c where an entry counts), in blocks of BLOCK entries run in parallel.
+
+    ``idx`` (p, u) any unsigned dtype; ``z`` (u,) uint8, ``partial`` (n_blocks, LANES, max r)
+    float64 and ``delta`` (max r,) int64 are workspaces. Returns ``(value, updates)`` with
+    ``value = sum_{z_x == 0} c_x`` (per block in entry order, then over blocks in order).
+    """
+    p, u = idx.shape
+    n_blocks = (u + BLOCK - 1) // BLOCK
+    # zero counts of the start
+    for b in prange(n_blocks):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, u)
+        for x in range(lo, hi):
+            z[x] = 0
+        for m in range(p):
+            off_m = offsets[m]
+            for x in range(lo, hi):
+                z[x] += 1 - theta[off_m + idx[m, x]]
+    updates = 0
+    unchanged = 0
+    ties_in_streak = False
+    settling = False
+    k = first_mode
+    pending = -1  # mode whose flips are recorded in delta and not yet applied to z
+    while updates < max_updates:
+        off = offsets[k]
+        r = offsets[k + 1] - off
+        off_p = offsets[pending] if pending >= 0 else 0
+        for b in prange(n_blocks):
+            lo = b * BLOCK
+            hi = min(lo + BLOCK, u)
+            acc = partial[b]
+            for lane in range(LANES):
+                for j in range(r):
+                    acc[lane, j] = 0.0
+            if pending >= 0:
+                for x in range(lo, hi):
+                    zx = np.int64(z[x]) + delta[idx[pending, x]]
+                    z[x] = zx
+                    j = idx[k, x]
+                    if zx + theta[off + j] == 1:
+                        acc[x % LANES, j] += c[x]
+            else:
+                for x in range(lo, hi):
+                    j = idx[k, x]
+                    if z[x] + theta[off + j] == 1:
+                        acc[x % LANES, j] += c[x]
+        pending = -1
+        coef = np.zeros(r, dtype=np.float64)
+        for b in range(n_blocks):
+            for j in range(r):
+                coef[j] += ((partial[b, 0, j] + partial[b, 1, j]) + partial[b, 2, j]) \
+                    + partial[b, 3, j]
+        gain = 0.0
+        for j in range(r):
+            cj = coef[j]
+            if theta[off + j] != 0:
+                if cj > 0.0:
+                    gain += cj
+            elif cj < 0.0:
+                gain -= cj
+        changed = False
+        tied_on = False
+        for j in range(r):
+            cj = coef[j]
+            if cj == 0.0:
+                tied_on = tied_on or theta[off + j] != 0
+                flip = settling and theta[off + j] != 0
+            else:
+                flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
+            delta[j] = 0
+            if flip:
+                delta[j] = 1 if theta[off + j] != 0 else -1
+                theta[off + j] = 1 - theta[off + j]
+                changed = True
+        if changed:
+            pending = k
+        updates += 1
+        if changed:
+            unchanged = 0
+            ties_in_streak = False
+        else:
+            unchanged += 1
+            ties_in_streak = ties_in_streak or tied_on
+        if unchanged == p:
+            if settling or not ties_in_streak:
+                break
+            settling = True
+            unchanged = 0
+        k = k + 1 if k + 1 < p else 0
+    # apply the last flips, then the value in block order
+    block_value = np.zeros(n_blocks, dtype=np.float64)
+    for b in prange(n_blocks):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, u)
+        s = 0.0
+        for x in range(lo, hi):
+            if pending >= 0:
+                z[x] = np.int64(z[x]) + delta[idx[pending, x]]
+            if z[x] == 0:
+                s += c[x]
+        block_value[b] = s
+    value = 0.0
+    for b in range(n_blocks):
+        value += block_value[b]
+    return value, updates
+
+
+def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
+                               updates):
+    """:func:`descend_counts` on every row of ``thetas`` (in place), one after the other: the
+    parallelism is inside each descent (blocks of entries), so every core works on every
+    restart and the results do not depend on the thread count."""
+    u = idx.shape[1]
+    r_max = np.max(offsets[1:] - offsets[:-1])
+    n_blocks = (u + BLOCK - 1) // BLOCK
+    z = np.empty(u, dtype=np.uint8)
+    partial = np.empty((n_blocks, LANES, r_max), dtype=np.float64)
+    delta = np.zeros(r_max, dtype=np.int64)
+    for s in range(thetas.shape[0]):
+        values[s], updates[s] = descend_counts(c, idx, offsets, thetas[s], z, partial, delta,
+                                               first_modes[s], max_updates, tol)
+
+
+def _parallel_twin(body):
+    """A second compiled function of the same body with parallel=True. Numba's on-disk cache
+    is keyed by the function's qualified name, not by the flag: the twin gets its own name."""
+    import types
+    twin = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel")
+    twin.__qualname__ = body.__qualname__ + "_parallel"
+    return njit(cache=True, parallel=True)(twin)
+
+
+descend_counts = njit(cache=True)(_descend_counts_body)
+descend_counts_parallel = _parallel_twin(_descend_counts_body)
+descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
+# the batch body calls ``descend_counts`` by its global name: the parallel batch must call the
+# parallel descent, so it is compiled from a copy whose globals point there
+_parallel_globals = dict(_descend_batch_counts_body.__globals__,
+                         descend_counts=descend_counts_parallel)
+
+
+def _batch_parallel():
+    import types
+    body = _descend_batch_counts_body
+    twin = types.FunctionType(body.__code__, _parallel_globals, body.__name__ + "_parallel")
+    twin.__qualname__ = body.__qualname__ + "_parallel"
+    return njit(cache=True)(twin)
+
+
+descend_batch_counts = _batch_parallel()
+
+
+@njit(cache=True)
+def observed_bits(idx, offsets):
+    """(rho,) uint8: 1 for the bits (k, j) some entry uses (x_k = j)."""
+    p, u = idx.shape
+    out = np.zeros(offsets[p], dtype=np.uint8)
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            out[off + idx[k, x]] = 1
+    return out
+
+
+@njit(cache=True)
+def support_mask(theta, idx, offsets):
+    """bool (u,): the atom is 1 at entry x (every mode bit set)."""
+    p, u = idx.shape
+    out = np.ones(u, dtype=np.bool_)
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            if theta[off + idx[k, x]] == 0:
+                out[x] = False
+    return out
+
+
+def descend_counts_np(c, idx, offsets, theta, first_mode, max_updates, tol):
+    """NumPy twin of :func:`descend_counts` (same decisions, same summation orders); builds its
+    own workspaces. Returns ``(value, updates)``."""
+    p, u = idx.shape
+    n_blocks = (u + BLOCK - 1) // BLOCK
+    z = np.zeros(u, dtype=np.int64)
+    for m in range(p):
+        z += 1 - theta[offsets[m] + idx[m].astype(np.int64)]
+    lane_of = np.arange(u) % LANES
+    updates = unchanged = 0
+    ties_in_streak = settling = False
+    k = int(first_mode)
+    while updates < max_updates:
+        off, r = int(offsets[k]), int(offsets[k + 1] - offsets[k])
+        j_all = idx[k].astype(np.int64)
+        counts = (z + theta[off + j_all]) == 1
+        coef = np.zeros(r)
+        for b in range(n_blocks):
+            lo, hi = b * BLOCK, min((b + 1) * BLOCK, u)
+            lanes = [np.bincount(j_all[lo:hi][counts[lo:hi] & (lane_of[lo:hi] == lane)],
+                                 weights=c[lo:hi][counts[lo:hi] & (lane_of[lo:hi] == lane)],
+                                 minlength=r) for lane in range(LANES)]
+            coef = coef + (((lanes[0] + lanes[1]) + lanes[2]) + lanes[3])
+        block = theta[off:off + r]
+        gain = 0.0
+        for j in range(r):  # sequential, as in the kernel
+            cj = float(coef[j])
+            if block[j]:
+                if cj > 0.0:
+                    gain += cj
+            elif cj < 0.0:
+                gain -= cj
+        tied_on = (coef == 0.0) & (block != 0)
+        flips = tied_on & settling
+        if gain > tol:
+            flips |= (coef != 0.0) & (block != (coef < 0.0))
+        tied_on = bool(tied_on.any())
+        if flips.any():
+            z += np.where(block != 0, 1, -1)[j_all] * flips[j_all]
+            block[flips] ^= 1
+        updates += 1
+        if flips.any():
+            unchanged, ties_in_streak = 0, False
+        else:
+            unchanged += 1
+            ties_in_streak = ties_in_streak or tied_on
+        if unchanged == p:
+            if settling or not ties_in_streak:
+                break
+            settling, unchanged = True, 0
+        k = (k + 1) % p
+    value = 0.0
+    for b in range(n_blocks):
+        lo, hi = b * BLOCK, min((b + 1) * BLOCK, u)
+        s = 0.0
+        for cx in c[lo:hi][z[lo:hi] == 0]:
+            s += float(cx)
+        value += s
+    return value, updates

@@ -20,6 +20,9 @@ from . import _kernels as K
 from .numerics import WEIGHT_PURGE, check_finite
 from .observations import Observations
 
+#: rows of support storage reserved at once (virtual memory until written; see ``_grow``)
+SUPPORT_ROWS = 64
+
 __all__ = ["ActiveSet", "DenseVertexActiveSet", "SparseVertexActiveSet", "STORAGES"]
 
 
@@ -34,7 +37,6 @@ class ActiveSet:
         self.n = obs.n_samples
         self.offsets = atom_offsets(obs.shape)
         self.rho = int(self.offsets[-1])
-        self.counts_f = obs.counts.astype(np.float64)
         self._cap = 0
         self._thetas = np.zeros((0, self.rho), dtype=bool)
         self._supports = np.zeros((0, obs.n_entries), dtype=bool)
@@ -46,6 +48,11 @@ class ActiveSet:
         self._key_list: list[bytes] = []  # key of atom j, so a drop needs no recomputation
         #: bumped whenever the set of atoms changes (momentum-based steps restart on it)
         self.version = 0
+
+    @property
+    def counts_f(self) -> np.ndarray:
+        """Multiplicities as float64 (computed on access: 8 bytes per entry not kept)."""
+        return self.obs.counts.astype(np.float64)
 
     # -------------------------------------------------------------------------------- views
     @property
@@ -62,7 +69,10 @@ class ActiveSet:
 
     # -------------------------------------------------------------------------------- atoms
     def _grow(self) -> None:
-        cap = max(8, 2 * self._cap)
+        # np.zeros of a large array maps zero pages that become resident only when written:
+        # reserving 64 rows costs memory only for the atoms actually stored, and the supports
+        # (u bytes per atom) are copied only past 64 atoms, not at every doubling.
+        cap = max(SUPPORT_ROWS, 2 * self._cap)
         u = self.obs.n_entries
         thetas = np.zeros((cap, self.rho), dtype=bool)
         supports = np.zeros((cap, u), dtype=bool)
@@ -98,10 +108,10 @@ class ActiveSet:
     def _append(self, j: int, support: np.ndarray) -> None:
         """Cache the new atom's Gram row and linear term (one pass over its support)."""
         on = np.flatnonzero(support)
-        row = K.gram_row(self.supports, on, self.counts_f)
+        row = K.gram_row(self.supports, on, self.obs.counts)
         self._G[j, :j] = row
         self._G[:j, j] = row
-        self._G[j, j] = float(self.counts_f[on].sum())
+        self._G[j, j] = float(self.obs.counts[on].sum(dtype=np.int64))
         self.h = np.append(self.h, float(self.obs.sums[on].sum()))
 
     def _keep(self, keep: np.ndarray) -> None:
@@ -179,6 +189,15 @@ class ActiveSet:
         return (2.0 * self.lam**2 / self.n) * float(d @ self.gram_times(d))
 
     # -------------------------------------------------------------------------------- data passes
+    def data_pass(self) -> tuple[float, np.ndarray, float, float]:
+        """(exact f, gradient g, <g, phi>, sum |g|) in one compiled pass; phi is not stored.
+        Per entry the expressions of ``point``, ``gradient``, ``objective_exact``."""
+        obs = self.obs
+        g = np.empty(obs.n_entries, dtype=np.float64)
+        rss, gphi, gabs = K.data_pass(self.supports, self.weights, obs.sums, obs.counts,
+                                      self.lam, float(self.n), g)
+        return (obs.within_ss + rss) / self.n, g, gphi, gabs
+
     def point(self) -> np.ndarray:
         """phi on the observed entries (u,)."""
         return K.point_on_entries(self.supports, self.weights)
@@ -251,6 +270,13 @@ class DenseVertexActiveSet(ActiveSet):
 
     def _phi(self, w: np.ndarray) -> np.ndarray:
         return self._V @ w
+
+    def data_pass(self) -> tuple[float, np.ndarray, float, float]:
+        """The papers' storage keeps its own pass (V w, then the gradient): what it costs is
+        what the variant measures."""
+        phi = self.point()
+        g = self.gradient(phi)
+        return self.objective_exact(phi), g, float(g @ phi), float(np.abs(g).sum())
 
     def gram_times(self, v: np.ndarray) -> np.ndarray:
         return self.G @ v
