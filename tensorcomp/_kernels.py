@@ -162,16 +162,18 @@ def _gram_row_body(supports, new_on, counts):
     # with a branch was ~5x slower at m ~ 1e3, u ~ 5e3 even though it reads fewer entries.
     # Counts are integers: an integer accumulation is exact and vectorises without fastmath
     # (a float reduction would not be reordered by the compiler).
+    # The dense weights take the counts' own dtype (uint8 for most data): 1 byte per entry of
+    # scratch instead of 8.
     m, u = supports.shape
-    c = np.zeros(u, dtype=np.int64)
+    c = np.zeros(u, dtype=counts.dtype)
     for t in range(new_on.size):
-        c[new_on[t]] = np.int64(counts[new_on[t]])
+        c[new_on[t]] = counts[new_on[t]]
     out = np.zeros(m, dtype=np.float64)
     for j in prange(m):
         row = supports[j]
         acc = np.int64(0)
         for x in range(u):
-            acc += c[x] * row[x]
+            acc += np.int64(c[x]) * row[x]
         out[j] = acc
     return out
 
