@@ -432,6 +432,36 @@ def warm_up() -> None:
 BLOCK = 1 << 14
 
 
+@njit(cache=True)
+def _block_update(theta, off, r, coef, tol, settling, delta):
+    """The block rule of :func:`descend` on the coefficients of one mode: flips theta's bits
+    off:off + r in place and records them in ``delta`` (+1 switched off, -1 on, 0 kept).
+    Returns (changed, a tied bit was on)."""
+    gain = 0.0
+    for j in range(r):
+        cj = coef[j]
+        if theta[off + j] != 0:
+            if cj > 0.0:
+                gain += cj
+        elif cj < 0.0:
+            gain -= cj
+    changed = False
+    tied_on = False
+    for j in range(r):
+        cj = coef[j]
+        if cj == 0.0:
+            tied_on = tied_on or theta[off + j] != 0
+            flip = settling and theta[off + j] != 0
+        else:
+            flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
+        delta[j] = 0
+        if flip:
+            delta[j] = 1 if theta[off + j] != 0 else -1
+            theta[off + j] = 1 - theta[off + j]
+            changed = True
+    return changed, tied_on
+
+
 def _descend_counts_body(c, idx, offsets, theta, z, partial, delta, first_mode, max_updates,
                          tol):
     """Alternating minimisation from ``theta`` (in place), as :func:`descend` (same block rule,
@@ -492,28 +522,7 @@ def _descend_counts_body(c, idx, offsets, theta, z, partial, delta, first_mode, 
             for j in range(r):
                 coef[j] += ((partial[b, 0, j] + partial[b, 1, j]) + partial[b, 2, j]) \
                     + partial[b, 3, j]
-        gain = 0.0
-        for j in range(r):
-            cj = coef[j]
-            if theta[off + j] != 0:
-                if cj > 0.0:
-                    gain += cj
-            elif cj < 0.0:
-                gain -= cj
-        changed = False
-        tied_on = False
-        for j in range(r):
-            cj = coef[j]
-            if cj == 0.0:
-                tied_on = tied_on or theta[off + j] != 0
-                flip = settling and theta[off + j] != 0
-            else:
-                flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
-            delta[j] = 0
-            if flip:
-                delta[j] = 1 if theta[off + j] != 0 else -1
-                theta[off + j] = 1 - theta[off + j]
-                changed = True
+        changed, tied_on = _block_update(theta, off, r, coef, tol, settling, delta)
         if changed:
             pending = k
         updates += 1
@@ -549,18 +558,126 @@ def _descend_counts_body(c, idx, offsets, theta, z, partial, delta, first_mode, 
 
 def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
                                updates):
-    """:func:`descend_counts` on every row of ``thetas`` (in place), one after the other: the
-    parallelism is inside each descent (blocks of entries), so every core works on every
-    restart and the results do not depend on the thread count."""
-    u = idx.shape[1]
+    """:func:`descend_counts` on every row of ``thetas`` (in place), the descents in lockstep:
+    one parallel region per round does the current pass of every unfinished descent, over
+    (descent, block of entries) pairs. So every core works on every restart (no idle core
+    when restarts differ in length, nothing capped by the batch size), a round costs one
+    synchronisation for the whole batch, and each descent takes exactly the decisions and
+    sums of :func:`descend_counts` (results independent of the thread count).
+    Scratch: one z (u bytes) per descent of the batch."""
+    B = thetas.shape[0]
+    p, u = idx.shape
     r_max = np.max(offsets[1:] - offsets[:-1])
     n_blocks = (u + BLOCK - 1) // BLOCK
-    z = np.empty(u, dtype=np.uint8)
-    partial = np.empty((n_blocks, LANES, r_max), dtype=np.float64)
-    delta = np.zeros(r_max, dtype=np.int64)
-    for s in range(thetas.shape[0]):
-        values[s], updates[s] = descend_counts(c, idx, offsets, thetas[s], z, partial, delta,
-                                               first_modes[s], max_updates, tol)
+    z = np.empty((B, u), dtype=np.uint8)
+    partial = np.empty((B, n_blocks, LANES, r_max), dtype=np.float64)
+    delta = np.zeros((B, r_max), dtype=np.int64)
+    k = first_modes.copy()
+    pending = np.full(B, -1, dtype=np.int64)
+    n_updates = np.zeros(B, dtype=np.int64)
+    unchanged = np.zeros(B, dtype=np.int64)
+    ties_in_streak = np.zeros(B, dtype=np.bool_)
+    settling = np.zeros(B, dtype=np.bool_)
+    active = np.arange(B)
+    n_active = B if max_updates > 0 else 0
+    for t in prange(B * n_blocks):  # zero counts of the starts
+        s = t // n_blocks
+        lo = (t % n_blocks) * BLOCK
+        hi = min(lo + BLOCK, u)
+        zs = z[s]
+        theta = thetas[s]
+        for x in range(lo, hi):
+            zs[x] = 0
+        for m in range(p):
+            off_m = offsets[m]
+            for x in range(lo, hi):
+                zs[x] += 1 - theta[off_m + idx[m, x]]
+    while n_active > 0:
+        for t in prange(n_active * n_blocks):
+            s = active[t // n_blocks]
+            b = t % n_blocks
+            lo = b * BLOCK
+            hi = min(lo + BLOCK, u)
+            zs = z[s]
+            theta = thetas[s]
+            ks = k[s]
+            off = offsets[ks]
+            r = offsets[ks + 1] - off
+            acc = partial[s, b]
+            for lane in range(LANES):
+                for j in range(r):
+                    acc[lane, j] = 0.0
+            kp = pending[s]
+            if kp >= 0:
+                ds = delta[s]
+                for x in range(lo, hi):
+                    zx = np.int64(zs[x]) + ds[idx[kp, x]]
+                    zs[x] = zx
+                    j = idx[ks, x]
+                    if zx + theta[off + j] == 1:
+                        acc[x % LANES, j] += c[x]
+            else:
+                for x in range(lo, hi):
+                    j = idx[ks, x]
+                    if zs[x] + theta[off + j] == 1:
+                        acc[x % LANES, j] += c[x]
+        still = 0
+        for i in range(n_active):
+            s = active[i]
+            ks = k[s]
+            off = offsets[ks]
+            r = offsets[ks + 1] - off
+            coef = np.zeros(r, dtype=np.float64)
+            for b in range(n_blocks):
+                for j in range(r):
+                    coef[j] += ((partial[s, b, 0, j] + partial[s, b, 1, j])
+                                + partial[s, b, 2, j]) + partial[s, b, 3, j]
+            changed, tied_on = _block_update(thetas[s], off, r, coef, tol, settling[s],
+                                             delta[s])
+            pending[s] = ks if changed else -1
+            n_updates[s] += 1
+            if changed:
+                unchanged[s] = 0
+                ties_in_streak[s] = False
+            else:
+                unchanged[s] += 1
+                ties_in_streak[s] = ties_in_streak[s] or tied_on
+            done = False
+            if unchanged[s] == p:
+                if settling[s] or not ties_in_streak[s]:
+                    done = True
+                else:
+                    settling[s] = True
+                    unchanged[s] = 0
+            k[s] = ks + 1 if ks + 1 < p else 0
+            if n_updates[s] >= max_updates:
+                done = True
+            if not done:
+                active[still] = s
+                still += 1
+        n_active = still
+    # apply the last flips, then the values in block order
+    block_value = np.zeros((B, n_blocks), dtype=np.float64)
+    for t in prange(B * n_blocks):
+        s = t // n_blocks
+        b = t % n_blocks
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, u)
+        zs = z[s]
+        kp = pending[s]
+        total = 0.0
+        for x in range(lo, hi):
+            if kp >= 0:
+                zs[x] = np.int64(zs[x]) + delta[s, idx[kp, x]]
+            if zs[x] == 0:
+                total += c[x]
+        block_value[s, b] = total
+    for s in range(B):
+        v = 0.0
+        for b in range(n_blocks):
+            v += block_value[s, b]
+        values[s] = v
+        updates[s] = n_updates[s]
 
 
 def _parallel_twin(body):
@@ -575,21 +692,7 @@ def _parallel_twin(body):
 descend_counts = njit(cache=True)(_descend_counts_body)
 descend_counts_parallel = _parallel_twin(_descend_counts_body)
 descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
-# the batch body calls ``descend_counts`` by its global name: the parallel batch must call the
-# parallel descent, so it is compiled from a copy whose globals point there
-_parallel_globals = dict(_descend_batch_counts_body.__globals__,
-                         descend_counts=descend_counts_parallel)
-
-
-def _batch_parallel():
-    import types
-    body = _descend_batch_counts_body
-    twin = types.FunctionType(body.__code__, _parallel_globals, body.__name__ + "_parallel")
-    twin.__qualname__ = body.__qualname__ + "_parallel"
-    return njit(cache=True)(twin)
-
-
-descend_batch_counts = _batch_parallel()
+descend_batch_counts = _parallel_twin(_descend_batch_counts_body)
 
 
 @njit(cache=True)

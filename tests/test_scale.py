@@ -156,6 +156,24 @@ def test_counts_descent_matches_twin_and_lists_kernel(shape, u):
         assert lists[0] == pytest.approx(twin[0], rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("batch", [AKn.descend_batch_counts, AKn.descend_batch_counts_serial])
+def test_lockstep_batch_equals_one_descent_per_start(batch):
+    rng = np.random.default_rng(6)
+    shape = (10,) * 6
+    idx, offsets, c = random_problem(rng, shape, 60000)
+    starts = (rng.random((5, offsets[-1])) < 0.55).astype(np.uint8)
+    starts[0] = 1
+    first = np.array([0, 3, 5, 1, 2], dtype=np.int64)
+    for max_updates in (3, 200):
+        thetas = starts.copy()
+        values, updates = np.empty(5), np.empty(5, dtype=np.int64)
+        batch(c, idx, offsets, thetas, first, max_updates, 1e-12, values, updates)
+        for s in range(5):
+            theta = starts[s].copy()
+            ref = AKn.descend_counts_np(c, idx, offsets, theta, first[s], max_updates, 1e-12)
+            assert (values[s], updates[s]) == ref and np.array_equal(thetas[s], theta)
+
+
 def test_indexings_agree_and_threads_do_not_change_answers(monkeypatch):
     monkeypatch.setattr(altmin, "PARALLEL_MIN_WORK", 0)
     rng = np.random.default_rng(3)
