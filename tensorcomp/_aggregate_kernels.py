@@ -171,8 +171,7 @@ def key_scatter(keys, values, shift, fill, keys_out, vals_out):
     return total_ss
 
 
-@njit(cache=True, parallel=True)
-def sort_buckets(keys, vals, ptr):
+def _sort_buckets_body(keys, vals, ptr):
     """Stable sort of every bucket by key (in place); per bucket: distinct keys and the largest
     multiplicity. Returns (distinct (n_buckets,) int64, max multiplicity)."""
     n_buckets = ptr.shape[0] - 1
@@ -233,8 +232,7 @@ def _pairwise_sum(a, lo, hi):
     return _pairwise_sum(a, lo, lo + n2) + _pairwise_sum(a, lo + n2, hi)
 
 
-@njit(cache=True, parallel=True)
-def reduce_buckets(keys, vals, ptr, first_out, strides, shape, idx, counts, sums):
+def _reduce_buckets_body(keys, vals, ptr, first_out, strides, shape, idx, counts, sums):
     """Distinct entries of the sorted buckets: mode-major indices ``idx`` (p, u), ``counts`` and
     ``sums`` (values in input order, summed as ``np.add.reduceat``). Returns the within-entry sum of squares (per bucket in
     entry order, then over buckets in order: independent of the thread count)."""
@@ -270,6 +268,30 @@ def reduce_buckets(keys, vals, ptr, first_out, strides, shape, idx, counts, sums
     for b in range(n_buckets):
         total += within[b]
     return total
+
+
+def _compiled(body, name):
+    """Serial and parallel compilations of one body (the on-disk cache is keyed by name, so
+    the parallel one is a copy under its own name). Small inputs take the serial one: the
+    thread pool costs more than the work there, and a process that never aggregates much
+    never loads the parallel code."""
+    import types
+    serial = njit(cache=True)(body)
+    twin = types.FunctionType(body.__code__, body.__globals__, name + "_parallel")
+    twin.__qualname__ = name + "_parallel"
+    parallel = njit(cache=True, parallel=True)(twin)
+
+    def kernel(keys, *args):
+        return (parallel if keys.shape[0] >= PARALLEL_MIN_SAMPLES else serial)(keys, *args)
+
+    kernel.serial, kernel.parallel = serial, parallel
+    return kernel
+
+
+#: below this many samples the bucket sort and reduction run serially
+PARALLEL_MIN_SAMPLES = 1 << 18
+sort_buckets = _compiled(_sort_buckets_body, "sort_buckets")
+reduce_buckets = _compiled(_reduce_buckets_body, "reduce_buckets")
 
 
 def smallest_uint(high: int):
