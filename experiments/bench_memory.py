@@ -12,7 +12,7 @@ peak), in this order, each step measured on its own:
                 ``AltMinOracle``; the SCIP stage is deferred and not built)
   solve         a full ``solve`` (lam = 1, default relative tol) with the samples dropped: its
                 peak above the resident observations (it builds its own oracle and active set)
-  active set    an ``ActiveSet`` holding the solution's atoms: supports (m x u bool) and G
+  active set    an ``ActiveSet`` holding the solution's atoms: packed supports (m x u bits), G
   scip model    ``ScipOracle`` built on the entries, only where ``make_oracle`` would build it
                 (u * (p + 1) <= MAX_IP_ROWS constraint rows)
 
@@ -125,7 +125,7 @@ def measure(order: int, n_samples: int, seed: int, solve_too: bool, scip_max_row
             aset = ActiveSet(obs, 1.0)
             for theta in res.thetas:
                 aset.find_or_add(theta)
-        rec["active_set"] = step.record(_nbytes(aset.supports, aset.G, aset.thetas))
+        rec["active_set"] = step.record(_nbytes(aset.packed, aset.G, aset.thetas))
         rec["active_set"]["atoms"] = aset.m
         del aset, res
 

@@ -95,14 +95,16 @@ def point_on_entries_numpy(supports, weights):
 # the data pass: phi, exact f, gradient and its scalars in one pass, phi never stored
 
 
-def _data_pass_body(supports, weights, sums, counts, lam, n, g):
+def _data_pass_body(packed, weights, sums, counts, lam, n, g):
     """Fills ``g`` (u,) with grad f = (2 lam / n)(lam m_x phi_x - s_x) and returns (sum_x m_x
     (s_x / m_x - lam phi_x)^2, <g, phi>, sum |g|), with phi = sum_j w_j a_j built block by
     block (POINT_BLOCK entries, the same additions as ``point_on_entries``) and never stored:
-    8 bytes per entry less than point + gradient, and no temporaries. Per entry the same
+    8 bytes per entry less than point + gradient, and no temporaries. ``packed`` (m, ceil(u/8))
+    are the supports as ``np.packbits`` rows (1 bit per entry and atom). Per entry the same
     expressions as ``ActiveSet.point``/``gradient``/``objective_exact`` (g bit-identical);
     the sums go per block in entry order, then over blocks in order (any thread count)."""
-    m, u = supports.shape
+    m = packed.shape[0]
+    u = g.shape[0]
     scale = 2.0 * lam / n
     n_blocks = (u + POINT_BLOCK - 1) // POINT_BLOCK
     parts = np.zeros((n_blocks, 3), dtype=np.float64)
@@ -114,9 +116,10 @@ def _data_pass_body(supports, weights, sums, counts, lam, n, g):
             wj = weights[j]
             if wj == 0.0:
                 continue
-            row = supports[j, lo:hi]
+            row = packed[j]
             for x in range(hi - lo):
-                phi[x] += wj * row[x]
+                e = lo + x
+                phi[x] += wj * ((row[e >> 3] >> (7 - (e & 7))) & 1)
         rss = 0.0
         gphi = 0.0
         gabs = 0.0
@@ -142,12 +145,59 @@ def _data_pass_body(supports, weights, sums, counts, lam, n, g):
     return rss, gphi, gabs
 
 
-def data_pass_numpy(supports, weights, sums, counts, lam, n, g):
-    phi = point_on_entries_numpy(supports, weights)
+def unpack_supports(packed, u):
+    """(m, u) bool supports from their ``np.packbits`` rows."""
+    return np.unpackbits(packed, axis=1, count=u).view(bool)
+
+
+def data_pass_numpy(packed, weights, sums, counts, lam, n, g):
+    phi = point_on_entries_numpy(unpack_supports(packed, g.shape[0]), weights)
     counts_f = counts.astype(np.float64)
     r = sums / counts_f - lam * phi
     g[:] = (2.0 * lam / n) * (lam * counts_f * phi - sums)
     return float(counts_f @ (r * r)), float(g @ phi), float(np.abs(g).sum())
+
+
+def _point_on_entries_packed_body(packed, weights, u):
+    """``point_on_entries`` on packed supports (the same additions, bit-identical phi)."""
+    m = packed.shape[0]
+    out = np.zeros(u, dtype=np.float64)
+    n_blocks = (u + POINT_BLOCK - 1) // POINT_BLOCK
+    for b in prange(n_blocks):
+        lo = b * POINT_BLOCK
+        hi = min(lo + POINT_BLOCK, u)
+        for j in range(m):
+            wj = weights[j]
+            if wj == 0.0:
+                continue
+            row = packed[j]
+            for e in range(lo, hi):
+                out[e] += wj * ((row[e >> 3] >> (7 - (e & 7))) & 1)
+    return out
+
+
+def point_on_entries_packed_numpy(packed, weights, u):
+    return point_on_entries_numpy(unpack_supports(packed, u), weights)
+
+
+def _gram_row_packed_body(packed, new_on, counts):
+    """G[new, j] = sum over the new atom's entries ``new_on`` of m_x a_j[x], on packed
+    supports: O(m |new_on|) reads (new atoms are mostly small), exact integer sums."""
+    m = packed.shape[0]
+    out = np.zeros(m, dtype=np.float64)
+    for j in prange(m):
+        row = packed[j]
+        acc = np.int64(0)
+        for t in range(new_on.size):
+            e = new_on[t]
+            acc += np.int64(counts[e]) * ((row[e >> 3] >> (7 - (e & 7))) & 1)
+        out[j] = acc
+    return out
+
+
+def gram_row_packed_numpy(packed, new_on, counts):
+    u = int(new_on.max()) + 1 if new_on.size else 0
+    return gram_row_numpy(unpack_supports(packed, u), new_on, counts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +271,11 @@ point_on_entries = _dispatch(_point_on_entries_body,
 gram_row = _dispatch(_gram_row_body,
                      lambda supports, new_on, counts: supports.size // VECTOR_WIDTH)
 data_pass = _dispatch(_data_pass_body,
-                      lambda supports, weights, sums, counts, lam, n, g: supports.size // 8)
+                      lambda packed, weights, sums, counts, lam, n, g: packed.shape[0] * g.size)
+point_on_entries_packed = _dispatch(_point_on_entries_packed_body,
+                                    lambda packed, weights, u: packed.shape[0] * u)
+gram_row_packed = _dispatch(_gram_row_packed_body,
+                            lambda packed, new_on, counts: packed.shape[0] * new_on.size)
 predict_cp = _dispatch(_predict_cp_body,
                        lambda thetas, weights, offsets, indices: thetas.shape[0] * indices.size)
 

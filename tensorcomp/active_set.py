@@ -39,7 +39,9 @@ class ActiveSet:
         self.rho = int(self.offsets[-1])
         self._cap = 0
         self._thetas = np.zeros((0, self.rho), dtype=bool)
-        self._supports = np.zeros((0, obs.n_entries), dtype=bool)
+        #: supports as np.packbits rows: 1 bit per entry and atom (issue 12: a bool row per atom
+        #: was the largest solver state at 1e7 entries, 8x this)
+        self._packed = np.zeros((0, (obs.n_entries + 7) // 8), dtype=np.uint8)
         self._G = np.zeros((0, 0))
         self.m = 0
         self.weights = np.zeros(0)
@@ -61,7 +63,13 @@ class ActiveSet:
 
     @property
     def supports(self) -> np.ndarray:
-        return self._supports[: self.m]
+        """(m, u) bool, unpacked on access (the stored form is ``packed``)."""
+        return K.unpack_supports(self._packed[: self.m], self.obs.n_entries)
+
+    @property
+    def packed(self) -> np.ndarray:
+        """(m, ceil(u / 8)) uint8: the supports as ``np.packbits`` rows."""
+        return self._packed[: self.m]
 
     @property
     def G(self) -> np.ndarray:
@@ -71,16 +79,16 @@ class ActiveSet:
     def _grow(self) -> None:
         # np.zeros of a large array maps zero pages that become resident only when written:
         # reserving 64 rows costs memory only for the atoms actually stored, and the supports
-        # (u bytes per atom) are copied only past 64 atoms, not at every doubling.
+        # (u / 8 bytes per atom) are copied only past 64 atoms, not at every doubling.
         cap = max(SUPPORT_ROWS, 2 * self._cap)
         u = self.obs.n_entries
         thetas = np.zeros((cap, self.rho), dtype=bool)
-        supports = np.zeros((cap, u), dtype=bool)
+        packed = np.zeros((cap, (u + 7) // 8), dtype=np.uint8)
         G = np.zeros((cap, cap))
         thetas[: self.m] = self.thetas
-        supports[: self.m] = self.supports
+        packed[: self.m] = self.packed
         G[: self.m, : self.m] = self.G
-        self._thetas, self._supports, self._G, self._cap = thetas, supports, G, cap
+        self._thetas, self._packed, self._G, self._cap = thetas, packed, G, cap
 
     def find_or_add(self, theta: np.ndarray, support: np.ndarray | None = None) -> int:
         """Index of the atom (by its support on the observed entries), adding it with weight 0.
@@ -88,7 +96,8 @@ class ActiveSet:
         theta = np.ascontiguousarray(theta, dtype=bool)
         if support is None:
             support = K.atom_support(theta, self.obs.entries, self.offsets)
-        key = np.packbits(support).tobytes()
+        row = np.packbits(support)
+        key = row.tobytes()
         j = self._keys.get(key)
         if j is not None:
             return j
@@ -97,7 +106,7 @@ class ActiveSet:
         j = self.m
         self._append(j, support)
         self._thetas[j] = theta
-        self._supports[j] = support
+        self._packed[j] = row
         self.weights = np.append(self.weights, 0.0)
         self.m += 1
         self.version += 1
@@ -108,7 +117,7 @@ class ActiveSet:
     def _append(self, j: int, support: np.ndarray) -> None:
         """Cache the new atom's Gram row and linear term (one pass over its support)."""
         on = np.flatnonzero(support)
-        row = K.gram_row(self.supports, on, self.obs.counts)
+        row = K.gram_row_packed(self.packed, on, self.obs.counts)
         self._G[j, :j] = row
         self._G[:j, j] = row
         self._G[j, j] = float(self.obs.counts[on].sum(dtype=np.int64))
@@ -125,7 +134,7 @@ class ActiveSet:
             del self._keys[self._key_list[j]]
             if j != last:
                 self._thetas[j] = self._thetas[last]
-                self._supports[j] = self._supports[last]
+                self._packed[j] = self._packed[last]
                 self._move_cache(last, j)
                 w[j] = w[last]
                 self._key_list[j] = self._key_list[last]
@@ -194,13 +203,13 @@ class ActiveSet:
         Per entry the expressions of ``point``, ``gradient``, ``objective_exact``."""
         obs = self.obs
         g = np.empty(obs.n_entries, dtype=np.float64)
-        rss, gphi, gabs = K.data_pass(self.supports, self.weights, obs.sums, obs.counts,
+        rss, gphi, gabs = K.data_pass(self.packed, self.weights, obs.sums, obs.counts,
                                       self.lam, float(self.n), g)
         return (obs.within_ss + rss) / self.n, g, gphi, gabs
 
     def point(self) -> np.ndarray:
         """phi on the observed entries (u,)."""
-        return K.point_on_entries(self.supports, self.weights)
+        return K.point_on_entries_packed(self.packed, self.weights, self.obs.n_entries)
 
     def objective_exact(self, phi: np.ndarray) -> float:
         """f from phi without cancellation: (within SS + sum m_x (mean_x - lam phi_x)^2) / n."""
@@ -248,7 +257,7 @@ class DenseVertexActiveSet(ActiveSet):
         idx = np.flatnonzero(keep)
         m = idx.size
         self._thetas[:m] = self._thetas[idx]
-        self._supports[:m] = self._supports[idx]
+        self._packed[:m] = self._packed[idx]
         self._V = self._V[:, idx]
         self.weights = self.weights[idx]
         self.m = m

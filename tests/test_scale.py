@@ -220,7 +220,7 @@ def test_fused_data_pass_matches_point_gradient_objective(variant):
         aset.find_or_add(rng.random(sum(shape)) < 0.7)
     aset.set_weights(rng.random(aset.m))
     g = np.empty(obs.n_entries)
-    rss, gphi, gabs = getattr(K.data_pass, variant)(aset.supports, aset.weights, obs.sums,
+    rss, gphi, gabs = getattr(K.data_pass, variant)(aset.packed, aset.weights, obs.sums,
                                                     obs.counts, 0.7, float(obs.n_samples), g)
     phi = aset.point()
     assert np.array_equal(g, aset.gradient(phi))  # the same expression entry by entry
@@ -228,7 +228,15 @@ def test_fused_data_pass_matches_point_gradient_objective(variant):
     assert np.array_equal(g2, g) and gphi2 == gphi and gabs2 == gabs
     assert f == pytest.approx(aset.objective_exact(phi), rel=1e-12)
     twin = np.empty_like(g)
-    ref = K.data_pass_numpy(aset.supports, aset.weights, obs.sums, obs.counts, 0.7,
+    ref = K.data_pass_numpy(aset.packed, aset.weights, obs.sums, obs.counts, 0.7,
                             float(obs.n_samples), twin)
     assert np.array_equal(twin, g)
     assert np.allclose([rss, gphi, gabs], ref, rtol=1e-11, atol=0)
+    # packed point and Gram row against the bool kernels
+    assert np.array_equal(getattr(K.point_on_entries_packed, variant)(aset.packed, aset.weights,
+                                                                      obs.n_entries),
+                          K.point_on_entries(aset.supports, aset.weights))
+    new = rng.random(sum(shape)) < 0.8
+    on = np.flatnonzero(K.atom_support(new, obs.entries, aset.offsets))
+    assert np.array_equal(getattr(K.gram_row_packed, variant)(aset.packed, on, obs.counts),
+                          K.gram_row_numpy(aset.supports, on, obs.counts))
