@@ -147,7 +147,7 @@ def _run_tensorcomp(inst, method, seed, time_limit_s):
               "gap": res.gap, "tol": res.tol, "certified": bool(res.certified), "lam": lam,
               "message": res.message, "stats": _solver_stats(res.stats), **extra}
     if method.get("save_history"):
-        fields["history"] = [list(map(float, row)) for row in _thin(res.history)]
+        fields["history"] = [[float(v) for v in row[:3]] for row in _thin(res.history)]
     return est, fields
 
 

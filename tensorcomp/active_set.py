@@ -44,6 +44,8 @@ class ActiveSet:
         self._packed = np.zeros((0, (obs.n_entries + 7) // 8), dtype=np.uint8)
         self._G = np.zeros((0, 0))
         self.m = 0
+        self._gw = None  # G @ weights, carried along by the steps (see ``gram_weights``)
+        self._gw_age = 0
         self.weights = np.zeros(0)
         self.h = np.zeros(0)
         self._keys: dict[bytes, int] = {}
@@ -57,6 +59,17 @@ class ActiveSet:
         return self.obs.counts.astype(np.float64)
 
     # -------------------------------------------------------------------------------- views
+    @property
+    def weights(self) -> np.ndarray:
+        return self._weights
+
+    @weights.setter
+    def weights(self, w: np.ndarray) -> None:
+        # every write replaces the array (nothing writes into it in place): the cached G @ w
+        # stays valid exactly until the next assignment
+        self._weights = w
+        self._gw = None
+
     @property
     def thetas(self) -> np.ndarray:
         return self._thetas[: self.m]
@@ -107,7 +120,10 @@ class ActiveSet:
         self._append(j, support)
         self._thetas[j] = theta
         self._packed[j] = row
+        gw = self._gw
         self.weights = np.append(self.weights, 0.0)
+        if gw is not None:  # the new atom has weight 0: one more product, O(m)
+            self._set_gw(np.append(gw, self._G[j, :j] @ self.weights[:j]))
         self.m += 1
         self.version += 1
         self._keys[key] = j
@@ -123,12 +139,14 @@ class ActiveSet:
         self._G[j, j] = float(self.obs.counts[on].sum(dtype=np.int64))
         self.h = np.append(self.h, float(self.obs.sums[on].sum()))
 
-    def _keep(self, keep: np.ndarray) -> None:
+    def _keep(self, keep: np.ndarray) -> np.ndarray:
         """Drop the atoms where ``keep`` is False by moving the last atoms into their slots:
         O(m + u) per dropped atom. (Compacting in order costs an O(m^2) Gram copy, an O(m u)
         support copy and an O(m u) key rebuild per drop: at m ~ 1e3 that bookkeeping took more
-        time than the oracle and the data passes together.) Atom order is not meaningful."""
+        time than the oracle and the data passes together.) Atom order is not meaningful.
+        Returns the old index of each atom kept, in the new order."""
         w = self.weights
+        order = np.arange(self.m)
         for j in np.flatnonzero(~keep)[::-1]:  # descending: the atoms moved in are all kept
             last = self.m - 1
             del self._keys[self._key_list[j]]
@@ -137,6 +155,7 @@ class ActiveSet:
                 self._packed[j] = self._packed[last]
                 self._move_cache(last, j)
                 w[j] = w[last]
+                order[j] = order[last]
                 self._key_list[j] = self._key_list[last]
                 self._keys[self._key_list[j]] = j
             self._key_list.pop()
@@ -144,6 +163,7 @@ class ActiveSet:
         self.weights = w[: self.m].copy()
         self._truncate_cache()
         self.version += 1
+        return order[: self.m]
 
     def _move_cache(self, src: int, dst: int) -> None:
         m = self.m
@@ -156,10 +176,12 @@ class ActiveSet:
         self.h = self.h[: self.m].copy()
 
     # -------------------------------------------------------------------------------- weights
-    def set_weights(self, weights: np.ndarray) -> int:
+    def set_weights(self, weights: np.ndarray, gw: np.ndarray | None = None) -> int:
         """The one write path: clip round-off negatives, drop atoms at zero, renormalise.
 
-        Returns how many atoms were dropped.
+        ``gw``: G @ weights when the caller has it (updated along its step in O(m)); it is
+        carried through the purge and the renormalisation so the next products need no
+        O(m^2) pass. Returns how many atoms were dropped.
         """
         w = np.asarray(weights, dtype=np.float64)
         keep = w > WEIGHT_PURGE  # False for NaN too: checked below
@@ -167,6 +189,9 @@ class ActiveSet:
         if not (0.0 < total < math.inf):
             check_finite(w, "active-set weights")
             raise FloatingPointError("active-set weights vanished")
+        if gw is not None and not keep.all():  # take the purged weights out of G w
+            gone = np.flatnonzero(~keep)
+            gw = gw - self._G[: self.m, gone] @ np.nan_to_num(w[gone])
         w = np.where(keep, w, 0.0)
         w /= total
         self.weights = w
@@ -174,28 +199,80 @@ class ActiveSet:
         if dropped:
             if np.isnan(weights).any():
                 check_finite(weights, "active-set weights")
-            self._keep(keep)
+            order = self._keep(keep)
+            if gw is not None:
+                gw = gw[order]
+        if gw is not None:
+            self._set_gw(gw / total)
         return dropped
+
+    def step_to_atom(self, j: int, gamma: float) -> int:
+        """w <- (1 - gamma) w + gamma e_j (a Frank-Wolfe step), G w updated in O(m)."""
+        w = (1.0 - gamma) * self.weights
+        w[j] += gamma
+        gw = self._gw
+        if gw is not None:
+            gw = (1.0 - gamma) * gw + gamma * self._G[j, : self.m]
+        return self.set_weights(w, gw)
 
     # -------------------------------------------------------------------------------- quadratic
     def gram_times(self, v: np.ndarray) -> np.ndarray:
         """G v in compiled serial code (see ``_kernels.gram_times`` for why not BLAS)."""
         return K.gram_times(self._G, self.m, np.ascontiguousarray(v, dtype=np.float64))
 
+    #: incremental updates of G w between two exact recomputations (bounds its round-off drift
+    #: to ~GW_REFRESH * 1e-16 relative; the solver's stop tests use exact data passes anyway)
+    GW_REFRESH = 64
+
+    def gram_weights(self) -> np.ndarray:
+        """G @ weights (do not modify), recomputed only when no step carried it along. An
+        iteration needs it several times (directional products, objective, the Frank-Wolfe
+        step's curvature, the pairwise kernel's start); at m ~ 2e3 atoms recomputing those
+        O(m^2) products each time took 60 % of a solve."""
+        if self._gw is None:
+            self._gw = self.gram_times(self.weights)
+            self._gw_age = 0
+        return self._gw
+
+    def _set_gw(self, gw: np.ndarray) -> None:
+        """Install G w for the current weights, computed incrementally by a step."""
+        age = self._gw_age + 1
+        if self.storage != "gram" or age > self.GW_REFRESH:
+            self._gw = None  # recomputed exactly at the next use
+        else:
+            self._gw, self._gw_age = gw, age
+
     def directional(self, w: np.ndarray | None = None) -> np.ndarray:
         """<grad f(phi), a_j> for every active atom: (2 lam / n) (lam (G w)_j - h_j)."""
-        w = self.weights if w is None else w
-        return (2.0 * self.lam / self.n) * (self.lam * self.gram_times(w) - self.h)
+        gw = self.gram_weights() if w is None else self.gram_times(w)
+        return (2.0 * self.lam / self.n) * (self.lam * gw - self.h)
 
     def objective_quadratic(self, w: np.ndarray | None = None) -> float:
         """f(w) from the cached products (round-off ~1e-16 * total_ss / n)."""
-        w = self.weights if w is None else w
+        if w is None:
+            w, gw = self.weights, self.gram_weights()
+        else:
+            gw = self.gram_times(w)
         lam, obs = self.lam, self.obs
-        return (obs.total_ss - 2 * lam * w @ self.h + lam * lam * w @ self.gram_times(w)) / self.n
+        return (obs.total_ss - 2 * lam * w @ self.h + lam * lam * w @ gw) / self.n
 
     def curvature(self, d: np.ndarray) -> float:
         """d^T H d with H = (2 lam^2 / n) G, the exact second derivative along d (weight space)."""
         return (2.0 * self.lam**2 / self.n) * float(d @ self.gram_times(d))
+
+    def curvature_to_atom(self, j: int) -> float:
+        """``curvature(e_j - w)`` in O(m) from the cached G w: G_jj - 2 (G w)_j + w^T G w.
+        The three terms cancel when w is near e_j; then (and only then) the direct O(m^2)
+        product is used, so the line search never sees a curvature lost to cancellation."""
+        gw, w = self.gram_weights(), self.weights
+        wgw = float(w @ gw)
+        gjj = float(self._G[j, j])
+        c = gjj - 2.0 * float(gw[j]) + wgw
+        if c <= 1e-6 * (gjj + wgw):
+            d = -w.copy()
+            d[j] += 1.0
+            return self.curvature(d)
+        return (2.0 * self.lam**2 / self.n) * c
 
     # -------------------------------------------------------------------------------- data passes
     def data_pass(self) -> tuple[float, np.ndarray, float, float]:
@@ -235,6 +312,10 @@ class ActiveSet:
         assert np.allclose(self.G, G, rtol=0, atol=atol * max(1.0, G.max())), "stale Gram matrix"
         h = Sf @ self.obs.sums
         assert np.allclose(self.h, h, rtol=1e-12, atol=atol * (1 + np.abs(h).max())), "stale h"
+        if self._gw is not None:  # the G w carried along by the steps
+            gw = G @ w
+            assert np.allclose(self._gw, gw, rtol=0, atol=atol * (1 + np.abs(gw).max())), \
+                "stale G w"
 
 
 class DenseVertexActiveSet(ActiveSet):
@@ -264,6 +345,7 @@ class DenseVertexActiveSet(ActiveSet):
         self.version += 1
         self._key_list = [self._key_list[j] for j in idx]
         self._keys = {key: j for j, key in enumerate(self._key_list)}
+        return idx
 
     @property
     def G(self) -> np.ndarray:  # only for check(): recomputed, never cached
@@ -300,6 +382,11 @@ class DenseVertexActiveSet(ActiveSet):
     def curvature(self, d: np.ndarray) -> float:
         v = self._phi(d)
         return (2.0 * self.lam**2 / self.n) * float(self.counts_f @ (v * v))
+
+    def curvature_to_atom(self, j: int) -> float:
+        d = -self.weights.copy()
+        d[j] += 1.0
+        return self.curvature(d)
 
     def point(self) -> np.ndarray:
         return self._phi(self.weights)

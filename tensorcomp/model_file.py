@@ -3,10 +3,12 @@
 Layout (format "tensorcomp.result", version 1): arrays ``weights`` (m,) float64,
 ``thetas_packed`` (m, ceil(rho/8)) uint8 = the 0/1 atom bits packed 8 to a byte (``np.packbits``
 along each atom), ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s, objective,
-lower_bound), ``label_<k>`` (one per labelled mode) and ``meta``: a JSON string with lam, status,
-objective, lower_bound, certified, tol, method, message, stats, dims, value_name and the
-format/version/library version. Readers ignore keys they do not know (files from newer minor
-releases load); a newer *format version* is refused with a message naming the file.
+lower_bound), ``history_steps`` (k,) str (each row's step, e.g. "fw_oracle:altmin";
+optional: absent from early files), ``label_<k>`` (one per labelled mode) and ``meta``: a
+JSON string with lam, status, objective, lower_bound, certified, tol, method, message, stats,
+dims, value_name and the format/version/library version. Readers ignore keys they do not know
+(files from newer minor releases load); a newer *format version* is refused with a message
+naming the file.
 """
 from __future__ import annotations
 
@@ -92,6 +94,10 @@ def save_result(result, path) -> Path:
         "shape": np.asarray(result.shape, dtype=np.int64),
         "history": np.asarray([tuple(h[:3]) for h in result.history], dtype=np.float64)
         .reshape(-1, 3),
+        # the step of each row (which oracle stage answered): an optional key, ignored by
+        # readers that predate it, absent from files written before it
+        "history_steps": np.array([str(h[3]) if len(h) > 3 else "" for h in result.history],
+                                  dtype=np.str_),
     }
     for k in meta["labelled_modes"]:
         arrays[f"label_{k}"] = _label_array(result.labels[k])
@@ -135,6 +141,9 @@ def load_result(path):
             raise InputError(f"{path} is inconsistent: atom bits {thetas.shape} for "
                              f"{weights.size} weights and shape {shape}")
         history = [tuple(float(v) for v in row) for row in data["history"]]
+        if "history_steps" in data.files and len(data["history_steps"]) == len(history):
+            history = [(*row, str(step)) if step else row
+                       for row, step in zip(history, data["history_steps"])]
         labels = None
         if meta.get("labelled_modes"):
             labels = [None] * len(shape)

@@ -50,8 +50,11 @@ def bound_scale(ax, tol: float | None, values) -> None:
 def plot_convergence(result, ax=None, *, show_gap: bool = True):
     """Objective f and the lower bound against solve time (log time axis).
 
-    Iterations whose history records the step (a fourth field, e.g. "fw_oracle:scip") are
-    marked by that step's source.
+    Each history row's fourth field is its step (``IterationState.step``): a new atom from an
+    oracle stage ("fw_oracle:<source>") is marked on the objective, one marker per source; an
+    oracle call that found none ("negative:<source>") is marked hollow on the bound line, since
+    that is where a certifying stage (branch and bound, SCIP, exhaustive) raises the proven
+    bound. Rows without the field (results of older releases) plot without markers.
     """
     h = list(result.history)
     if not h:
@@ -66,14 +69,8 @@ def plot_convergence(result, ax=None, *, show_gap: bool = True):
         ax.plot(t, f - lb, ":", color="C2", label="gap f - bound")
     if result.tol:
         ax.axhline(result.tol, color="grey", lw=0.8, ls="--", label="tolerance")
-    steps = [str(r[3]) for r in h] if len(h[0]) > 3 else None
-    if steps is not None:
-        sources = sorted({s.split(":", 1)[-1] for s in steps if "oracle" in s})
-        markers = "ovs^D*"
-        for k, src in enumerate(sources):
-            at = np.array([("oracle" in s and s.split(":", 1)[-1] == src) for s in steps])
-            ax.plot(t[at], f[at], markers[k % len(markers)], ms=4, ls="none",
-                    label=f"oracle: {src}")
+    steps = [str(r[3]) if len(r) > 3 else "" for r in h]
+    _mark_oracle_steps(ax, t, f, lb, steps)
     bound_scale(ax, result.tol, np.concatenate([f, lb]))
     ax.set_xscale("log")
     ax.set_xlabel("time (s)")
@@ -83,6 +80,23 @@ def plot_convergence(result, ax=None, *, show_gap: bool = True):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def _mark_oracle_steps(ax, t, f, lb, steps) -> None:
+    markers = "ovs^D*"
+    sources = sorted({s.split(":", 1)[1] for s in steps if ":" in s})
+    kinds = np.array([s.split(":", 1)[0] for s in steps])
+    src = np.array([s.split(":", 1)[1] if ":" in s else "" for s in steps])
+    for k, name in enumerate(sources):
+        mk = markers[k % len(markers)]
+        hit = (src == name) & (kinds != "negative")
+        if hit.any():
+            ax.plot(t[hit], f[hit], mk, ms=4, ls="none", color=f"C{3 + k}",
+                    label=f"new atom: {name}")
+        miss = (src == name) & (kinds == "negative")
+        if miss.any():
+            ax.plot(t[miss], lb[miss], mk, ms=5, ls="none", mfc="none", color=f"C{3 + k}",
+                    label=f"no atom: {name}")
 
 
 def plot_lambda_path(result_or_path, ax=None):

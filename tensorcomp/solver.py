@@ -47,7 +47,14 @@ PAIRWISE_BATCH = 4096
 @dataclass
 class IterationState:
     """What ``callback`` receives after each iteration. Return True (or raise StopIteration) to
-    stop the run with status "callback"."""
+    stop the run with status "callback".
+
+    ``step`` says what the iteration did: "local" (a pairwise/away step inside the active set),
+    "fw_active" (a Frank-Wolfe step to an active atom), "fw_oracle:<source>" (to a new atom
+    from that oracle stage, e.g. "fw_oracle:altmin"), "fw_shortcut:<source>" (the published
+    variant's uncertified step) or "negative:<source>" (the oracle found no atom below the
+    target; the gap estimate was halved). The same label is the fourth field of each
+    ``result.history`` row."""
 
     iteration: int
     time_s: float
@@ -168,7 +175,10 @@ class _Driver:
         }
         if self.lam < lam:
             self.stats["lam_effective"] = self.lam
-        self.history: list[tuple[float, float, float]] = []
+        # (time_s, objective, proven lower bound, step): step is "local", "fw_active",
+        # "fw_oracle:<source>", "fw_shortcut:<source>" or "negative:<source>" (the oracle stage
+        # that answered), so a convergence plot can mark where each oracle worked
+        self.history: list[tuple[float, float, float, str]] = []
         self.status = None
         self.message = ""
 
@@ -322,7 +332,7 @@ class _Driver:
             if stop:
                 self.status, self.message = stop, policy.message
                 return "stop"
-            return "fw_oracle"
+            return f"fw_oracle:{answer.source}"
         self._count("oracle_negative", answer.source)
         certified = proven_min >= query.certify_level
         stats["certified_negatives"] += int(certified)
@@ -334,7 +344,7 @@ class _Driver:
             stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
             stats["fw_steps"] += 1
             stats["uncertified_resets"] = stats.get("uncertified_resets", 0) + 1
-            return "fw_shortcut"
+            return f"fw_shortcut:{answer.source}"
         status = policy.stop_status(f)
         if status:
             self.status = status
@@ -344,7 +354,7 @@ class _Driver:
         if stop:
             self.status, self.message = stop, policy.message
             return "stop"
-        return "negative"
+        return f"negative:{answer.source}"
 
     def _pairwise_run(self, f_quad: float) -> float:
         """A run of pairwise steps in one compiled call (O(m) per step): the same steps as
@@ -355,16 +365,16 @@ class _Driver:
             budget = max(min(budget, self.max_iter - stats["iterations"]), 1)
         w = aset.weights.copy()
         G = aset.G  # a view: copying it cost O(m^2) per run of steps
-        gw = aset.gram_times(w)
+        gw = aset.gram_weights().copy()  # the kernel updates it in place
         scale = 2.0 * self.lam / self.obs.n_samples
         steps, _ = K.pairwise_steps(G, aset.h, w, gw, scale, self.lam, self.policy.phi, budget,
                                     self._trace)
-        stats["drops"] += aset.set_weights(w)
+        stats["drops"] += aset.set_weights(w, gw)  # the kernel kept G w current
         stats["local_steps"] += steps
         stats["iterations"] += steps
         t = self._elapsed()
         f_steps = f_quad + np.cumsum(self._trace[:steps])
-        self.history.extend((t, float(f), self.lower_bound) for f in f_steps)
+        self.history.extend((t, float(f), self.lower_bound, "local") for f in f_steps)
         return aset.objective_quadratic()
 
     def _count(self, key: str, source: str) -> None:
@@ -373,7 +383,7 @@ class _Driver:
 
     def _after_iteration(self, step: str, f: float) -> bool:
         t = self._elapsed()
-        self.history.append((t, f, self.lower_bound))
+        self.history.append((t, f, self.lower_bound, step))
         if self.verbose and (self.stats["iterations"] % 100 == 0 or step.startswith("fw_o")):
             logger.info("it=%6d t=%8.2fs f=%.6e lb=%.6e Phi=%.3e atoms=%d step=%s",
                         self.stats["iterations"], t, f, self.lower_bound, self.policy.phi,

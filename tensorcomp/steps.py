@@ -25,8 +25,8 @@ def frank_wolfe_step(aset: ActiveSet, j: int, ga: np.ndarray) -> int:
     slope = float(ga @ d)
     if slope >= 0.0:
         return 0
-    gamma = _exact_step(slope, aset.curvature(d), 1.0)
-    return aset.set_weights(aset.weights + gamma * d)
+    gamma = _exact_step(slope, aset.curvature_to_atom(j), 1.0)
+    return aset.step_to_atom(j, gamma)
 
 
 class PairwiseStep:

@@ -49,17 +49,27 @@ def test_plot_lambda_path_marks_the_chosen_lambda(tmp_path):
         solve(obs, lam=1.0).plot_lambda_path()
 
 
-def test_oracle_sources_are_marked_when_the_history_records_steps():
-    """History rows with a fourth field (the step, e.g. "fw_oracle:scip") get one marker series
-    per oracle source; three-field rows (today's solver) plot without markers."""
+def test_oracle_sources_are_marked_from_the_solvers_history():
+    """The solver records each row's step; new atoms are marked per oracle source on the
+    objective, negative answers hollow on the bound line; rows without steps plot unmarked."""
     from dataclasses import replace
     _, obs = published_instance((6, 5, 4), 80, 0)
-    res = solve(obs, lam=1.0)
-    steps = ["local", "fw_oracle:altmin", "local", "fw_oracle:scip"]
-    marked = replace(res, history=[h[:3] + (steps[i % 4],) for i, h in enumerate(res.history)])
-    ax = marked.plot_convergence()
-    labels = [line.get_label() for line in ax.get_lines()]
-    assert "oracle: altmin" in labels and "oracle: scip" in labels
-    scip = [line for line in ax.get_lines() if line.get_label() == "oracle: scip"][0]
-    assert len(scip.get_xdata()) == len(res.history[3::4])
+    res = solve(obs, lam=1.0, oracle="scip")
+    steps = [h[3] for h in res.history]
+    assert all(len(h) == 4 for h in res.history)
+    positives = [s for s in steps if s.startswith("fw_oracle:")]
+    assert positives and {s.split(":")[1] for s in positives} <= {"altmin", "scip", "hint"}
+    assert sum(s.startswith(("fw_oracle:", "negative:")) for s in steps) == \
+        res.stats["oracle_calls"]
+    ax = res.plot_convergence()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name in {s.split(":")[1] for s in positives}:
+        assert len(lines[f"new atom: {name}"].get_xdata()) == \
+            sum(s == f"fw_oracle:{name}" for s in steps)
+    negatives = [s for s in steps if s.startswith("negative:")]
+    for name in {s.split(":")[1] for s in negatives}:
+        assert len(lines[f"no atom: {name}"].get_xdata()) == negatives.count(f"negative:{name}")
     plt.close(ax.figure)
+    bare = replace(res, history=[h[:3] for h in res.history]).plot_convergence()
+    assert not [ln for ln in bare.get_lines() if ln.get_label().startswith(("new atom", "no atom"))]
+    plt.close(bare.figure)
