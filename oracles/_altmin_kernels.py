@@ -37,6 +37,11 @@ __all__ = [
     "descend_batch",
     "descend_batch_serial",
     "descend_batch_np",
+    "descend_batch_counts",
+    "descend_batch_counts_serial",
+    "descend_counts_np",
+    "observed_bits",
+    "support_mask",
     "warm_up",
 ]
 
@@ -154,16 +159,33 @@ def mode_coefficients_np(c, idx, offsets, theta, z, k, coef):
 # One alternating-minimisation descent
 # --------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _flip(theta, z, mode_ptr, mode_entries, b):
-    """Flip bit b of theta and keep z consistent (only the entries of list b change)."""
-    if theta[b] != 0:
-        theta[b] = 0
-        for t in range(mode_ptr[b], mode_ptr[b + 1]):
-            z[mode_entries[t]] += 1
-    else:
-        theta[b] = 1
-        for t in range(mode_ptr[b], mode_ptr[b + 1]):
-            z[mode_entries[t]] -= 1
+def _block_update(theta, off, r, coef, tol, settling, delta):
+    """The block rule of :func:`descend` on the coefficients of one mode: flips theta's bits
+    off:off + r in place and records them in ``delta`` (+1 switched off, -1 on, 0 kept).
+    Returns (changed, a tied bit was on)."""
+    gain = 0.0
+    for j in range(r):
+        cj = coef[j]
+        if theta[off + j] != 0:
+            if cj > 0.0:
+                gain += cj
+        elif cj < 0.0:
+            gain -= cj
+    changed = False
+    tied_on = False
+    for j in range(r):
+        cj = coef[j]
+        if cj == 0.0:
+            tied_on = tied_on or theta[off + j] != 0
+            flip = settling and theta[off + j] != 0
+        else:
+            flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
+        delta[j] = 0
+        if flip:
+            delta[j] = 1 if theta[off + j] != 0 else -1
+            theta[off + j] = 1 - theta[off + j]
+            changed = True
+    return changed, tied_on
 
 
 @njit(cache=True)
@@ -190,6 +212,7 @@ def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode,
     """
     p, u = idx.shape
     zero_counts(theta, idx, offsets, z)
+    delta = np.zeros(coef.shape[0], dtype=np.int64)
     updates = 0
     unchanged = 0
     ties_in_streak = False  # some tied bit was on during the current run of unchanged updates
@@ -199,26 +222,13 @@ def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode,
         mode_coefficients(c, idx, offsets, theta, z, k, coef)
         off = offsets[k]
         r = offsets[k + 1] - off
-        gain = 0.0
-        for j in range(r):
-            cj = coef[j]
-            if theta[off + j] != 0:
-                if cj > 0.0:
-                    gain += cj
-            elif cj < 0.0:
-                gain -= cj
-        changed = False
-        tied_on = False
-        for j in range(r):
-            cj = coef[j]
-            if cj == 0.0:
-                tied_on = tied_on or theta[off + j] != 0
-                flip = settling and theta[off + j] != 0
-            else:
-                flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
-            if flip:
-                _flip(theta, z, mode_ptr, mode_entries, off + j)
-                changed = True
+        changed, tied_on = _block_update(theta, off, r, coef, tol, settling, delta)
+        if changed:  # z follows theta through the flipped bits' entry lists only
+            for j in range(r):
+                if delta[j] != 0:
+                    b = off + j
+                    for t in range(mode_ptr[b], mode_ptr[b + 1]):
+                        z[mode_entries[t]] += delta[j]
         updates += 1
         if changed:
             unchanged = 0
@@ -238,6 +248,23 @@ def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode,
         if z[x] == 0:
             value += c[x]
     return value, updates
+
+
+def _block_flips_np(block, coef, tol, settling):
+    """NumPy twin of :func:`_block_update`'s decisions: (bits to flip, a tied bit was on)."""
+    gain = 0.0
+    for j in range(block.shape[0]):  # sequential, as in the kernel
+        cj = float(coef[j])
+        if block[j]:
+            if cj > 0.0:
+                gain += cj
+        elif cj < 0.0:
+            gain -= cj
+    tied_on = (coef == 0.0) & (block != 0)
+    flips = tied_on & settling
+    if gain > tol:
+        flips |= (coef != 0.0) & (block != (coef < 0.0))
+    return flips, bool(tied_on.any())
 
 
 def _flip_np(theta, z, mode_ptr, mode_entries, b):
@@ -264,20 +291,7 @@ def descend_np(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mo
         mode_coefficients_np(c, idx, offsets, theta, z, k, coef)
         off = int(offsets[k])
         r = int(offsets[k + 1]) - off
-        block, block_coef = theta[off:off + r], coef[:r]
-        gain = 0.0
-        for j in range(r):  # sequential, as in the kernel
-            cj = float(block_coef[j])
-            if block[j]:
-                if cj > 0.0:
-                    gain += cj
-            elif cj < 0.0:
-                gain -= cj
-        tied_on = (block_coef == 0.0) & (block != 0)
-        flips = tied_on & settling
-        if gain > tol:
-            flips |= (block_coef != 0.0) & (block != (block_coef < 0.0))
-        tied_on = bool(tied_on.any())
+        flips, tied_on = _block_flips_np(theta[off:off + r], coef[:r], tol, settling)
         for j in np.flatnonzero(flips):
             _flip_np(theta, z, mode_ptr, mode_entries, off + int(j))
         updates += 1
@@ -432,139 +446,21 @@ def warm_up() -> None:
 BLOCK = 1 << 14
 
 
-@njit(cache=True)
-def _block_update(theta, off, r, coef, tol, settling, delta):
-    """The block rule of :func:`descend` on the coefficients of one mode: flips theta's bits
-    off:off + r in place and records them in ``delta`` (+1 switched off, -1 on, 0 kept).
-    Returns (changed, a tied bit was on)."""
-    gain = 0.0
-    for j in range(r):
-        cj = coef[j]
-        if theta[off + j] != 0:
-            if cj > 0.0:
-                gain += cj
-        elif cj < 0.0:
-            gain -= cj
-    changed = False
-    tied_on = False
-    for j in range(r):
-        cj = coef[j]
-        if cj == 0.0:
-            tied_on = tied_on or theta[off + j] != 0
-            flip = settling and theta[off + j] != 0
-        else:
-            flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
-        delta[j] = 0
-        if flip:
-            delta[j] = 1 if theta[off + j] != 0 else -1
-            theta[off + j] = 1 - theta[off + j]
-            changed = True
-    return changed, tied_on
-
-
-def _descend_counts_body(c, idx, offsets, theta, z, partial, delta, first_mode, max_updates,
-                         tol):
-    """Alternating minimisation from ``theta`` (in place), as :func:`descend` (same block rule,
-    ties, settling, termination), on a memory-lean layout: no entry lists. A flip of bits of
-    mode k' is recorded as ``delta[j]`` (+1: bit j switched off, z grows on the entries with
-    x_k' = j; -1: switched on) and applied to ``z`` during the next mode's pass, which reads
-    every entry anyway. So each mode update is one pass over the entries (idx rows of modes k'
-    and k, z, and c where an entry counts), in blocks of BLOCK entries run in parallel.
-
-    ``idx`` (p, u) any unsigned dtype; ``z`` (u,) uint8, ``partial`` (n_blocks, LANES, max r)
-    float64 and ``delta`` (max r,) int64 are workspaces. Returns ``(value, updates)`` with
-    ``value = sum_{z_x == 0} c_x`` (per block in entry order, then over blocks in order).
-    """
-    p, u = idx.shape
-    n_blocks = (u + BLOCK - 1) // BLOCK
-    # zero counts of the start
-    for b in prange(n_blocks):
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, u)
-        for x in range(lo, hi):
-            z[x] = 0
-        for m in range(p):
-            off_m = offsets[m]
-            for x in range(lo, hi):
-                z[x] += 1 - theta[off_m + idx[m, x]]
-    updates = 0
-    unchanged = 0
-    ties_in_streak = False
-    settling = False
-    k = first_mode
-    pending = -1  # mode whose flips are recorded in delta and not yet applied to z
-    while updates < max_updates:
-        off = offsets[k]
-        r = offsets[k + 1] - off
-        off_p = offsets[pending] if pending >= 0 else 0
-        for b in prange(n_blocks):
-            lo = b * BLOCK
-            hi = min(lo + BLOCK, u)
-            acc = partial[b]
-            for lane in range(LANES):
-                for j in range(r):
-                    acc[lane, j] = 0.0
-            if pending >= 0:
-                for x in range(lo, hi):
-                    zx = np.int64(z[x]) + delta[idx[pending, x]]
-                    z[x] = zx
-                    j = idx[k, x]
-                    if zx + theta[off + j] == 1:
-                        acc[x % LANES, j] += c[x]
-            else:
-                for x in range(lo, hi):
-                    j = idx[k, x]
-                    if z[x] + theta[off + j] == 1:
-                        acc[x % LANES, j] += c[x]
-        pending = -1
-        coef = np.zeros(r, dtype=np.float64)
-        for b in range(n_blocks):
-            for j in range(r):
-                coef[j] += ((partial[b, 0, j] + partial[b, 1, j]) + partial[b, 2, j]) \
-                    + partial[b, 3, j]
-        changed, tied_on = _block_update(theta, off, r, coef, tol, settling, delta)
-        if changed:
-            pending = k
-        updates += 1
-        if changed:
-            unchanged = 0
-            ties_in_streak = False
-        else:
-            unchanged += 1
-            ties_in_streak = ties_in_streak or tied_on
-        if unchanged == p:
-            if settling or not ties_in_streak:
-                break
-            settling = True
-            unchanged = 0
-        k = k + 1 if k + 1 < p else 0
-    # apply the last flips, then the value in block order
-    block_value = np.zeros(n_blocks, dtype=np.float64)
-    for b in prange(n_blocks):
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, u)
-        s = 0.0
-        for x in range(lo, hi):
-            if pending >= 0:
-                z[x] = np.int64(z[x]) + delta[idx[pending, x]]
-            if z[x] == 0:
-                s += c[x]
-        block_value[b] = s
-    value = 0.0
-    for b in range(n_blocks):
-        value += block_value[b]
-    return value, updates
-
-
 def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
                                updates):
-    """:func:`descend_counts` on every row of ``thetas`` (in place), the descents in lockstep:
+    """Alternating minimisation from every row of ``thetas`` (in place), as :func:`descend`
+    (same block rule, ties, settling, termination), on a memory-lean layout: no entry lists.
+    A flip of bits of mode k' is recorded as ``delta[j]`` (+1: bit j switched off, z grows on
+    the entries with x_k' = j; -1: switched on) and applied to ``z`` during the next mode's
+    pass, which reads every entry anyway: each block update is one pass over the entries (the
+    index rows of modes k' and k, z, and c where an entry counts). The descents run in lockstep:
     one parallel region per round does the current pass of every unfinished descent, over
     (descent, block of entries) pairs. So every core works on every restart (no idle core
     when restarts differ in length, nothing capped by the batch size), a round costs one
     synchronisation for the whole batch, and each descent takes exactly the decisions and
-    sums of :func:`descend_counts` (results independent of the thread count).
-    Scratch: one z (u bytes) per descent of the batch."""
+    sums as alone (results independent of the thread count and of the batch). Block sums:
+    per block of BLOCK entries in LANES lanes, then over blocks in order; ``values[s] =
+    sum_{z_x == 0} c_x`` likewise. Scratch: one z (u bytes) per descent of the batch."""
     B = thetas.shape[0]
     p, u = idx.shape
     r_max = np.max(offsets[1:] - offsets[:-1])
@@ -689,8 +585,6 @@ def _parallel_twin(body):
     return njit(cache=True, parallel=True)(twin)
 
 
-descend_counts = njit(cache=True)(_descend_counts_body)
-descend_counts_parallel = _parallel_twin(_descend_counts_body)
 descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
 descend_batch_counts = _parallel_twin(_descend_batch_counts_body)
 
@@ -721,8 +615,8 @@ def support_mask(theta, idx, offsets):
 
 
 def descend_counts_np(c, idx, offsets, theta, first_mode, max_updates, tol):
-    """NumPy twin of :func:`descend_counts` (same decisions, same summation orders); builds its
-    own workspaces. Returns ``(value, updates)``."""
+    """NumPy twin of one descent of :func:`descend_batch_counts` (same decisions, same
+    summation orders). Returns ``(value, updates)``."""
     p, u = idx.shape
     n_blocks = (u + BLOCK - 1) // BLOCK
     z = np.zeros(u, dtype=np.int64)
@@ -744,19 +638,7 @@ def descend_counts_np(c, idx, offsets, theta, first_mode, max_updates, tol):
                                  minlength=r) for lane in range(LANES)]
             coef = coef + (((lanes[0] + lanes[1]) + lanes[2]) + lanes[3])
         block = theta[off:off + r]
-        gain = 0.0
-        for j in range(r):  # sequential, as in the kernel
-            cj = float(coef[j])
-            if block[j]:
-                if cj > 0.0:
-                    gain += cj
-            elif cj < 0.0:
-                gain -= cj
-        tied_on = (coef == 0.0) & (block != 0)
-        flips = tied_on & settling
-        if gain > tol:
-            flips |= (coef != 0.0) & (block != (coef < 0.0))
-        tied_on = bool(tied_on.any())
+        flips, tied_on = _block_flips_np(block, coef, tol, settling)
         if flips.any():
             z += np.where(block != 0, 1, -1)[j_all] * flips[j_all]
             block[flips] ^= 1

@@ -317,16 +317,5 @@ def _row_max(by_mode: np.ndarray) -> np.ndarray:
 
 
 def _validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
-    if not shape or any(r < 1 for r in shape):
-        raise ValueError(f"shape must be a non-empty tuple of positive sizes, got {shape}")
-    if len(shape) > 255:
-        raise ValueError(f"shape has {len(shape)} modes; at most 255 are supported")
-    indices = np.asarray(indices)
-    if indices.ndim != 2 or indices.shape[1] != len(shape):
-        raise ValueError(f"indices must have shape (u, {len(shape)}), got {indices.shape}")
-    if indices.size and not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
-    indices = indices.astype(np.int64)
-    if indices.size and (indices.min() < 0 or np.any(indices.max(axis=0) >= np.array(shape))):
-        raise ValueError(f"indices out of range for shape {shape}")
-    return indices
+    """(u, p) int64 copy of the checked entries (for oracles that index with int64)."""
+    return _mode_major(indices, shape).T.astype(np.int64)

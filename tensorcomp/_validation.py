@@ -37,32 +37,7 @@ def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
 
 def as_index_array(indices, shape: tuple[int, ...], name: str = "indices") -> np.ndarray:
     """(n, p) int64 copy, checked for dtype, shape and range."""
-    arr = np.asarray(indices)
-    if arr.dtype == object or arr.dtype.kind in "USV":
-        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
-    if arr.dtype.kind == "b":
-        raise InputError(f"{name} must be an integer array, got booleans")
-    if arr.dtype.kind == "f":
-        raise InputError(f"{name} must be an integer array, got floating dtype {arr.dtype}")
-    if arr.dtype.kind not in "iu":
-        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
-    p = len(shape)
-    if arr.ndim == 1 and p == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2 or arr.shape[1] != p:
-        raise InputError(f"{name} must have shape (n, {p}) for a tensor of order {p}, "
-                         f"got shape {arr.shape}")
-    arr = arr.astype(np.int64, copy=True)
-    if arr.size:
-        low = arr.min(axis=0)
-        high = arr.max(axis=0)
-        for k in range(p):
-            if low[k] < 0 or high[k] >= shape[k]:
-                bad = low[k] if low[k] < 0 else high[k]
-                row = int(np.flatnonzero((arr[:, k] == bad))[0])
-                raise InputError(f"{name}[{row}, {k}] = {bad} is out of range for mode {k} "
-                                 f"of size {shape[k]}")
-    return arr
+    return checked_index_array(indices, shape, name).astype(np.int64, copy=True)
 
 
 def checked_index_array(indices, shape, name: str = "indices") -> np.ndarray:
@@ -124,21 +99,8 @@ def checked_value_array(values, n: int, name: str = "values") -> np.ndarray:
 
 
 def as_value_array(values, n: int, name: str = "values") -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype == object or arr.dtype.kind in "USV":
-        raise InputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.dtype.kind == "c":
-        raise InputError(f"{name} must be real, got complex dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise InputError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise InputError(f"{name} has length {arr.shape[0]} but indices has {n} rows")
-    arr = arr.astype(np.float64, copy=True)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        i = int(np.flatnonzero(~finite)[0])
-        raise InputError(f"{name}[{i}] = {arr[i]} is not finite")
-    return arr
+    """(n,) float64 copy, checked for dtype, length and finiteness."""
+    return checked_value_array(values, n, name).astype(np.float64, copy=True)
 
 
 def as_positive_float(value, name: str) -> float:

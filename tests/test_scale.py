@@ -130,23 +130,17 @@ def test_counts_descent_matches_twin_and_lists_kernel(shape, u):
     """Several entry blocks at the largest size: block partial sums, parallel and serial."""
     rng = np.random.default_rng(u)
     idx, offsets, c = random_problem(rng, shape, u)
-    n_blocks = -(-idx.shape[1] // AKn.BLOCK)
     mode_ptr, mode_entries = AKn.build_mode_lists(idx, offsets)
     for trial in range(4):
         theta0 = (rng.random(offsets[-1]) < 0.6).astype(np.uint8)
         first = trial % len(shape)
         twin_theta = theta0.copy()
         twin = AKn.descend_counts_np(c, idx, offsets, twin_theta, first, 200, 1e-12)
-        for kernel in (AKn.descend_counts, AKn.descend_counts_parallel):
-            theta = theta0.copy()
-            z = np.empty(idx.shape[1], dtype=np.uint8)
-            partial = np.empty((n_blocks, AKn.LANES, max(shape)))
-            delta = np.zeros(max(shape), dtype=np.int64)
-            got = kernel(c, idx, offsets, theta, z, partial, delta, first, 200, 1e-12)
-            assert got == twin and np.array_equal(theta, twin_theta)
-            ref = np.empty_like(z)
-            AKn.zero_counts(theta, idx, offsets, ref)
-            assert np.array_equal(z, ref)  # z left consistent with the final atom
+        for kernel in (AKn.descend_batch_counts_serial, AKn.descend_batch_counts):
+            thetas = theta0[None, :].copy()
+            values, updates = np.empty(1), np.empty(1, dtype=np.int64)
+            kernel(c, idx, offsets, thetas, np.array([first]), 200, 1e-12, values, updates)
+            assert (values[0], updates[0]) == twin and np.array_equal(thetas[0], twin_theta)
         lists_theta = theta0.copy()
         lists = AKn.descend(c, idx, offsets, mode_ptr, mode_entries, lists_theta,
                             np.empty(idx.shape[1], np.uint8), np.empty(max(shape)), first,
