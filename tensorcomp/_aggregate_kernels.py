@@ -232,10 +232,12 @@ def _pairwise_sum(a, lo, hi):
     return _pairwise_sum(a, lo, lo + n2) + _pairwise_sum(a, lo + n2, hi)
 
 
-def _reduce_buckets_body(keys, vals, ptr, first_out, strides, shape, idx, counts, sums):
-    """Distinct entries of the sorted buckets: mode-major indices ``idx`` (p, u), ``counts`` and
-    ``sums`` (values in input order, summed as ``np.add.reduceat``). Returns the within-entry sum of squares (per bucket in
-    entry order, then over buckets in order: independent of the thread count)."""
+def _reduce_buckets_body(keys, vals, ptr, first_out, strides, shape, idx, counts):
+    """Distinct entries of the sorted buckets: mode-major indices ``idx`` (p, u) and ``counts``
+    at their final positions; the sums (values in input order, summed as ``np.add.reduceat``)
+    in place, at the start of each bucket's own slice of ``vals`` (``compact_sums`` moves them
+    together): no third sample-sized array. Returns the within-entry sum of squares (per
+    bucket in entry order, then over buckets in order: independent of the thread count)."""
     n_buckets = ptr.shape[0] - 1
     p = strides.shape[0]
     within = np.zeros(n_buckets, dtype=np.float64)
@@ -257,7 +259,7 @@ def _reduce_buckets_body(keys, vals, ptr, first_out, strides, shape, idx, counts
                         ss += d * d
                     within[b] += ss
                     counts[w] = m
-                    sums[w] = s
+                    vals[lo + w - first_out[b]] = s  # <= start: already read
                     key = keys[start]
                     for k in range(p):
                         idx[k, w] = (key // strides[k]) % np.uint64(shape[k])
@@ -292,6 +294,16 @@ def _compiled(body, name):
 PARALLEL_MIN_SAMPLES = 1 << 18
 sort_buckets = _compiled(_sort_buckets_body, "sort_buckets")
 reduce_buckets = _compiled(_reduce_buckets_body, "reduce_buckets")
+
+
+@njit(cache=True)
+def compact_sums(vals, ptr, first_out, distinct):
+    """Moves each bucket's sums (at the start of its slice) to their final positions, in bucket
+    order (each move goes left, past slices already moved)."""
+    for b in range(ptr.shape[0] - 1):
+        src, dst = ptr[b], first_out[b]
+        for i in range(distinct[b]):
+            vals[dst + i] = vals[src + i]
 
 
 def smallest_uint(high: int):
@@ -341,9 +353,12 @@ def _reduce(keys, vals, ptr, strides, shape, total_ss):
     u = int(distinct.sum())
     idx = np.empty((len(shape), u), dtype=smallest_uint(max(shape) - 1))
     counts = np.empty(u, dtype=smallest_uint(int(most)))
-    sums = np.empty(u, dtype=np.float64)
     within_ss = reduce_buckets(keys, vals, ptr, first_out, strides,
-                               np.asarray(shape, dtype=np.int64), idx, counts, sums)
+                               np.asarray(shape, dtype=np.int64), idx, counts)
+    del keys
+    compact_sums(vals, ptr, first_out, distinct)
+    # the sums are the first u values of the scratch: a view while that wastes little
+    sums = vals[:u] if 2 * u >= vals.shape[0] else vals[:u].copy()
     return idx, counts, sums, float(within_ss), float(total_ss)
 
 

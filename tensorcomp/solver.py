@@ -246,7 +246,7 @@ class _Driver:
         f_quad = aset.objective_quadratic()
         while True:
             if f_quad - policy.stop_bound() <= self.tol:
-                status = policy.stop_status(aset.objective_exact(aset.point()))
+                status = policy.stop_status(aset.objective())
                 if status:
                     self.status = status
                     return
