@@ -191,6 +191,14 @@ def test_indexings_agree_and_threads_do_not_change_answers(monkeypatch):
             assert np.array_equal(a.theta, b.theta) and a.value == b.value
 
 
+def test_abs_sum_is_numpys_sum_without_the_temporary():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 129, 1000, 70001, 1 << 20, 3_000_017):
+        c = rng.standard_normal(n)
+        assert altmin.abs_sum(c) == float(np.abs(c).sum())
+        assert altmin.abs_sum(c, block=1024) == float(np.abs(c).sum())
+
+
 def test_heuristic_reads_the_observations_entries_without_a_copy():
     rng = np.random.default_rng(1)
     shape = (10,) * 5
