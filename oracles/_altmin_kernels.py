@@ -22,8 +22,16 @@ floating-point summation order, so tests can demand bit-identical results.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit, prange
+
+# Parallel passes synchronise once per round. GNU OpenMP's default is to spin while waiting:
+# on a machine shared with other jobs a spinning thread takes the core the others need
+# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1); sleeping waiters cost
+# microseconds per round on an idle machine. The user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = [
     "build_mode_lists",
