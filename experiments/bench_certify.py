@@ -9,6 +9,7 @@ and only an exact oracle can prove the gap), default tolerance and oracle time l
 
     python experiments/bench_certify.py --points 3:10:500 --seeds 10
     python experiments/bench_certify.py --points 3:20:4000,4:10:2000 --seeds 3 --paths auto
+    python experiments/bench_certify.py --points 4:10:2000 --seeds 10 --bb-threads 2
 
 A point is ``p:r:n`` (shape r x ... x r, p modes, n samples). Printed: one row per run, then a
 summary table per point and path (certified = status "optimal" with a proven gap <= tol).
@@ -22,7 +23,7 @@ import time
 import numpy as np
 
 from oracles.chain import ChainOracle
-from tensorcomp import Observations, solve
+from tensorcomp import Observations, oracle_factory, solve
 from tensorcomp.oracle_factory import make_oracle
 from tensorcomp.synthetic import published_instance
 
@@ -82,7 +83,10 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--escalation", type=int, default=None,
                     help="extra heuristic starts before an exact stage (default: the chain's)")
+    ap.add_argument("--bb-threads", type=int, default=oracle_factory.BRANCH_BOUND_THREADS,
+                    help="search threads of the branch and bound (default: the factory's)")
     a = ap.parse_args()
+    oracle_factory.BRANCH_BOUND_THREADS = a.bb_threads
     paths = a.paths.split(",")
     # compile the Numba kernels outside the timings
     warm = noisy_instance(3, 4, 40, 0, a.noise)

@@ -34,7 +34,8 @@ soon as a ``min(0, .)`` absorbs it: O(groups of the bit x levels) at worst per f
 
 The search is an iterative depth-first search whose whole state lives in arrays, so that
 :func:`search` can stop after ``max_nodes`` nodes and resume where it stopped (the Python side
-checks the clock and Ctrl-C between chunks). ``state`` holds
+checks the clock and Ctrl-C between chunks; the kernels release the GIL, so threads search
+separate subtrees in parallel, each with its own state arrays). ``state`` holds
 ``[depth, phase, nodes, incumbent, min_pruned]``: phase 0 means "the node at ``depth`` is to be
 evaluated", phase 1 "the search returns to the node at ``depth`` from a child".
 
@@ -89,7 +90,7 @@ def _push(g, delta, parent, gbit, val, S, T, total):
         g = q
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def set_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
     """Set the non-level-0 bit ``b`` to ``v`` (0, 1, or -1 to undo) and update the terms."""
     val[b] = v
@@ -102,17 +103,17 @@ def set_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
             _push(g, delta, parent, gbit, val, S, T, total)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fix_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
     set_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def unfix_bit(b, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
     set_bit(b, -1, bit_ptr, bit_groups, parent, gbit, val, S, T, total)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def init_state(leaf_start, cint, parent, gbit, val, S, T, total):
     """S, T and total from scratch for the bit states ``val``; groups ``leaf_start:`` are the
     entries (S = c), and every parent is numbered before its children."""
@@ -130,7 +131,7 @@ def init_state(leaf_start, cint, parent, gbit, val, S, T, total):
             total[0] += T[g]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def search(order, first_val, tried, bound_at, state, max_nodes, prune_cert, target,
            level0_bits, best_theta, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
     """Depth-first branch and bound over ``order`` (the bits still undetermined), for at most

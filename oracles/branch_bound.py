@@ -24,10 +24,12 @@ its bounds are unchanged); bits no entry uses stay 0. The incumbent is the empty
 or the best hint (each completed by the closed form on mode L). The branching order (see
 ``branching``) tries the incumbent's value of each bit first.
 
-The search runs in chunks of nodes from Python, which checks ``query.time_limit_s`` and the
-node limit between chunks and catches Ctrl-C (Numba code cannot see KeyboardInterrupt). A cut
-search returns its best atom and the proven bound ``min(incumbent, pruned bounds, bounds of the
-open subtrees)``. Memory: O(p u + rho) integers, whatever the search depth.
+The search runs in chunks of nodes from Python (:mod:`oracles._branch_bound_driver`), which
+checks ``query.time_limit_s`` and the node limit between chunks and catches Ctrl-C (Numba code
+cannot see KeyboardInterrupt). With ``threads > 1`` the tree is cut into subtrees that threads
+search in parallel, sharing the incumbent. A cut search returns its best atom and the proven
+bound ``min(incumbent, pruned bounds, bounds of the open subtrees)``. Memory: O(p u + rho)
+integers per thread, whatever the search depth.
 """
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ import numpy as np
 
 from . import _branch_bound_kernels as kernels
 from ._altmin_kernels import build_mode_lists
+from ._branch_bound_driver import run_search
 from .altmin import AltMinOracle, _validated_indices
-from .base import (USER_INTERRUPT, OracleAnswer, SeparationQuery, Timer, atom_dot,
-                   atom_offsets)
+from .base import OracleAnswer, SeparationQuery, Timer, atom_dot, atom_offsets
 
 __all__ = ["BranchBoundOracle", "BranchBoundRun", "quantise", "proven_real_bound"]
 
@@ -51,6 +53,9 @@ QUANT_BITS = 60
 ROUNDING_MARGIN = 2.0**-50
 #: wall-clock target per chunk of nodes: the latency of time limits and Ctrl-C
 CHUNK_S = 0.02
+#: with several threads the tree is cut into 2**(ceil(log2(threads)) + SPLIT_EXTRA) subtrees,
+#: several per thread, so that a thread whose subtrees are pruned early takes more
+SPLIT_EXTRA = 3
 
 
 def quantise(c: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -85,6 +90,7 @@ class BranchBoundRun:
     nodes: nodes evaluated. chunks: kernel calls.
     status: "optimal", "certified", "target_reached", "timelimit", "nodelimit",
         "userinterrupt" or "no_entries".
+    split: depth at which the tree was cut into subtrees for the threads (0: one tree).
     """
 
     level_modes: tuple
@@ -93,6 +99,28 @@ class BranchBoundRun:
     nodes: int
     chunks: int
     status: str
+    split: int = 0
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One call's search: what every worker of :func:`run_search` reads (never writes)."""
+
+    order: np.ndarray
+    first_val: np.ndarray
+    val0: np.ndarray
+    cint: np.ndarray
+    leaf_start: int
+    n_groups: int
+    parent: np.ndarray
+    gbit: np.ndarray
+    bit_ptr: np.ndarray
+    bit_groups: np.ndarray
+    level0_bits: np.ndarray
+    cert_k: int
+    target_k: int
+    split: int
+    root_bound: int
 
 
 class BranchBoundOracle:
@@ -107,13 +135,18 @@ class BranchBoundOracle:
         first within a level), "outer_first", or "mass" (heaviest first across levels).
     max_nodes: node budget per call (None: unlimited); a call that spends it answers
         "nodelimit" with the bound proven so far.
+    threads: search threads (default 1); with more than one the tree is cut into subtrees
+        searched in parallel. Not the default: on our shared 2-core machine two threads got no
+        more CPU than one (nodes/s ratio 0.96, ``experiments/bench_bb_threads.py``), and a
+        search that stops at the target then runs at half speed on the incumbent's path.
     """
 
     name = "branch_bound"
     certifies = True
 
     def __init__(self, indices, shape, *, closed_mode: int | None = None, level_modes=None,
-                 branching: str = "inner_first", max_nodes: int | None = None) -> None:
+                 branching: str = "inner_first", max_nodes: int | None = None,
+                 threads: int = 1) -> None:
         self.shape = tuple(int(r) for r in shape)
         self.indices = _validated_indices(indices, self.shape)
         p = len(self.shape)
@@ -136,6 +169,10 @@ class BranchBoundOracle:
         if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(
                 max_nodes, (int, np.integer)) or max_nodes < 1):
             raise ValueError(f"max_nodes must be None or an integer >= 1, got {max_nodes!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
+                or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        self.threads = int(threads)
         self.closed_mode = int(closed_mode)
         self.level_modes = (self.closed_mode, *rest)
         self.branching = branching
@@ -202,7 +239,6 @@ class BranchBoundOracle:
         timer = Timer()
         c = self._validated_direction(query.direction)
         hints = self._validated_hints(query.hints)
-        L = self.closed_mode
         if self.num_entries == 0:
             self.last_run = BranchBoundRun(self.level_modes, 0, 0, 0, 0, "no_entries")
             return OracleAnswer(theta=np.zeros(self.rho, dtype=bool), value=0.0, lower_bound=0.0,
@@ -214,12 +250,6 @@ class BranchBoundOracle:
         cert_k = self._to_int(query.certify_level, s, margin, up=True)
 
         val = self._dominance_fixings(cint)
-        S = np.zeros(self._parent.size, dtype=np.int64)
-        T = np.zeros_like(S)
-        total = np.zeros(1, dtype=np.int64)
-        kernels.init_state(self._leaf_start, cint, self._parent, self._gbit, val, S, T, total)
-        args = (self._bit_ptr, self._bit_groups, self._parent, self._gbit, val, S, T, total)
-
         # the empty atom (value 0) is the incumbent to beat unless a hint does better
         incumbent, best_theta = 0, np.zeros(self.rho, dtype=np.uint8)
         if hints is not None and len(hints):
@@ -230,56 +260,32 @@ class BranchBoundOracle:
         order = self._branch_order(val, c)
         first_val = best_theta[order].astype(np.int8) if incumbent < 0 \
             else np.ones(order.size, dtype=np.int8)
-        tried = np.zeros(order.size, dtype=np.int8)
-        bound_at = np.zeros(order.size + 1, dtype=np.int64)
-        state = np.array([0, 0, 0, incumbent, kernels.INF], dtype=np.int64)
-
-        status, chunk, chunks = "", 4096, 0
-        code = kernels.RUNNING
-        if incumbent <= target_k:
-            code, status = kernels.TARGET_REACHED, "target_reached"
-        try:
-            while code == kernels.RUNNING:
-                if USER_INTERRUPT.is_set():  # a Ctrl-C that some callback swallowed
-                    status = "userinterrupt"
-                    break
-                if timer.remaining(query.time_limit_s) <= 0:
-                    status = "timelimit"
-                    break
-                budget = chunk
-                if self.max_nodes is not None:
-                    budget = min(budget, self.max_nodes - int(state[2]))
-                    if budget <= 0:
-                        status = "nodelimit"
-                        break
-                started = timer.elapsed()
-                code = kernels.search(order, first_val, tried, bound_at, state, budget, cert_k,
-                                      target_k, self._level0_bits, best_theta, *args)
-                chunks += 1
-                spent = timer.elapsed() - started
-                # aim at CHUNK_S per chunk: the latency of time limits and Ctrl-C
-                chunk = int(min(max(chunk * CHUNK_S / max(spent, 1e-6), 256), chunk * 4, 1 << 24))
-        except KeyboardInterrupt:
-            status = "userinterrupt"  # the arrays hold a consistent state between chunks
-
-        incumbent, pruned = int(state[3]), int(state[4])
-        if code == kernels.COMPLETE:
-            k_bound = min(incumbent, pruned)
-            status = "optimal" if pruned >= incumbent else "certified"
-        else:
-            k_bound = min(incumbent, pruned, self._open_bound(state, tried, bound_at, cneg))
-            status = status or "target_reached"
+        problem = _Problem(
+            order=order, first_val=first_val, val0=val, cint=cint, leaf_start=self._leaf_start,
+            n_groups=self._parent.size, parent=self._parent, gbit=self._gbit,
+            bit_ptr=self._bit_ptr, bit_groups=self._bit_groups, level0_bits=self._level0_bits,
+            cert_k=cert_k, target_k=target_k, split=self._split_depth(order.size),
+            root_bound=int(cneg.sum()))
+        out = run_search(problem, incumbent, best_theta, threads=self.threads,
+                         max_nodes=self.max_nodes, timer=timer,
+                         time_limit_s=query.time_limit_s, chunk_s=CHUNK_S)
+        k_bound, best_theta, status = out.bound, out.theta, out.status
         lower_bound = proven_real_bound(k_bound, s, margin)
         theta = best_theta.astype(bool)
         value = atom_dot(c, theta, self.indices, self.shape)
         lower_bound = min(lower_bound, value)
         self.last_run = BranchBoundRun(self.level_modes, int(order.size), fixed_bits,
-                                       int(state[2]), chunks, status)
+                                       out.nodes, out.chunks, status, problem.split)
         self.calls += 1
-        self.total_nodes += int(state[2])
+        self.total_nodes += out.nodes
         return OracleAnswer(theta=theta, value=value, lower_bound=lower_bound, source=self.name,
                             time_s=timer.elapsed(), status=status,
                             exact=status == "optimal")
+
+    def _split_depth(self, n_bits: int) -> int:
+        if self.threads == 1:
+            return 0
+        return min(n_bits, math.ceil(math.log2(self.threads)) + SPLIT_EXTRA)
 
     # ---------------------------------------------------------------------------------------
     @staticmethod
@@ -351,17 +357,6 @@ class BranchBoundOracle:
                 best = theta.astype(np.uint8)
                 best[off[L]:off[L + 1]] = slices < 0
         return best_value, np.ascontiguousarray(best)
-
-    @staticmethod
-    def _open_bound(state, tried, bound_at, cneg) -> int:
-        """Smallest bound over the subtrees not yet searched (bounds grow with depth)."""
-        d, phase = int(state[0]), int(state[1])
-        candidates = [int(bound_at[dd]) for dd in range(max(d, 0)) if tried[dd] == 1]
-        if phase == 0:
-            candidates.append(int(bound_at[d - 1]) if d >= 1 else int(cneg.sum()))
-        elif d >= 0 and tried[d] == 1:
-            candidates.append(int(bound_at[d]))
-        return min(candidates) if candidates else int(kernels.INF)
 
     # the same checks and messages as the heuristic (they read only num_entries and rho)
     _validated_direction = AltMinOracle._validated_direction

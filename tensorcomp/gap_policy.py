@@ -18,7 +18,8 @@ Contract
   and sum_x m_x = n).
 * **Negative answers are finite.** Phi starts at most (<g, phi_0> - sum_x min(g_x, 0)) / 2, never
   grows, halves on each negative answer and stops at ``floor``. At the floor a negative answer ends
-  the run: with a proof at level <g, phi> - max(Phi, 0.9 tol) the gap is <= tol (``"optimal"``);
+  the run: with a proof at level <g, phi> - max(Phi, 0.9 tol) the gap is <= tol (``"optimal"``;
+  with a relative tolerance, tol here is ``tol_at(f)`` and the gap is <= rel_tol * L);
   without one, if the exact stage was asked (or the oracle cannot certify), ``"stalled"``; if it
   was not asked yet, the next query asks it (escalation: the composite oracle first tries more
   heuristic starts, then the integer program).
@@ -68,14 +69,24 @@ class Thresholds:
 class GapPolicy:
     """Phi, the proven lower bound and the shortcut's estimate, and the stopping decisions.
 
-    tol: absolute tolerance on the proven gap. lazy: ask the exact stage only once Phi <= tol
-    (a proof above that scale cannot end the run); otherwise on every query. published: the
-    papers' uncertified shortcut. certifies: can the oracle prove bounds at all.
+    tol: absolute tolerance on the proven gap. rel_tol: relative tolerance, as MIP solvers
+    report it: the run also stops once f - L <= rel_tol * L (L the proven lower bound), so the
+    gap that ends it is ``stop_tol()`` = max(tol, rel_tol * L). An exact query is asked to
+    prove the level that would end the run, f - L <= ``tol_at(f)`` = max(tol, rel_tol * f /
+    (1 + rel_tol)) (the same condition written with f). The floor of Phi (and so the
+    termination bound) depends on the absolute tol only, and so does the lazy trigger until a
+    proof makes L > 0: a relative tolerance can only end a run sooner, never ask the exact
+    stage where the absolute one would not (with L = 0, as on noiseless data, nothing changes).
+    lazy: ask the exact stage only once Phi <= stop_tol() (a proof above that scale cannot end
+    the run); otherwise on every query. published: the papers' uncertified shortcut.
+    certifies: can the oracle prove bounds at all.
     """
 
-    def __init__(self, tol: float, *, lazy: bool = True, published: bool = False,
-                 certifies: bool = True, within_bound: float = 0.0) -> None:
+    def __init__(self, tol: float, *, rel_tol: float = 0.0, lazy: bool = True,
+                 published: bool = False, certifies: bool = True,
+                 within_bound: float = 0.0) -> None:
         self.tol = float(tol)
+        self.rel_tol = float(rel_tol)
         self.lazy, self.published, self.certifies = lazy, published, certifies
         #: proven lower bound on f*
         self.lower_bound = float(within_bound)
@@ -95,16 +106,27 @@ class GapPolicy:
             shade = error + rounding_error(3, abs(f) + abs(bound_on_min) + abs(gphi))
             self.lower_bound = max(self.lower_bound, f + bound_on_min - gphi - shade)
 
+    def stop_tol(self, bound: float | None = None) -> float:
+        """The gap that ends the run: max(tol, rel_tol * L), L the proven lower bound (or
+        ``bound``)."""
+        bound = self.lower_bound if bound is None else bound
+        return max(self.tol, self.rel_tol * max(bound, 0.0))
+
+    def tol_at(self, f: float) -> float:
+        """The gap a new proof must reach at objective f to end the run: f - L <= rel_tol * L
+        is f - L <= rel_tol * f / (1 + rel_tol)."""
+        return max(self.tol, self.rel_tol * max(f, 0.0) / (1.0 + self.rel_tol))
+
     def stop_bound(self) -> float:
         """The bound the stopping test uses: the proven one, or the shortcut's estimate."""
         return max(self.lower_bound, self.estimated_bound)
 
     def stop_status(self, f: float) -> str | None:
-        """"optimal" when the proven gap is <= tol, "uncertified" when only the shortcut's
-        estimated gap is, else None."""
-        if f - self.lower_bound <= self.tol:
+        """"optimal" when the proven gap is <= stop_tol(), "uncertified" when only the
+        shortcut's estimated gap is, else None."""
+        if f - self.lower_bound <= self.stop_tol():
             return "optimal"
-        if self.published and f - self.estimated_bound <= self.tol:
+        if self.published and f - self.estimated_bound <= self.stop_tol(self.estimated_bound):
             return "uncertified"
         return None
 
@@ -123,10 +145,10 @@ class GapPolicy:
         self._raise_floor(resolution)
         # f - f* <= f - L: a larger estimate only wastes oracle calls on halvings
         self.phi = max(min(self.phi, f - self.stop_bound()), self.floor)
-        exact = (not self.lazy or self.phi <= self.tol or self.force_exact)
+        exact = (not self.lazy or self.phi <= self.stop_tol() or self.force_exact)
         if self.published:  # the papers: heuristics after the first call's optional IP
             exact = self.force_exact
-        certify_gap = max(self.phi, CERTIFY_FRACTION * self.tol)
+        certify_gap = max(self.phi, CERTIFY_FRACTION * self.tol_at(f))
         return Thresholds(target=gphi - self.phi / ACCURACY_K,
                           certify_level=gphi - certify_gap, exact_allowed=exact)
 

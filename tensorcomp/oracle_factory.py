@@ -20,9 +20,14 @@ ORACLE_NAMES = ("auto", "scip", "branch_bound", "altmin", "exhaustive")
 BRANCH_BOUND_TIME_SHARE = 0.8
 
 
+#: Search threads of the branch-and-bound stage. One: on the shared 2-core machine two threads
+#: got no more CPU than one (experiments/bench_bb_threads.py, README); raise it on free cores.
+BRANCH_BOUND_THREADS = 1
+
+
 def _branch_bound(indices, shape):
     from oracles.branch_bound import BranchBoundOracle
-    return BranchBoundOracle(indices, shape)
+    return BranchBoundOracle(indices, shape, threads=BRANCH_BOUND_THREADS)
 
 
 def _scip(indices, shape):

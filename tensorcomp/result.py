@@ -40,6 +40,9 @@ class CompletionResult:
     lower_bound: a proven lower bound on the optimal objective over {||psi||_+ <= lam} (within-entry
         variance, exact oracle answers, IP dual bounds; shaded for rounding and SCIP's tolerances).
     certified: True when the proven gap objective - lower_bound is <= tol (status "optimal").
+    tol: the tolerance that applied at the end: max(absolute tol, rel_tol * lower_bound)
+        (``solve``'s ``tol`` and ``rel_tol``, kept in ``stats["tol_absolute"]`` and
+        ``stats["rel_tol"]``).
     gap: objective - lower_bound. status: see STATUSES.
     """
 

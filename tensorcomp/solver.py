@@ -34,10 +34,15 @@ from .result import CompletionResult
 from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
 from .variants import resolve_options
 
-__all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL"]
+__all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL", "DEFAULT_REL_TOL"]
 
 #: default tol = DEFAULT_RELATIVE_TOL * mean(y^2), the objective of the zero tensor
 DEFAULT_RELATIVE_TOL = 1e-4
+#: default rel_tol: a run may also stop at a proven gap of 1 % of the proven lower bound. On
+#: noisy data the objective at the optimum is about the noise variance; an absolute tol of
+#: 1e-4 mean(y^2) would there ask for proofs far below the noise floor (0.1 % of f at 30 %
+#: noise). It changes nothing where f < 100 tol (noiseless or low-noise data).
+DEFAULT_REL_TOL = 1e-2
 #: how many active atoms (largest weights) are handed to the oracle as warm starts
 N_HINTS = 4
 #: most pairwise steps per compiled run (limits are checked between runs)
@@ -65,13 +70,18 @@ class IterationState:
     step: str
 
 
-def _validate(observations, lam, tol, max_iter, time_limit, oracle_time_limit, callback, seed):
+def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time_limit, callback,
+              seed):
     if not isinstance(observations, Observations):
         raise InputError("observations must be a tensorcomp.Observations "
                          f"(build one with Observations(indices, values, shape) or "
                          f"Observations.from_dense), got {type(observations).__name__}")
     lam = as_positive_float(lam, "lam")
     tol = as_optional_positive_float(tol, "tol")
+    if (isinstance(rel_tol, bool) or not isinstance(rel_tol, (int, float, np.floating, np.integer))
+            or not 0.0 <= float(rel_tol) < 1.0):
+        raise InputError(f"rel_tol must be a number in [0, 1) (0: absolute tol only), got "
+                         f"{describe(rel_tol)}")
     max_iter = as_optional_positive_int(max_iter, "max_iter")
     time_limit = as_optional_positive_float(time_limit, "time_limit")
     oracle_time_limit = as_optional_positive_float(oracle_time_limit, "oracle_time_limit")
@@ -79,11 +89,12 @@ def _validate(observations, lam, tol, max_iter, time_limit, oracle_time_limit, c
         raise InputError(f"callback must be callable or None, got {describe(callback)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {describe(seed)}")
-    return lam, tol, max_iter, time_limit, oracle_time_limit
+    return lam, tol, float(rel_tol), max_iter, time_limit, oracle_time_limit
 
 
 def solve(observations: Observations, *, lam, method: str | None = None, oracle="auto",
-          tol=None, max_iter=None, time_limit=None, seed: int = 0, callback=None,
+          tol=None, rel_tol=DEFAULT_REL_TOL, max_iter=None, time_limit=None, seed: int = 0,
+          callback=None,
           verbose: bool = False, oracle_time_limit=30.0, ip_policy: str | None = None,
           warm_start=None, check: bool = False, preset: str | None = None,
           local_step: str | None = None, storage: str | None = None,
@@ -103,8 +114,16 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         1e-4 * mean(y^2) (the objective of the zero tensor), so it scales with the data.
         Every call terminates, with or without limits (see ``gap_policy``); the result's
         ``lower_bound`` is always a proof, and ``status == "optimal"`` (``certified``) means the
-        proven gap is <= tol. lam above sum_x max(mean_x, 0) cannot bind and is solved at that
-        value (``stats["lam_effective"]``).
+        proven gap is <= ``result.tol`` (see rel_tol). lam above sum_x max(mean_x, 0) cannot
+        bind and is solved at that value (``stats["lam_effective"]``).
+    rel_tol: relative tolerance (default 1e-2), as MIP solvers report gaps: the run also stops
+        once objective - lower_bound <= rel_tol * lower_bound. It matters only on noisy data
+        (where f, about the noise variance, exceeds 100 tol): a fit stops at a proven 1 % gap instead of chasing an
+        absolute tol far below the noise floor. 0 uses the absolute tol alone. ``result.tol``
+        is the tolerance that applied at the end, max(tol, rel_tol * lower_bound);
+        ``stats["tol_absolute"]`` and ``stats["rel_tol"]`` are the two inputs. The exact
+        stage is not asked sooner than with tol alone until a proof makes lower_bound > 0
+        (noiseless runs are unchanged).
     oracle_time_limit: seconds per exact call (branch and bound, then the integer program, share
         it; the heuristic is not limited).
     ip_policy: "lazy" (default) calls the exact stage of a composite oracle only once the gap
@@ -123,8 +142,8 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         ``stats["estimated_lower_bound"]``), exact_first (an exact IP at the first oracle call),
         heuristic_restarts (starts per heuristic call, default 16; the papers used 100).
     """
-    lam, tol, max_iter, time_limit, oracle_time_limit = _validate(
-        observations, lam, tol, max_iter, time_limit, oracle_time_limit, callback, seed)
+    lam, tol, rel_tol, max_iter, time_limit, oracle_time_limit = _validate(
+        observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time_limit, callback, seed)
     opts = resolve_options(preset, method=method, local_step=local_step, storage=storage,
                            heuristic_indexing=heuristic_indexing, gap_reset=gap_reset,
                            exact_first=exact_first, ip_policy=ip_policy,
@@ -139,12 +158,14 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
                       heuristic_indexing=opts.heuristic_indexing,
                       heuristic_restarts=opts.heuristic_restarts)
-    driver = _Driver(obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check)
+    driver = _Driver(obs, lam, opts, lmo, (tol, rel_tol), max_iter, time_limit, callback, verbose,
+                     check)
     return driver.run(warm_start)
 
 
 class _Driver:
-    def __init__(self, obs, lam, opts, lmo, tol, max_iter, time_limit, callback, verbose, check):
+    def __init__(self, obs, lam, opts, lmo, tols, max_iter, time_limit, callback, verbose, check):
+        tol, rel_tol = tols
         # lam as asked (reported) and the bound actually solved at (see effective_lam)
         self.lam_requested, self.lam = lam, effective_lam(obs, lam)
         self.obs, self.opts, self.lmo = obs, opts, lmo
@@ -163,7 +184,7 @@ class _Driver:
         # a custom oracle that does not declare ``certifies = True`` proves nothing
         self.certifies = getattr(lmo, "certifies", False) is True
         # no tensor fits two different values at one entry: a proof
-        self.policy = GapPolicy(tol, lazy=opts.ip_policy == "lazy",
+        self.policy = GapPolicy(tol, rel_tol=rel_tol, lazy=opts.ip_policy == "lazy",
                                 published=opts.gap_reset == "published",
                                 certifies=self.certifies,
                                 within_bound=within_variance_bound(obs))
@@ -245,7 +266,7 @@ class _Driver:
         aset, stats, policy = self.aset, self.stats, self.policy
         f_quad = aset.objective_quadratic()
         while True:
-            if f_quad - policy.stop_bound() <= self.tol:
+            if f_quad - policy.stop_bound() <= policy.stop_tol(policy.stop_bound()):
                 status = policy.stop_status(aset.objective())
                 if status:
                     self.status = status
@@ -416,6 +437,7 @@ class _Driver:
         self.stats["estimated_lower_bound"] = policy.stop_bound()
         self.stats["gap_estimate"] = policy.phi
         self.stats["gap_floor"] = policy.floor
+        self.stats["tol_absolute"], self.stats["rel_tol"] = policy.tol, policy.rel_tol
         self.stats["options"] = dict(self.opts.__dict__, local_step=self.opts.resolved_local_step)
         thetas = aset.thetas.copy()
         factors = [thetas[:, aset.offsets[k]:aset.offsets[k + 1]].T.astype(np.uint8)
@@ -425,7 +447,7 @@ class _Driver:
         return CompletionResult(
             shape=self.obs.shape, lam=self.lam_requested, weights=self.lam * aset.weights.copy(),
             factors=factors, objective=f, lower_bound=self.lower_bound,
-            certified=self.status == "optimal", status=self.status, tol=self.tol,
+            certified=self.status == "optimal", status=self.status, tol=policy.stop_tol(),
             method=self.method, stats=self.stats, history=self.history, message=self.message,
             thetas=thetas,
         )

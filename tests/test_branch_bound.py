@@ -93,9 +93,10 @@ def test_exact_minimum_matches_brute_force(i):
     for closed_mode in range(len(shape)):
         for branching in ("inner_first", "outer_first", "mass"):
             rest = [k for k in range(len(shape)) if k != closed_mode]
+            threads = 1 + (closed_mode + i) % 3  # one tree, or subtrees on 2 or 3 threads
             oracle = BranchBoundOracle(indices, shape, closed_mode=closed_mode,
                                        level_modes=rest[::-1] if branching == "mass" else rest,
-                                       branching=branching)
+                                       branching=branching, threads=threads)
             ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF))
             assert ans.status == "optimal" and ans.exact
             assert abs(ans.value - best) <= tol
@@ -103,8 +104,9 @@ def test_exact_minimum_matches_brute_force(i):
             assert best - tol <= ans.lower_bound <= best  # a proof, and tight
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("i", range(0, len(CASES), 2))
-def test_thresholds_early_exits_and_certificates(i):
+def test_thresholds_early_exits_and_certificates(i, threads):
     """Targets and certify levels on both sides of the minimum: a positive answer is a real
     atom below the target, a certified negative is true, the bound is always a proof."""
     indices, shape, c = CASES[i]
@@ -115,7 +117,8 @@ def test_thresholds_early_exits_and_certificates(i):
     levels = [best, best + 0.3 * scale, best - 0.3 * scale, best + 1e-3 * scale,
               best - 1e-3 * scale] + list(best + scale * rng.uniform(-1, 1, size=4))
     oracle = BranchBoundOracle(indices, shape, closed_mode=int(rng.integers(len(shape))),
-                               branching=("inner_first", "outer_first")[int(rng.integers(2))])
+                               branching=("inner_first", "outer_first")[int(rng.integers(2))],
+                               threads=threads)
     for target in levels:
         for certify in levels + [INF]:
             ans = oracle.separate(SeparationQuery(c, 0.0, target, certify))
@@ -132,12 +135,13 @@ def test_thresholds_early_exits_and_certificates(i):
                 assert best >= certify - tol and ans.lower_bound >= certify
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("i", range(0, len(CASES), 3))
-def test_node_limits_keep_the_bound_a_proof(i):
+def test_node_limits_keep_the_bound_a_proof(i, threads):
     indices, shape, c = CASES[i]
     best, _ = truth(i)
     for max_nodes in (1, 2, 3, 7, 20):
-        oracle = BranchBoundOracle(indices, shape, max_nodes=max_nodes)
+        oracle = BranchBoundOracle(indices, shape, max_nodes=max_nodes, threads=threads)
         ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF))
         assert ans.lower_bound <= best
         assert ans.lower_bound >= np.minimum(c, 0).sum() - margin_of(c)
@@ -178,6 +182,8 @@ def test_input_errors_name_the_argument():
         BranchBoundOracle(indices, shape, branching="random")
     with pytest.raises(ValueError, match="max_nodes"):
         BranchBoundOracle(indices, shape, max_nodes=0)
+    with pytest.raises(ValueError, match="threads"):
+        BranchBoundOracle(indices, shape, threads=0)
     with pytest.raises(ValueError, match="indices"):
         BranchBoundOracle(indices + 10, shape)
 
@@ -265,9 +271,10 @@ def hard_instance(seed=0):
     return indices, shape, rng.standard_normal(6000)
 
 
-def test_time_limit_is_honoured_inside_the_search():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_time_limit_is_honoured_inside_the_search(threads):
     indices, shape, c = hard_instance()
-    oracle = BranchBoundOracle(indices, shape)
+    oracle = BranchBoundOracle(indices, shape, threads=threads)
     oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.05))  # compile
     ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.5))
     assert ans.status == "timelimit" and not ans.exact
@@ -278,9 +285,10 @@ def test_time_limit_is_honoured_inside_the_search():
     assert ans.status == "timelimit" and ans.lower_bound <= np.minimum(c, 0).sum()
 
 
-def test_ctrl_c_returns_the_best_state():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ctrl_c_returns_the_best_state(threads):
     indices, shape, c = hard_instance(1)
-    oracle = BranchBoundOracle(indices, shape)
+    oracle = BranchBoundOracle(indices, shape, threads=threads)
     oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.05))  # compile
     timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
     timer.start()
@@ -306,13 +314,16 @@ def test_agrees_with_scip_on_medium_instances(seed):
     cells = np.array(list(itertools.product(*[range(r) for r in shape])), dtype=np.int64)
     indices = cells[rng.random(len(cells)) < 0.5]
     c = rng.standard_normal(len(indices)) + 0.3
-    bb = BranchBoundOracle(indices, shape).separate(SeparationQuery(c, 0.0, -INF, INF))
     with ScipOracle(indices, shape) as scip:
         ip = scip.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=60))
-    assert ip.status == "optimal" and bb.status == "optimal"
+    assert ip.status == "optimal"
     tol = 1e-6 * np.abs(c).sum()
-    assert abs(bb.value - ip.value) <= tol
-    assert bb.lower_bound <= ip.value + 1e-12 and ip.lower_bound <= bb.value + tol
+    for threads in (1, 2, 3):  # one tree, or subtrees searched in parallel
+        oracle = BranchBoundOracle(indices, shape, threads=threads)
+        bb = oracle.separate(SeparationQuery(c, 0.0, -INF, INF))
+        assert bb.status == "optimal" and (oracle.last_run.split > 0) == (threads > 1)
+        assert abs(bb.value - ip.value) <= tol
+        assert bb.lower_bound <= ip.value + 1e-12 and ip.lower_bound <= bb.value + tol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,3 +387,22 @@ def test_pending_interrupt_flag_stops_the_search():
         USER_INTERRUPT.clear()
     assert ans.status == "userinterrupt" and ans.time_s < 2.0
     assert ans.lower_bound <= ans.value
+
+
+def test_a_failing_search_thread_is_an_error_not_an_answer(monkeypatch):
+    """A worker thread that fails stops the others and its error reaches the caller: a tree
+    with an unsearched subtree must not be reported as searched."""
+    from oracles import _branch_bound_driver as driver
+
+    indices, shape, c = hard_instance(3)
+    original = driver._Worker._search_subtree
+
+    def failing(self, i):
+        if i == 1:
+            raise RuntimeError("worker failed")
+        return original(self, i)
+
+    monkeypatch.setattr(driver._Worker, "_search_subtree", failing)
+    oracle = BranchBoundOracle(indices, shape, threads=2)
+    with pytest.raises(RuntimeError, match="worker failed"):
+        oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=5.0))

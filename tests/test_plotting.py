@@ -34,7 +34,7 @@ def test_plot_lambda_path_marks_the_chosen_lambda(tmp_path):
     dense = truth.to_dense()
     mask = np.zeros(dense.shape, bool)
     mask[tuple(obs.entries.T)] = True
-    _, res = complete(np.where(mask, dense, np.nan), return_result=True)
+    _, res = complete(np.where(mask, dense, np.nan), return_result=True, time_limit=None)
     path = res.stats["lam_path"]
     assert len(path) >= 2
     fig, ax = plt.subplots()

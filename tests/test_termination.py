@@ -17,7 +17,7 @@ import pytest
 
 from ground_truth import Samples, all_entries, optimum
 from oracles.base import OracleAnswer
-from tensorcomp import Observations, solve
+from tensorcomp import InputError, Observations, solve
 from tensorcomp.gap_policy import ACCURACY_K, GapPolicy
 
 # noisy instances include negative samples on purpose
@@ -85,6 +85,10 @@ def test_default_path_matches_brute_force(batch):
         assert res.lower_bound <= upper, where
         assert res.objective <= upper + res.tol, where
         assert res.objective >= lower - 1e-12 * max(1.0, upper), where
+        # the tolerance that applied: the absolute default or 1 % of the proven bound
+        rel = res.stats["rel_tol"]
+        assert res.tol == max(res.stats["tol_absolute"], rel * max(res.lower_bound, 0)), where
+        assert res.gap <= res.tol, where
 
 
 @pytest.mark.parametrize("oracle", ["auto", "scip"])
@@ -96,7 +100,7 @@ def test_tight_tolerance_terminates_with_proof(oracle, ip_policy):
         upper, lower = optimum(samples, lam)
         with watchdog():
             res = solve(Observations(*samples), lam=lam, oracle=oracle, ip_policy=ip_policy,
-                        tol=1e-9 * max(np.mean(samples.values ** 2), 1e-12))
+                        tol=1e-9 * max(np.mean(samples.values ** 2), 1e-12), rel_tol=0.0)
         assert res.lower_bound <= upper
         assert res.status in ("optimal", "stalled"), res.status
         if res.status == "optimal":
@@ -160,7 +164,7 @@ def test_a_lying_non_certifying_oracle_proves_nothing_and_terminates():
     obs = Observations(*samples)
     liar = LyingOracle(sum(samples.shape))
     with watchdog():
-        res = solve(obs, lam=lam, oracle=liar, tol=1e-12)
+        res = solve(obs, lam=lam, oracle=liar, tol=1e-12, rel_tol=0.0)
     assert res.lower_bound <= upper
     assert res.status in ("stalled", "optimal")
     assert liar.calls < 100
@@ -282,3 +286,53 @@ def test_policy_stalls_after_repeated_steps_without_progress():
     pol = GapPolicy(1e-3)
     assert pol.on_progress(False) is None and pol.force_exact
     assert pol.on_progress(False) == "stalled"
+
+
+def test_policy_relative_tolerance_is_a_gap_relative_to_the_proven_bound():
+    """rel_tol: stop once f - L <= rel_tol * L; the exact stage is asked (and the certify level
+    set) at that scale; the floor, hence the termination bound, stays the absolute one."""
+    tol, rel = 1e-6, 1e-2
+    pol = GapPolicy(tol, rel_tol=rel)
+    assert pol.tol_at(1e-5) == tol  # small f: the absolute tol rules
+    assert pol.tol_at(1.0) == pytest.approx(rel / (1 + rel))
+    assert pol.floor == GapPolicy(tol).floor
+    pol.start(f=1.0, gphi=0.0, free_bound=-1.0, resolution=0.0)
+    while True:  # L = 0: the exact stage is asked where the absolute tol asks it
+        q = pol.query(f=1.0, gphi=0.0, resolution=0.0)
+        if q.exact_allowed:
+            break
+        assert pol.on_negative(0.0, False, False, -math.inf) is None
+    assert pol.phi <= tol
+    assert 0.0 - q.certify_level == pytest.approx(0.9 * rel / (1 + rel))  # the proof that ends it
+    pol.prove(1.0, q.certify_level, 0.0, error=0.0)
+    assert pol.stop_status(1.0) == "optimal"
+    assert 1.0 - pol.lower_bound <= rel * pol.lower_bound
+    # a bound short of the relative gap does not stop the run
+    strict = GapPolicy(tol, rel_tol=rel)
+    strict.prove(1.0, -0.0102, 0.0, error=0.0)
+    assert strict.stop_status(1.0) is None
+
+
+@pytest.mark.parametrize("rel_tol", [-0.1, 1.0, "0.01", True, float("nan")])
+def test_rel_tol_is_checked(rel_tol):
+    samples, lam = random_instance(3)
+    with pytest.raises(InputError, match="rel_tol"):
+        solve(Observations(*samples), lam=lam, rel_tol=rel_tol)
+
+
+def test_noisy_default_stops_at_a_proven_relative_gap():
+    """Very noisy data (f ~ the noise variance >> 1e-4 mean(y^2)): the default run ends optimal
+    at a gap of at most 1 % of its proven bound, which contains the brute-force optimum."""
+    rng = np.random.default_rng(11)
+    shape = (4, 3, 3)
+    idx = np.stack([rng.integers(0, r, 120) for r in shape], axis=1)
+    y = np.abs(0.5 + 0.5 * rng.standard_normal(120))
+    samples = Samples(idx, y, shape)
+    upper, _ = optimum(samples, 1.0)
+    with watchdog():
+        res = solve(Observations(*samples), lam=1.0)
+    assert res.status == "optimal"
+    assert res.tol > res.stats["tol_absolute"]  # the relative part applied
+    assert res.tol == res.stats["rel_tol"] * res.lower_bound
+    assert res.lower_bound <= upper <= res.objective + 1e-15
+    assert res.gap <= res.stats["rel_tol"] * res.lower_bound * (1 + 1e-12)
