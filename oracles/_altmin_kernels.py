@@ -5,10 +5,13 @@ Problem: minimise ``sum_x c_x prod_k theta[offsets[k] + x_k]`` over bit vectors 
 Data layout (all arrays C-contiguous, fixed dtypes so each kernel compiles once):
 
 * ``c``        (u,)   float64  the direction on the observed entries.
-* ``idx``      (p, u) int32    mode-major (transposed) indices: ``idx[k, x]`` is entry x's index
-  in mode k. Mode-major keeps the hot pass over one mode contiguous.
+* ``idx``      (p, u) uint     mode-major (transposed) indices: ``idx[k, x]`` is entry x's index
+  in mode k, in the smallest unsigned dtype (``Observations.by_mode``, shared, not copied;
+  Numba compiles each kernel once per dtype). Mode-major keeps the pass over one mode
+  contiguous.
 * ``offsets``  (p+1,) int64    block starts (``base.atom_offsets``); bit ``b = offsets[k] + j``.
-* ``mode_ptr`` (rho+1,) int64 and ``mode_entries`` (p*u,) int32: CSR lists; the entries with
+* ``mode_ptr`` (rho+1,) int64 and ``mode_entries`` (p*u,) int32 ("lists" indexing only): CSR
+  lists; the entries with
   ``x_k = j`` are ``mode_entries[mode_ptr[b]:mode_ptr[b + 1]]`` (ascending), b = offsets[k] + j.
 * ``theta``    (rho,) uint8 one atom; ``thetas`` (B, rho) uint8 a batch of starting atoms.
 * ``z``        (u,)   uint8   per entry, how many modes have a 0 bit at that entry (so p <= 255).

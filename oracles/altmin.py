@@ -329,4 +329,4 @@ def _row_max(by_mode: np.ndarray) -> np.ndarray:
 
 def _validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
     """(u, p) int64 copy of the checked entries (for oracles that index with int64)."""
-    return _mode_major(indices, shape).T.astype(np.int64)
+    return np.ascontiguousarray(_mode_major(indices, shape).T, dtype=np.int64)
