@@ -27,7 +27,7 @@ import numpy as np
 from tensorcomp import Observations, complete
 from tensorcomp.synthetic import published_instance
 
-from .baselines import fit_baseline
+from .baselines import fit_baseline, peer_seed
 from .instances import MaskedData, load_dataset
 
 #: (id, kind, spec): smooth = (shape, rank, noise relative to RMS, fraction observed)
@@ -110,6 +110,7 @@ def run_ours(X, idx, values, seed):
 
 
 def run_peer(name, X, idx, values, seed, time_limit_s):
+    seed = peer_seed(seed)
     observed = np.argwhere(~np.isnan(X))
     data = MaskedData(X.shape, observed, X[tuple(observed.T)],
                       np.ones(len(observed), dtype=np.int64))
@@ -163,13 +164,13 @@ def table(path):
             fastest = min(p["time_s"] for p in peers)
             ratios_err.append(max(ours["nmse"], EXACT_NMSE) / best)
             ratios_time.append(ours["time_s"] / fastest)
-            cells += [f"{ratios_err[-1]:.2f}", f"{ratios_time[-1]:.2f}"]
+            cells += [f"{ratios_err[-1]:.3f}", f"{ratios_time[-1]:.2f}"]
         else:
             cells += ["—", "—"]
         print(f"| {inst} | " + " | ".join(cells) + " |")
     if ratios_err:
         print(f"\nmedian over instances: ours / best peer NMSE = "
-              f"{float(np.median(ratios_err)):.2f}, ours / fastest peer time = "
+              f"{float(np.median(ratios_err)):.3f}, ours / fastest peer time = "
               f"{float(np.median(ratios_time)):.2f}")
 
 
@@ -223,7 +224,7 @@ def main() -> None:
         if only is not None and inst_id not in only:
             continue
         X, _truth, idx, values = make_instance(kind, spec, a.seed)
-        for method in ["tensorcomp"] + a.peers.split(","):
+        for method in ["tensorcomp"] + [m for m in a.peers.split(",") if m]:
             if (inst_id, method) in done:
                 continue
             if method == "tensorcomp":

@@ -152,11 +152,12 @@ def _run_tensorcomp(inst, method, seed, time_limit_s):
 
 
 def _run_baseline(inst, method, seed, time_limit_s):
-    from .baselines import fit_baseline
+    from .baselines import fit_baseline, peer_seed
 
     options = dict(method["options"])
     rank = options.pop("rank", None if method["baseline"] == "halrtc" else inst.rank)
-    fit = fit_baseline(method["baseline"], inst.masked_data(), rank=rank, seed=seed,
+    # the instance was drawn from default_rng(seed): the peer's start must not be
+    fit = fit_baseline(method["baseline"], inst.masked_data(), rank=rank, seed=peer_seed(seed),
                        time_limit_s=time_limit_s, **options)
     info = dict(fit.info)
     fields = {"status": fit.status, "rank": info.pop("chosen_rank", rank),

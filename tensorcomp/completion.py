@@ -19,7 +19,7 @@ from .progress import Progress, logger
 from .refine import convex_start, refine_cp
 from .solver import solve
 
-__all__ = ["complete", "choose_lam", "auto_time_limit"]
+__all__ = ["complete", "choose_lam", "auto_time_limit", "warm_up"]
 
 #: lambda grid: base * LAM_GRID_RATIO**k, base = max|y| over the training entries; k >= 0 first,
 #: then k < 0 if the base itself validated best
@@ -33,20 +33,41 @@ LAM_PATIENCE = 2
 #: oracle the only proof is f >= 0 (within-entry variance), so a loose absolute tolerance stops a
 #: noisy fit as soon as f < tol, long before it fits; the per-fit time cap bounds the cost.
 PATH_TOL_REL = 1e-6
-#: one path fit gets at most 1/PATH_FITS_PLANNED of the search budget (but PATH_FIT_MIN_S)
-PATH_FITS_PLANNED = 6
+#: a path fit may use what is left of the search budget divided by the fits still expected
+#: (PATH_FITS_PLANNED minus those done, at least PATH_FITS_LEFT_MIN), but PATH_FIT_MIN_S: fits
+#: that end early (lambda above the binding range: certified in milliseconds) leave their share
+#: to the next ones instead of a fixed fraction each
+PATH_FITS_PLANNED = 8
+PATH_FITS_LEFT_MIN = 2
 PATH_FIT_MIN_S = 0.5
 #: time_limit="auto": AUTO_BASE_S + AUTO_PER_MILLION_S per 1e6 tensor entries, at most
-#: AUTO_MAX_S: <= 1e6 entries return within about a minute, a 30^3 tensor within ~3 s
-AUTO_BASE_S = 1.0
-AUTO_PER_MILLION_S = 59.0
+#: AUTO_MAX_S: <= 1e6 entries return within about a minute, a 30^3 tensor within ~8 s. The base
+#: pays for a complete search on small tensors (1 s cut every search fit of the 1e4-entry demo
+#: tensor; unlimited, the call finishes certified in about 1 s after the warm-up).
+AUTO_BASE_S = 6.0
+AUTO_PER_MILLION_S = 54.0
 AUTO_MAX_S = 60.0
-#: shares of the budget (of what remains when the stage starts)
+#: shares of the budget. The search ends by SEARCH_SHARE of the whole budget; the rank search
+#: by REFINE_SEARCH_SHARE of what the search left; the refit of the kept rank on all entries
+#: may use REFIT_SHARE of what is then left, the final convex fit everything after it (but see
+#: FINAL_FIT_REFINED_SHARE). A stage
+#: that ends early leaves its time to the next.
 SEARCH_SHARE = 0.35
-REFINE_SEARCH_SHARE = 0.6
-FINAL_FIT_SHARE = 0.75
-#: refinement ranks tried: 1 .. max_rank, stopping after LAM_PATIENCE non-improving ranks
-DEFAULT_MAX_RANK = 10
+REFINE_SEARCH_SHARE = 0.7
+REFIT_SHARE = 0.8
+#: when the refined model is returned, the final convex fit (warm-started at the chosen lambda;
+#: it carries the certificate only) gets at most this share of the whole budget
+FINAL_FIT_REFINED_SHARE = 0.2
+#: refinement ranks tried: RANK_SCHEDULE's entries up to max_rank (max_rank always included),
+#: stopping after LAM_PATIENCE ranks that do not improve. Past 6 the steps widen (as the peers'
+#: rank grids do): each warm-started rank costs tens of sweeps, and at 1e5-1e6 entries one rank
+#: at a time did not reach rank 10 within the budget
+DEFAULT_MAX_RANK = 20
+RANK_SCHEDULE = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
+#: the rank search fits at most this many distinct training entries (a random subset): ranks up
+#: to ~20 have a few thousand parameters, and at 4e5 training entries each rank took 4-8 s
+#: (the search reached rank 8 of 10 in its budget); the kept rank is refitted on all entries
+RANK_SEARCH_MAX_ENTRIES = 100_000
 #: the rank search compares validation errors: HALS stops at this relative decrease per sweep
 #: (the kept rank is then refitted on all entries to refine.refine_cp's default, 1e-7)
 RANK_SEARCH_REL_TOL = 1e-5
@@ -115,8 +136,6 @@ class _LamSearch:
         self.train, self.val, self.seed = train, val, seed
         self.fit_options, self.clock, self.progress = fit_options, clock, progress
         self.deadline_s = deadline_s  # seconds since clock.t0, or None
-        self.per_fit_s = math.inf if deadline_s is None else \
-            (deadline_s - clock.elapsed()) / PATH_FITS_PLANNED
         self.path: list[tuple] = []
         self.se: dict[float, float] = {}  # standard error of each validation MSE
         self.fits: dict[float, object] = {}
@@ -135,8 +154,10 @@ class _LamSearch:
         opts = dict(self.fit_options)
         if left is not None:
             # one fit may not eat the search: where the ball binds (lambda near max|y|) a fit
-            # converges slowly and its validation error is rarely the best anyway
-            left = min(left, max(PATH_FIT_MIN_S, self.per_fit_s))
+            # converges slowly and its validation error is rarely the best anyway; what fits
+            # that ended early did not use flows to the later ones
+            still = max(PATH_FITS_PLANNED - len(self.path), PATH_FITS_LEFT_MIN)
+            left = min(left, max(PATH_FIT_MIN_S, left / still))
             cap = opts.get("time_limit")
             opts["time_limit"] = left if cap is None else min(cap, left)
         res = solve(self.train, lam=lam, warm_start=warm, seed=self.seed, **opts)
@@ -181,6 +202,15 @@ class _LamSearch:
                 return
             up = [base * LAM_GRID_RATIO**k for k in range(LAM_GRID_MAX_POINTS)]
             self.walk(up, warm)
+            best_err, best_lam = self.best
+            base_err = next((r[1] for r in self.path if r[0] == base), None)
+            if best_lam is not None and best_lam > base and base_err is not None and \
+                    base_err > best_err + self.se[best_lam]:
+                # the base validates worse than the best by more than a standard error: with a
+                # unimodal validation curve the points below it are worse still, and the
+                # one-standard-error rule could not choose them (this saved two stalled fits
+                # on the demo tensor)
+                return
             # then below the base: on noisy data the best lambda can lie below max|y|
             down, lam = [], base / LAM_GRID_RATIO
             while lam >= base * LAM_GRID_MIN_FACTOR * (1 - 1e-12):
@@ -198,10 +228,11 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     """Choose lambda by validation MSE on held-out observed entries.
 
     The grid's base is max|y| over the *training* entries. From it the search goes up by sqrt(2)
-    until ``LAM_PATIENCE`` points in a row do not improve the validation error; when the base
-    then from the base down by sqrt(2) the same way (noisy data: the best lambda can lie below
-    max|y|), at most to base/16. The choice: the smallest lambda within one standard error of the
-    best validation error. Fits are warm-started and use ``validation_oracle`` (default: the
+    until ``LAM_PATIENCE`` points in a row do not improve the validation error; then, unless
+    the base validates worse than the best point above it by more than a standard error, from
+    the base down by sqrt(2) the same way (noisy data: the best lambda can lie below max|y|),
+    at most to base/16. The choice: the smallest lambda within one standard error of the best
+    validation error. Fits are warm-started and use ``validation_oracle`` (default: the
     heuristic only; model selection needs good fits, not certificates) at a tolerance of
     ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given. ``time_limit`` (in ``solve_options``)
     caps each fit; ``search_time_limit`` the whole search. Returns (chosen_lam, path), path a list
@@ -233,39 +264,75 @@ def _run_search(search, grid):
 
 
 def _refine_search(train, val, convex_fit, convex_err, max_rank, clock, progress,
-                   deadline_s):
-    """Ranks 1..max_rank from the convex fit on the training entries; returns (best model or
-    None, rank path). Stops after LAM_PATIENCE ranks in a row that do not improve."""
-    best, path, worse, best_refined = (convex_err, None), [], 0, math.inf
-    previous = None
-    for rank in range(1, min(max_rank, max(convex_fit.n_atoms, 1)) + 1):
-        left = None if deadline_s is None else deadline_s - clock.elapsed()
-        if left is not None and left <= 0:
-            break
+                   deadline_s, seed=0):
+    """Ranks of ``rank_schedule`` from the convex fit on the training entries; returns (best
+    model or None, rank path). Stops after LAM_PATIENCE ranks in a row that do not improve,
+    then tries the best rank's untried neighbours (the schedule skips ranks above 6)."""
+    train = _subsample(train, RANK_SEARCH_MAX_ENTRIES, seed)
+    cap = min(max_rank, max(convex_fit.n_atoms, 1))
+    fitted, path = {}, []
+
+    def fit_rank(rank):
         init = convex_start(convex_fit, rank)
-        if previous is not None:
-            # rank R starts from the fitted rank R-1 model plus the convex fit's next heaviest
-            # atom: the fitted components need few sweeps, where a fresh start from atoms
+        smaller = max((r for r in fitted if r < rank), default=None)
+        if smaller is not None:
+            # rank R starts from the fitted smaller model plus the convex fit's next heaviest
+            # atoms: the fitted components need few sweeps, where a fresh start from atoms
             # needed hundreds (at 5e5 entries and R = 10 the search never got past R = 5)
-            init = [np.hstack([f, a[:, -1:]]) for f, a in zip(previous.factors, init)]
+            init = [np.hstack([f, a[:, smaller:]]) for f, a in
+                    zip(fitted[smaller].factors, init)]
+        left = None if deadline_s is None else deadline_s - clock.elapsed()
         model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL,
                           deadline=None if left is None else time.perf_counter() + left)
-        previous = model
+        fitted[rank] = model
         err = _mse(model.predict(val[0]), val[1], val[2])
         path.append((rank, err, model.info["objective"], model.info["status"]))
         progress.step("refinement", f"rank {rank} validation MSE={err:.4g} "
                                     f"(convex {convex_err:.4g})")
-        if err < best[0] * (1 - 1e-9):
-            best = (err, model)
-        # patience counts against the best refined rank, not the convex fit: low ranks are
-        # often worse than the convex fit on the way to the right one
+        return err
+
+    def time_left():
+        return deadline_s is None or deadline_s - clock.elapsed() > 0
+
+    # patience counts against the best refined rank, not the convex fit: low ranks are often
+    # worse than the convex fit on the way to the right one
+    worse, best_refined = 0, math.inf
+    for rank in rank_schedule(cap):
+        if not time_left():
+            break
+        err = fit_rank(rank)
         if err < best_refined * (1 - 1e-9):
             best_refined, worse = err, 0
         else:
             worse += 1
             if worse >= LAM_PATIENCE:
                 break
-    return best[1], path
+    if path:
+        best_rank = min(path, key=lambda row: row[1])[0]
+        for rank in (best_rank + 1, best_rank - 1):
+            if 1 <= rank <= cap and rank not in fitted and time_left():
+                fit_rank(rank)
+    best = min(path, key=lambda row: row[1], default=None)
+    if best is None or not best[1] < convex_err * (1 - 1e-9):
+        return None, path
+    return fitted[best[0]], path
+
+
+def _subsample(obs: Observations, max_entries: int, seed: int) -> Observations:
+    """At most ``max_entries`` distinct entries of ``obs`` (all their samples), at random."""
+    if obs.n_entries <= max_entries:
+        return obs
+    keep = np.random.default_rng(seed + 1).choice(obs.n_entries, size=max_entries,
+                                                  replace=False)
+    keep.sort()
+    return Observations(np.repeat(obs.entries[keep], obs.counts[keep], axis=0),
+                        np.repeat(obs.means[keep], obs.counts[keep]), obs.shape)
+
+
+def rank_schedule(max_rank: int) -> list:
+    """The ranks the refinement tries, ascending: RANK_SCHEDULE up to max_rank, and max_rank."""
+    ranks = [r for r in RANK_SCHEDULE if r < max_rank]
+    return ranks + [max_rank]
 
 
 def auto_time_limit(n_entries: int) -> float:
@@ -301,11 +368,15 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto",
     lam: the gauge-norm bound, or "auto" to choose it by validation (``choose_lam``: training
         entries only, grid below and above max|y|).
     time_limit: seconds for the whole call (lambda search, refinement, final fit), None for no
-        limit, or "auto" (default): ``auto_time_limit(tensor.size)``, 1 s + 59 s per million
-        entries, at most 60 s. At most 35 % of it goes to the search. When it runs out, the call
+        limit, or "auto" (default): ``auto_time_limit(tensor.size)``, 6 s + 54 s per million
+        entries, at most 60 s. At most 35 % of it goes to the search; a stage that ends early
+        leaves its time to the next. The first call in a process first loads the compiled
+        kernels on a tiny tensor (``warm_up``, not counted in the budget; its seconds are
+        ``result.stats["warmup_time_s"]``). When it runs out, the call
         returns the best state it has, with status "time_limit" on the final fit or, if the
         final fit never started, the best validation fit (trained on the training part only).
-    refine: also fit a nonnegative CP model (ranks 1..``max_rank``) started from the convex
+    refine: also fit a nonnegative CP model (ranks ``rank_schedule(max_rank)``: 1-6, 8, 10,
+        12, 16, 20, and the best one's neighbours) started from the convex
         solution, and return it instead of the convex fit when it validates better on the
         held-out entries. The certificate (``result.lower_bound``, ``result.status``) refers to
         the convex fit in ``result`` either way; ``result.stats["returned"]`` is "convex" or
@@ -351,13 +422,45 @@ def _run(obs, lam, time_limit, progress, verbose, refine, max_rank, validation_f
     """``_complete`` under one clock and one progress bar (shared by ``complete`` and ``fit``)."""
     if time_limit == "auto":
         time_limit = auto_time_limit(int(np.prod(np.asarray(obs.shape, dtype=np.float64))))
+    warmup_s = warm_up()
     clock = _Clock(time_limit)
     bar = Progress(progress, verbose, time_limit)
     try:
-        return _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
-                         validation_oracle, seed, solve_options)
+        result, model = _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction,
+                                  lam_grid, validation_oracle, seed, solve_options)
+        result.stats["warmup_time_s"] = warmup_s
+        return result, model
     finally:
         bar.close()
+
+
+_WARM = False
+
+
+def warm_up() -> float:
+    """Load (or, on a fresh install, compile) the Numba kernels of the whole call on a tiny
+    noisy tensor, once per process; returns the seconds it took (0 after the first time).
+
+    ``complete``/``fit`` run it *before* their clock starts: the first call in a process took
+    1-3 s here to load the cached kernels (much longer on a fresh install, which compiles them),
+    and counted against the budget that time cut every search fit on small tensors. It runs
+    the default path (heuristic search, refinement, the default exact oracle in the final fit)
+    without the caller's options, callback or logging."""
+    global _WARM
+    if _WARM:
+        return 0.0
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    shape = (5, 4, 3)
+    factors = [rng.random((r, 2)) for r in shape]
+    truth = np.einsum("ir,jr,kr->ijk", *factors)
+    noisy = np.clip(truth + 0.05 * rng.standard_normal(shape), 0, None)
+    keep = rng.random(shape) < 0.7
+    obs = Observations(np.argwhere(keep), noisy[keep], shape)
+    _complete(obs, "auto", _Clock(None), Progress(False, False, None, quiet=True), True, 3,
+              0.2, None, "altmin", 0, {})
+    _WARM = True
+    return time.perf_counter() - t
 
 
 def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_grid,
@@ -401,7 +504,8 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
                     t + REFINE_SEARCH_SHARE * clock.remaining()
                 convex_err = next(row[1] for row in search.path if row[0] == lam)
                 train_model, rank_path = _refine_search(
-                    train, val, search.fits[lam], convex_err, max_rank, clock, bar, deadline)
+                    train, val, search.fits[lam], convex_err, max_rank, clock, bar, deadline,
+                    seed)
                 stats["refinement"] = {
                     "kept": train_model is not None, "rank_path": rank_path,
                     "convex_validation_mse": convex_err, "time_s": clock.elapsed() - t,
@@ -410,9 +514,26 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
                 model = train_model
         if lam == "auto" or lam is None:  # no search fit finished: the base, unvalidated
             lam = float(np.max(np.abs(obs.means))) or 1.0
+        if model is not None:  # refit the validated rank on all entries, from its training fit
+            # before the final convex fit: it is the returned tensor, so it comes first
+            left = clock.remaining()
+            refit = refine_cp(obs, model.factors,
+                              deadline=None if clock.limit is None
+                              else time.perf_counter() + max(REFIT_SHARE * left, 1e-3))
+            if refit.info["status"] == "time_limit":
+                status = "time_limit"
+                stats["cut_by_time_limit"].append("refinement")
+            model = refit
+            stats["refinement"]["final"] = model.info
+            bar.step("refinement", f"rank {model.rank} on all entries")
         t = clock.elapsed()
         warm = search.fits.get(lam) if search is not None else None
-        final_limit = clock.share(FINAL_FIT_SHARE if model is not None else 1.0)
+        final_limit = clock.share(1.0)
+        if model is not None and final_limit is not None:
+            # the returned tensor is the refined model: the convex fit only carries the
+            # certificate, so it may not stretch the call (on noisy data it cannot prove its
+            # tolerance and used to run out whatever budget was left)
+            final_limit = min(final_limit, max(FINAL_FIT_REFINED_SHARE * clock.limit, 1e-3))
         final = solve(obs, lam=lam, seed=seed, warm_start=warm, time_limit=final_limit,
                       **solve_options)
         stats["final_fit_time_s"] = clock.elapsed() - t
@@ -422,16 +543,6 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
         if final.status == "time_limit":
             status = "time_limit"
             stats["cut_by_time_limit"].append("final fit")
-        if model is not None:  # refit the validated rank on all entries, from its training fit
-            left = clock.remaining()
-            model = refine_cp(obs, model.factors,
-                              deadline=None if clock.limit is None
-                              else time.perf_counter() + max(left, 1e-3))
-            stats["refinement"]["final"] = model.info
-            if model.info["status"] == "time_limit":
-                status = "time_limit"
-                stats["cut_by_time_limit"].append("refinement")
-            bar.step("refinement", f"rank {model.rank} on all entries")
     except (KeyboardInterrupt, _Stop) as stop:
         status = "interrupted" if isinstance(stop, KeyboardInterrupt) else stop.reason
         note = ("interrupted by the user (KeyboardInterrupt) during complete(); "
@@ -440,16 +551,18 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
             stats["lam_path"] = search.path
             stats["lam_search"] = {"fits": len(search.path), "stopped": search.stopped,
                                    "time_s": clock.elapsed(), "chosen_lam": search.chosen()}
-        if final is None:  # the best validated fit stands in, trained on the training part
-            model = None
+        if final is None:  # a validated search fit stands in, trained on the training part
             if search is None or not search.fits:
                 raise KeyboardInterrupt from None  # nothing fitted yet: nothing to return
-            best_lam = search.chosen()
-            final = search.fits[best_lam]
-            note += ("the returned fit is the best validation fit so far, trained on the "
-                     "training part of the observations only")
-        elif model is not None and "final" not in (stats["refinement"] or {}):
-            note += "the refinement was cut: the returned tensor is the refined training fit"
+            final = search.fits[lam if lam in search.fits else search.chosen()]
+            if model is None:
+                note += ("the returned fit is the best validation fit so far, trained on the "
+                         "training part of the observations only")
+            else:
+                where = "all observed" if "final" in stats["refinement"] else "the training"
+                note += ("the final convex fit never ran (the result object is the search "
+                         "fit on the training part); the returned tensor is the refined CP "
+                         f"model fitted to {where} entries")
         else:
             note += "the returned fit is the last state of the final fit"
     if model is not None:
@@ -463,7 +576,8 @@ def _complete(obs, lam, clock, bar, refine, max_rank, validation_fraction, lam_g
     if status == "interrupted" and final.status not in ("interrupted",):
         final.stats["fit_status_before_interrupt"] = final.status
         final.status = "interrupted"
-    logger.info("complete: %s in %.1fs, lam=%.4g, returned %s", status,
-                stats["complete_time_s"], final.lam, stats["returned"])
+    if not bar.quiet:
+        logger.info("complete: %s in %.1fs, lam=%.4g, returned %s", status,
+                    stats["complete_time_s"], final.lam, stats["returned"])
     return final, model
 

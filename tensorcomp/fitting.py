@@ -26,7 +26,7 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto",
         all observations with the ``oracle`` option.
     time_limit : float, None or "auto"
         Seconds for the whole call (lambda search and final fit), as in ``complete``: "auto"
-        (default) is 1 s + 59 s per million tensor entries, at most 60 s; None: no limit.
+        (default) is 6 s + 54 s per million tensor entries, at most 60 s; None: no limit.
     validation_fraction, lam_grid, validation_oracle, seed, progress, verbose
         As in ``complete``.
     **solve_options

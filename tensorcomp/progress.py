@@ -26,9 +26,12 @@ def ensure_log_handler() -> None:
 
 class Progress:
     """One bar per ``complete()`` call, counting fits (its total grows as stages are planned).
-    ``show``: True, False, or None (show when stderr is a terminal)."""
+    ``show``: True, False, or None (show when stderr is a terminal); ``quiet``: no log records
+    either (the kernel warm-up)."""
 
-    def __init__(self, show: bool | None, verbose: bool, time_limit_s: float | None) -> None:
+    def __init__(self, show: bool | None, verbose: bool, time_limit_s: float | None,
+                 quiet: bool = False) -> None:
+        self.quiet = quiet
         if verbose:
             ensure_log_handler()
         if show is None:
@@ -41,6 +44,8 @@ class Progress:
         self.limit = time_limit_s
 
     def step(self, stage: str, text: str) -> None:
+        if self.quiet:
+            return
         logger.info("%s: %s", stage, text)
         if self._bar is not None:
             self._bar.set_description(f"tensorcomp {stage}", refresh=False)

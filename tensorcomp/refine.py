@@ -33,6 +33,15 @@ __all__ = ["CPModel", "convex_start", "refine_cp", "balance_columns", "RIDGE_REL
 RIDGE_REL = 1e-6
 #: HALS passes over a mode's columns per mode update (the row systems are tiny: R x R)
 INNER_PASSES = 2
+#: extrapolation after each sweep (as in ALS with line search, Bro 1998; Rajih, Comon &
+#: Harshman 2008): try F + beta (F - F_before_sweep), clipped at 0, keep it when the objective
+#: is lower. beta grows by EXTRAP_GROW on success and shrinks by EXTRAP_SHRINK on failure; one
+#: objective evaluation (O(u p R)) per sweep against a sweep's O(u p R^2)
+EXTRAP_BETA0 = 0.5
+EXTRAP_GROW = 1.5
+EXTRAP_SHRINK = 0.5
+EXTRAP_BETA_MAX = 8.0
+EXTRAP_BETA_MIN = 0.05
 
 
 @dataclass
@@ -67,8 +76,9 @@ class CPModel:
 
 def convex_start(result, rank: int) -> list:
     """Rank-``rank`` factors from a convex fit: its ``rank`` heaviest atoms (by mass), each
-    scaled by its weight^(1/p) on every mode. Where the convex fit has fewer atoms, the remaining columns are
-    copies of the heaviest atom at a tenth of its scale (HALS separates them)."""
+    scaled by its weight^(1/p) on every mode. Where the convex fit has fewer atoms, the
+    remaining columns are copies of the heaviest atom at a tenth of its scale (HALS separates
+    them)."""
     if rank < 1:
         raise InputError(f"rank must be a positive integer, got {rank!r}")
     shape = tuple(result.shape)
@@ -114,12 +124,15 @@ def _objective(F, offsets, obs: Observations) -> float:
 
 
 def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
-              max_sweeps: int = 500, rel_tol: float = 1e-7, deadline: float | None = None
-              ) -> CPModel:
+              max_sweeps: int = 500, rel_tol: float = 1e-7, deadline: float | None = None,
+              extrapolate: bool = True) -> CPModel:
     """HALS on the observed entries from ``init_factors`` (not modified). Stops when a sweep
     over all modes lowers the objective by less than ``rel_tol`` relatively, after
-    ``max_sweeps`` sweeps, or at ``deadline`` (a time.perf_counter() value).
-    ``info``: sweeps, objective (mean squared error on the samples, as ``solve``'s), status."""
+    ``max_sweeps`` sweeps, or at ``deadline`` (a time.perf_counter() value). ``extrapolate``:
+    after each sweep try a step beyond it (kept only when it lowers the objective; the HALS
+    swamps of a warm-started rank took 100-250 sweeps without it).
+    ``info``: sweeps, objective (mean squared error on the samples, as ``solve``'s), status,
+    extrapolations (accepted steps)."""
     shape = obs.shape
     p = len(shape)
     offsets = atom_offsets(shape)
@@ -132,16 +145,26 @@ def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
     F = np.vstack(factors)
     prev, status, sweep = _objective(F, offsets, obs), "iteration_limit", 0
     start = prev
+    beta, accepted = EXTRAP_BETA0, 0
     for sweep in range(1, max_sweeps + 1):
+        before = F.copy() if extrapolate else None
         for k in range(p):
             M, B = CK.mode_normal_equations(F, offsets, entries, weights, values, k)
             A = F[offsets[k]:offsets[k + 1]]  # a view: updated in place
             diag_mean = float(np.einsum("jrr->", M)) / max(M.shape[0] * R, 1)
             ridge = ridge_rel * max(diag_mean, np.finfo(float).tiny)
             CK.hals_rows(M, B, A, ridge, INNER_PASSES)
-        factors = [F[offsets[k]:offsets[k + 1]] for k in range(p)]
-        balance_columns(factors)
+        balance_columns([F[offsets[k]:offsets[k + 1]] for k in range(p)])
         obj = _objective(F, offsets, obs)
+        if extrapolate and sweep > 1:
+            trial = np.maximum(F + beta * (F - before), 0.0)
+            balance_columns([trial[offsets[k]:offsets[k + 1]] for k in range(p)])
+            trial_obj = _objective(trial, offsets, obs)
+            if trial_obj < obj:
+                F, obj, accepted = trial, trial_obj, accepted + 1
+                beta = min(beta * EXTRAP_GROW, EXTRAP_BETA_MAX)
+            else:
+                beta = max(beta * EXTRAP_SHRINK, EXTRAP_BETA_MIN)
         if prev - obj <= rel_tol * max(obj, np.finfo(float).tiny):
             status = "converged"
             prev = min(prev, obj)
@@ -152,7 +175,7 @@ def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
             break
     factors = [F[offsets[k]:offsets[k + 1]].copy() for k in range(p)]
     info = {"sweeps": sweep, "objective": float(prev), "start_objective": float(start),
-            "status": status, "rank": R}
+            "status": status, "rank": R, "extrapolations": accepted}
     if not math.isfinite(prev):
         raise FloatingPointError("CP refinement diverged (non-finite objective)")
     return CPModel(shape, factors, info)
