@@ -5,10 +5,13 @@ Problem: minimise ``sum_x c_x prod_k theta[offsets[k] + x_k]`` over bit vectors 
 Data layout (all arrays C-contiguous, fixed dtypes so each kernel compiles once):
 
 * ``c``        (u,)   float64  the direction on the observed entries.
-* ``idx``      (p, u) int32    mode-major (transposed) indices: ``idx[k, x]`` is entry x's index
-  in mode k. Mode-major keeps the hot pass over one mode contiguous.
+* ``idx``      (p, u) uint     mode-major (transposed) indices: ``idx[k, x]`` is entry x's index
+  in mode k, in the smallest unsigned dtype (``Observations.by_mode``, shared, not copied;
+  Numba compiles each kernel once per dtype). Mode-major keeps the pass over one mode
+  contiguous.
 * ``offsets``  (p+1,) int64    block starts (``base.atom_offsets``); bit ``b = offsets[k] + j``.
-* ``mode_ptr`` (rho+1,) int64 and ``mode_entries`` (p*u,) int32: CSR lists; the entries with
+* ``mode_ptr`` (rho+1,) int64 and ``mode_entries`` (p*u,) int32 ("lists" indexing only): CSR
+  lists; the entries with
   ``x_k = j`` are ``mode_entries[mode_ptr[b]:mode_ptr[b + 1]]`` (ascending), b = offsets[k] + j.
 * ``theta``    (rho,) uint8 one atom; ``thetas`` (B, rho) uint8 a batch of starting atoms.
 * ``z``        (u,)   uint8   per entry, how many modes have a 0 bit at that entry (so p <= 255).
@@ -22,8 +25,16 @@ floating-point summation order, so tests can demand bit-identical results.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit, prange
+
+# Parallel passes synchronise once per round. GNU OpenMP's default is to spin while waiting:
+# on a machine shared with other jobs a spinning thread takes the core the others need
+# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1); sleeping waiters cost
+# microseconds per round on an idle machine. The user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = [
     "build_mode_lists",
@@ -37,6 +48,11 @@ __all__ = [
     "descend_batch",
     "descend_batch_serial",
     "descend_batch_np",
+    "descend_batch_counts",
+    "descend_batch_counts_serial",
+    "descend_counts_np",
+    "observed_bits",
+    "support_mask",
     "warm_up",
 ]
 
@@ -154,16 +170,33 @@ def mode_coefficients_np(c, idx, offsets, theta, z, k, coef):
 # One alternating-minimisation descent
 # --------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _flip(theta, z, mode_ptr, mode_entries, b):
-    """Flip bit b of theta and keep z consistent (only the entries of list b change)."""
-    if theta[b] != 0:
-        theta[b] = 0
-        for t in range(mode_ptr[b], mode_ptr[b + 1]):
-            z[mode_entries[t]] += 1
-    else:
-        theta[b] = 1
-        for t in range(mode_ptr[b], mode_ptr[b + 1]):
-            z[mode_entries[t]] -= 1
+def _block_update(theta, off, r, coef, tol, settling, delta):
+    """The block rule of :func:`descend` on the coefficients of one mode: flips theta's bits
+    off:off + r in place and records them in ``delta`` (+1 switched off, -1 on, 0 kept).
+    Returns (changed, a tied bit was on)."""
+    gain = 0.0
+    for j in range(r):
+        cj = coef[j]
+        if theta[off + j] != 0:
+            if cj > 0.0:
+                gain += cj
+        elif cj < 0.0:
+            gain -= cj
+    changed = False
+    tied_on = False
+    for j in range(r):
+        cj = coef[j]
+        if cj == 0.0:
+            tied_on = tied_on or theta[off + j] != 0
+            flip = settling and theta[off + j] != 0
+        else:
+            flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
+        delta[j] = 0
+        if flip:
+            delta[j] = 1 if theta[off + j] != 0 else -1
+            theta[off + j] = 1 - theta[off + j]
+            changed = True
+    return changed, tied_on
 
 
 @njit(cache=True)
@@ -190,6 +223,7 @@ def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode,
     """
     p, u = idx.shape
     zero_counts(theta, idx, offsets, z)
+    delta = np.zeros(coef.shape[0], dtype=np.int64)
     updates = 0
     unchanged = 0
     ties_in_streak = False  # some tied bit was on during the current run of unchanged updates
@@ -199,26 +233,13 @@ def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode,
         mode_coefficients(c, idx, offsets, theta, z, k, coef)
         off = offsets[k]
         r = offsets[k + 1] - off
-        gain = 0.0
-        for j in range(r):
-            cj = coef[j]
-            if theta[off + j] != 0:
-                if cj > 0.0:
-                    gain += cj
-            elif cj < 0.0:
-                gain -= cj
-        changed = False
-        tied_on = False
-        for j in range(r):
-            cj = coef[j]
-            if cj == 0.0:
-                tied_on = tied_on or theta[off + j] != 0
-                flip = settling and theta[off + j] != 0
-            else:
-                flip = gain > tol and theta[off + j] != (1 if cj < 0.0 else 0)
-            if flip:
-                _flip(theta, z, mode_ptr, mode_entries, off + j)
-                changed = True
+        changed, tied_on = _block_update(theta, off, r, coef, tol, settling, delta)
+        if changed:  # z follows theta through the flipped bits' entry lists only
+            for j in range(r):
+                if delta[j] != 0:
+                    b = off + j
+                    for t in range(mode_ptr[b], mode_ptr[b + 1]):
+                        z[mode_entries[t]] += delta[j]
         updates += 1
         if changed:
             unchanged = 0
@@ -238,6 +259,23 @@ def descend(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mode,
         if z[x] == 0:
             value += c[x]
     return value, updates
+
+
+def _block_flips_np(block, coef, tol, settling):
+    """NumPy twin of :func:`_block_update`'s decisions: (bits to flip, a tied bit was on)."""
+    gain = 0.0
+    for j in range(block.shape[0]):  # sequential, as in the kernel
+        cj = float(coef[j])
+        if block[j]:
+            if cj > 0.0:
+                gain += cj
+        elif cj < 0.0:
+            gain -= cj
+    tied_on = (coef == 0.0) & (block != 0)
+    flips = tied_on & settling
+    if gain > tol:
+        flips |= (coef != 0.0) & (block != (coef < 0.0))
+    return flips, bool(tied_on.any())
 
 
 def _flip_np(theta, z, mode_ptr, mode_entries, b):
@@ -264,20 +302,7 @@ def descend_np(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mo
         mode_coefficients_np(c, idx, offsets, theta, z, k, coef)
         off = int(offsets[k])
         r = int(offsets[k + 1]) - off
-        block, block_coef = theta[off:off + r], coef[:r]
-        gain = 0.0
-        for j in range(r):  # sequential, as in the kernel
-            cj = float(block_coef[j])
-            if block[j]:
-                if cj > 0.0:
-                    gain += cj
-            elif cj < 0.0:
-                gain -= cj
-        tied_on = (block_coef == 0.0) & (block != 0)
-        flips = tied_on & settling
-        if gain > tol:
-            flips |= (block_coef != 0.0) & (block != (block_coef < 0.0))
-        tied_on = bool(tied_on.any())
+        flips, tied_on = _block_flips_np(theta[off:off + r], coef[:r], tol, settling)
         for j in np.flatnonzero(flips):
             _flip_np(theta, z, mode_ptr, mode_entries, off + int(j))
         updates += 1
@@ -420,3 +445,230 @@ def warm_up() -> None:
     for kernel in (descend_batch, descend_batch_serial):
         kernel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, 10, 0.0, values,
                updates)
+
+
+# --------------------------------------------------------------------------------------------
+# The default indexing ("counts", issue 12): zero counts and whole-entry passes, no entry lists
+# --------------------------------------------------------------------------------------------
+#: Entries per block of a pass. Blocks are the unit of parallel work and of summation (each
+#: block sums its coefficients in LANES lanes, then the blocks are added in block order), so
+#: results do not depend on the thread count. 2**14 entries: a block's slice of the index rows,
+#: z and c (~10 bytes per entry at p = 9 uint8) fits a core's L2 cache.
+BLOCK = 1 << 14
+
+
+def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
+                               updates):
+    """Alternating minimisation from every row of ``thetas`` (in place), as :func:`descend`
+    (same block rule, ties, settling, termination), on a memory-lean layout: no entry lists.
+    A flip of bits of mode k' is recorded as ``delta[j]`` (+1: bit j switched off, z grows on
+    the entries with x_k' = j; -1: switched on) and applied to ``z`` during the next mode's
+    pass, which reads every entry anyway: each block update is one pass over the entries (the
+    index rows of modes k' and k, z, and c where an entry counts). The descents run in lockstep:
+    one parallel region per round does the current pass of every unfinished descent, over
+    (descent, block of entries) pairs. So every core works on every restart (no idle core
+    when restarts differ in length, nothing capped by the batch size), a round costs one
+    synchronisation for the whole batch, and each descent takes exactly the decisions and
+    sums as alone (results independent of the thread count and of the batch). Block sums:
+    per block of BLOCK entries in LANES lanes, then over blocks in order; ``values[s] =
+    sum_{z_x == 0} c_x`` likewise. Scratch: one z (u bytes) per descent of the batch."""
+    B = thetas.shape[0]
+    p, u = idx.shape
+    r_max = np.max(offsets[1:] - offsets[:-1])
+    n_blocks = (u + BLOCK - 1) // BLOCK
+    z = np.empty((B, u), dtype=np.uint8)
+    partial = np.empty((B, n_blocks, LANES, r_max), dtype=np.float64)
+    delta = np.zeros((B, r_max), dtype=np.int64)
+    k = first_modes.copy()
+    pending = np.full(B, -1, dtype=np.int64)
+    n_updates = np.zeros(B, dtype=np.int64)
+    unchanged = np.zeros(B, dtype=np.int64)
+    ties_in_streak = np.zeros(B, dtype=np.bool_)
+    settling = np.zeros(B, dtype=np.bool_)
+    active = np.arange(B)
+    n_active = B if max_updates > 0 else 0
+    for t in prange(B * n_blocks):  # zero counts of the starts
+        s = t // n_blocks
+        lo = (t % n_blocks) * BLOCK
+        hi = min(lo + BLOCK, u)
+        zs = z[s]
+        theta = thetas[s]
+        for x in range(lo, hi):
+            zs[x] = 0
+        for m in range(p):
+            off_m = offsets[m]
+            for x in range(lo, hi):
+                zs[x] += 1 - theta[off_m + idx[m, x]]
+    while n_active > 0:
+        for t in prange(n_active * n_blocks):
+            s = active[t // n_blocks]
+            b = t % n_blocks
+            lo = b * BLOCK
+            hi = min(lo + BLOCK, u)
+            zs = z[s]
+            theta = thetas[s]
+            ks = k[s]
+            off = offsets[ks]
+            r = offsets[ks + 1] - off
+            acc = partial[s, b]
+            for lane in range(LANES):
+                for j in range(r):
+                    acc[lane, j] = 0.0
+            kp = pending[s]
+            if kp >= 0:
+                ds = delta[s]
+                for x in range(lo, hi):
+                    zx = np.int64(zs[x]) + ds[idx[kp, x]]
+                    zs[x] = zx
+                    j = idx[ks, x]
+                    if zx + theta[off + j] == 1:
+                        acc[x % LANES, j] += c[x]
+            else:
+                for x in range(lo, hi):
+                    j = idx[ks, x]
+                    if zs[x] + theta[off + j] == 1:
+                        acc[x % LANES, j] += c[x]
+        still = 0
+        for i in range(n_active):
+            s = active[i]
+            ks = k[s]
+            off = offsets[ks]
+            r = offsets[ks + 1] - off
+            coef = np.zeros(r, dtype=np.float64)
+            for b in range(n_blocks):
+                for j in range(r):
+                    coef[j] += ((partial[s, b, 0, j] + partial[s, b, 1, j])
+                                + partial[s, b, 2, j]) + partial[s, b, 3, j]
+            changed, tied_on = _block_update(thetas[s], off, r, coef, tol, settling[s],
+                                             delta[s])
+            pending[s] = ks if changed else -1
+            n_updates[s] += 1
+            if changed:
+                unchanged[s] = 0
+                ties_in_streak[s] = False
+            else:
+                unchanged[s] += 1
+                ties_in_streak[s] = ties_in_streak[s] or tied_on
+            done = False
+            if unchanged[s] == p:
+                if settling[s] or not ties_in_streak[s]:
+                    done = True
+                else:
+                    settling[s] = True
+                    unchanged[s] = 0
+            k[s] = ks + 1 if ks + 1 < p else 0
+            if n_updates[s] >= max_updates:
+                done = True
+            if not done:
+                active[still] = s
+                still += 1
+        n_active = still
+    # apply the last flips, then the values in block order
+    block_value = np.zeros((B, n_blocks), dtype=np.float64)
+    for t in prange(B * n_blocks):
+        s = t // n_blocks
+        b = t % n_blocks
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, u)
+        zs = z[s]
+        kp = pending[s]
+        total = 0.0
+        for x in range(lo, hi):
+            if kp >= 0:
+                zs[x] = np.int64(zs[x]) + delta[s, idx[kp, x]]
+            if zs[x] == 0:
+                total += c[x]
+        block_value[s, b] = total
+    for s in range(B):
+        v = 0.0
+        for b in range(n_blocks):
+            v += block_value[s, b]
+        values[s] = v
+        updates[s] = n_updates[s]
+
+
+def _parallel_twin(body):
+    """A second compiled function of the same body with parallel=True. Numba's on-disk cache
+    is keyed by the function's qualified name, not by the flag: the twin gets its own name."""
+    import types
+    twin = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel")
+    twin.__qualname__ = body.__qualname__ + "_parallel"
+    return njit(cache=True, parallel=True)(twin)
+
+
+descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
+descend_batch_counts = _parallel_twin(_descend_batch_counts_body)
+
+
+@njit(cache=True)
+def observed_bits(idx, offsets):
+    """(rho,) uint8: 1 for the bits (k, j) some entry uses (x_k = j)."""
+    p, u = idx.shape
+    out = np.zeros(offsets[p], dtype=np.uint8)
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            out[off + idx[k, x]] = 1
+    return out
+
+
+@njit(cache=True)
+def support_mask(theta, idx, offsets):
+    """bool (u,): the atom is 1 at entry x (every mode bit set)."""
+    p, u = idx.shape
+    out = np.ones(u, dtype=np.bool_)
+    for k in range(p):
+        off = offsets[k]
+        for x in range(u):
+            if theta[off + idx[k, x]] == 0:
+                out[x] = False
+    return out
+
+
+def descend_counts_np(c, idx, offsets, theta, first_mode, max_updates, tol):
+    """NumPy twin of one descent of :func:`descend_batch_counts` (same decisions, same
+    summation orders). Returns ``(value, updates)``."""
+    p, u = idx.shape
+    n_blocks = (u + BLOCK - 1) // BLOCK
+    z = np.zeros(u, dtype=np.int64)
+    for m in range(p):
+        z += 1 - theta[offsets[m] + idx[m].astype(np.int64)]
+    lane_of = np.arange(u) % LANES
+    updates = unchanged = 0
+    ties_in_streak = settling = False
+    k = int(first_mode)
+    while updates < max_updates:
+        off, r = int(offsets[k]), int(offsets[k + 1] - offsets[k])
+        j_all = idx[k].astype(np.int64)
+        counts = (z + theta[off + j_all]) == 1
+        coef = np.zeros(r)
+        for b in range(n_blocks):
+            lo, hi = b * BLOCK, min((b + 1) * BLOCK, u)
+            lanes = [np.bincount(j_all[lo:hi][counts[lo:hi] & (lane_of[lo:hi] == lane)],
+                                 weights=c[lo:hi][counts[lo:hi] & (lane_of[lo:hi] == lane)],
+                                 minlength=r) for lane in range(LANES)]
+            coef = coef + (((lanes[0] + lanes[1]) + lanes[2]) + lanes[3])
+        block = theta[off:off + r]
+        flips, tied_on = _block_flips_np(block, coef, tol, settling)
+        if flips.any():
+            z += np.where(block != 0, 1, -1)[j_all] * flips[j_all]
+            block[flips] ^= 1
+        updates += 1
+        if flips.any():
+            unchanged, ties_in_streak = 0, False
+        else:
+            unchanged += 1
+            ties_in_streak = ties_in_streak or tied_on
+        if unchanged == p:
+            if settling or not ties_in_streak:
+                break
+            settling, unchanged = True, 0
+        k = (k + 1) % p
+    value = 0.0
+    for b in range(n_blocks):
+        lo, hi = b * BLOCK, min((b + 1) * BLOCK, u)
+        s = 0.0
+        for cx in c[lo:hi][z[lo:hi] == 0]:
+            s += float(cx)
+        value += s
+    return value, updates

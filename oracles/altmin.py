@@ -19,9 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _altmin_kernels as kernels
-from .base import OracleAnswer, SeparationQuery, Timer, atom_dot, atom_offsets
+from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
-__all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK"]
+__all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS"]
+
+#: "counts" (default): zero counts and one pass over the entries per block update, p bytes per
+#: entry (the entries themselves) plus one per running descent; "lists": per-bit entry lists,
+#: + 4 p bytes per entry, fewer reads per update; "scatter": the papers' per-entry loops.
+INDEXINGS = ("counts", "lists", "scatter")
 
 #: A block replacement must lower <c, v> by more than IMPROVEMENT_RTOL * sum|c| (termination
 #: guard against rounding noise; far below any gap the conditional-gradient driver acts on).
@@ -62,13 +67,16 @@ class AltMinOracle:
     seed: seeds this oracle's own random generator. Same seed and same sequence of queries give
         the same answers, whatever the thread count (unless a time limit cuts a call short).
     max_sweeps: cap on the sweeps (p block updates each) of one restart.
-    parallel: run the restarts of a batch on Numba threads (when the problem is large enough
-        to pay for it, see PARALLEL_MIN_WORK).
+    parallel: use Numba threads when the problem is large enough to pay for it (see
+        PARALLEL_MIN_WORK): with "counts", every descent runs its passes over blocks of entries
+        on all threads; with "lists", the restarts of a batch run on separate threads.
     min_restarts: a call stops early once its best value is <= ``query.target`` and at least
         this many restarts have run, so the answer is a good atom, not just the first one.
-    indexing: "lists" (per-bit entry lists and zero counts, O(u) per block update) or
-        "scatter" (the papers' per-entry scatter loops, O(p u) per update; a variant kept for
-        side-by-side measurements).
+    indexing: "counts" (default: zero counts, one pass over the entries per block update, no
+        index structure beyond the entries: the memory-lean layout of issue 12), "lists"
+        (per-bit entry lists: flips touch only the flipped bits' entries, + 4 bytes per entry
+        and mode) or "scatter" (the papers' per-entry scatter loops, O(p u) per update). The
+        three take the same decisions; kept side by side for measurements.
     batch_size: restarts run together between two stopping checks (target, time limit). Fixed,
         not tied to the thread count, so that the answers do not depend on the machine. The first
         batch always runs, so a call can overrun ``query.time_limit_s`` by one batch.
@@ -88,16 +96,18 @@ class AltMinOracle:
         parallel: bool = True,
         min_restarts: int = 4,
         batch_size: int = 4,
-        indexing: str = "lists",
+        indexing: str = "counts",
     ) -> None:
         self.shape = tuple(int(r) for r in shape)
-        self.indices = _validated_indices(indices, self.shape)
+        #: (p, u) mode-major entry indices in an unsigned dtype: ``Observations.entries`` is a
+        #: view of such an array, which is then used as it is (no second copy of the entries)
+        self._idx = _mode_major(indices, self.shape)
         for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
                              ("min_restarts", min_restarts), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
-        if indexing not in ("lists", "scatter"):
-            raise ValueError(f"indexing must be 'lists' or 'scatter', got {indexing!r}")
+        if indexing not in INDEXINGS:
+            raise ValueError(f"indexing must be one of {list(INDEXINGS)}, got {indexing!r}")
         self.indexing = indexing
         self.restarts = int(restarts)
         self.max_sweeps = int(max_sweeps)
@@ -107,18 +117,26 @@ class AltMinOracle:
 
         self.offsets = atom_offsets(self.shape)
         self.rho = int(self.offsets[-1])
-        self._idx = np.ascontiguousarray(self.indices.T, dtype=np.int32)
-        self._mode_ptr, self._mode_entries = kernels.build_mode_lists(self._idx, self.offsets)
+        if indexing == "lists":  # 4 bytes per (entry, mode): only for this variant
+            self._mode_ptr, self._mode_entries = kernels.build_mode_lists(self._idx, self.offsets)
+        else:
+            self._mode_ptr = np.zeros(self.rho + 1, dtype=np.int64)
+            self._mode_entries = np.zeros(0, dtype=np.int32)
         # Bits no observed entry uses never change <c, v>: cleared in every start, they stay 0
         # (their coefficient is always 0, and a tied bit is never switched on).
-        self._observed_bits = (np.diff(self._mode_ptr) > 0).astype(np.uint8)
+        self._observed_bits = kernels.observed_bits(self._idx, self.offsets)
         self._rng = np.random.default_rng(seed)
         self._last_theta: np.ndarray | None = None
         self.last_run: AltMinRun | None = None
 
     @property
+    def indices(self) -> np.ndarray:
+        """(u, p) view of the entries (no copy)."""
+        return self._idx.T
+
+    @property
     def num_entries(self) -> int:
-        return self.indices.shape[0]
+        return self._idx.shape[1]
 
     # ---------------------------------------------------------------------------------------
     def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
@@ -130,18 +148,26 @@ class AltMinOracle:
         if self.num_entries == 0:
             return self._no_entries(timer)
 
-        tol = IMPROVEMENT_RTOL * float(np.abs(c).sum())
+        tol = IMPROVEMENT_RTOL * abs_sum(c)
         max_updates = self.max_sweeps * len(self.shape)
         use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
-        descend_batch = kernels.descend_batch if use_threads else kernels.descend_batch_serial
-        if self.indexing == "scatter":
+        if self.indexing == "counts":
+            descend_batch = kernels.descend_batch_counts if use_threads \
+                else kernels.descend_batch_counts_serial
+        elif self.indexing == "lists":
+            descend_batch = kernels.descend_batch if use_threads else kernels.descend_batch_serial
+        else:
             descend_batch = kernels.descend_batch_scatter
 
         def descend(batch, batch_modes):
             values = np.empty(batch.shape[0], dtype=np.float64)
             updates = np.empty(batch.shape[0], dtype=np.int64)
-            descend_batch(c, self._idx, self.offsets, self._mode_ptr, self._mode_entries,
-                          batch, batch_modes, max_updates, tol, values, updates)
+            if self.indexing == "counts":
+                descend_batch(c, self._idx, self.offsets, batch, batch_modes, max_updates, tol,
+                              values, updates)
+            else:
+                descend_batch(c, self._idx, self.offsets, self._mode_ptr, self._mode_entries,
+                              batch, batch_modes, max_updates, tol, values, updates)
             return values, updates
 
         best_theta, _, run = self._multi_start(starts, first_modes, descend, query, timer,
@@ -151,7 +177,7 @@ class AltMinOracle:
         self.last_run = run
         return OracleAnswer(
             theta=theta,
-            value=atom_dot(c, theta, self.indices, self.shape),
+            value=float(c[kernels.support_mask(best_theta, self._idx, self.offsets)].sum()),
             lower_bound=-math.inf,
             source=self.name,
             time_s=timer.elapsed(),
@@ -262,7 +288,20 @@ class AltMinOracle:
         return hints.astype(bool)
 
 
-def _validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
+def abs_sum(c: np.ndarray, block: int = 1 << 16) -> float:
+    """``float(np.abs(c).sum())`` bit for bit (NumPy's pairwise summation splits the array at
+    the same points) without the 8-bytes-per-entry temporary of ``np.abs(c)``."""
+    n = c.shape[0]
+    if n <= block:
+        return float(np.add.reduce(np.abs(c), initial=0.0))
+    half = n // 2
+    half -= half % 8
+    return abs_sum(c[:half], block) + abs_sum(c[half:], block)
+
+
+def _mode_major(indices, shape: tuple[int, ...]) -> np.ndarray:
+    """Checked (p, u) C-contiguous unsigned view of the (u, p) entries: ``indices.T`` itself
+    when it already is one (``Observations.entries``), else a compact copy."""
     if not shape or any(r < 1 for r in shape):
         raise ValueError(f"shape must be a non-empty tuple of positive sizes, got {shape}")
     if len(shape) > 255:
@@ -272,7 +311,22 @@ def _validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"indices must have shape (u, {len(shape)}), got {indices.shape}")
     if indices.size and not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
-    indices = indices.astype(np.int64)
+    by_mode = indices.T
+    if by_mode.flags.c_contiguous and indices.dtype.kind == "u" and indices.dtype.isnative \
+            and indices.dtype.itemsize <= 4:
+        if by_mode.size and np.any(_row_max(by_mode) >= np.array(shape)):
+            raise ValueError(f"indices out of range for shape {shape}")
+        return by_mode
     if indices.size and (indices.min() < 0 or np.any(indices.max(axis=0) >= np.array(shape))):
         raise ValueError(f"indices out of range for shape {shape}")
-    return indices
+    dtype = next(d for d in (np.uint8, np.uint16, np.uint32) if max(shape) - 1 <= np.iinfo(d).max)
+    return np.ascontiguousarray(by_mode, dtype=dtype)
+
+
+def _row_max(by_mode: np.ndarray) -> np.ndarray:
+    return np.array([row.max() for row in by_mode])
+
+
+def _validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
+    """(u, p) int64 copy of the checked entries (for oracles that index with int64)."""
+    return np.ascontiguousarray(_mode_major(indices, shape).T, dtype=np.int64)

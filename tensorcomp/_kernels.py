@@ -6,8 +6,16 @@ from __future__ import annotations
 
 import types
 
+import os
+
 import numpy as np
 from numba import njit, prange
+
+# Parallel passes synchronise once per round. GNU OpenMP's default is to spin while waiting:
+# on a machine shared with other jobs a spinning thread takes the core the others need
+# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1); sleeping waiters cost
+# microseconds per round on an idle machine. The user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: below this many inner-loop operations a kernel runs on one thread: waking the thread pool
 #: costs ~10 microseconds on an idle machine and a full scheduler slice (~10 ms) when another
@@ -92,6 +100,115 @@ def point_on_entries_numpy(supports, weights):
 
 
 # ---------------------------------------------------------------------------------------------
+# the data pass: phi, exact f, gradient and its scalars in one pass, phi never stored
+
+
+def _data_pass_body(packed, weights, sums, counts, lam, n, g):
+    """Fills ``g`` (u,) with grad f = (2 lam / n)(lam m_x phi_x - s_x) and returns (sum_x m_x
+    (s_x / m_x - lam phi_x)^2, <g, phi>, sum |g|), with phi = sum_j w_j a_j built block by
+    block (POINT_BLOCK entries, the same additions as ``point_on_entries``) and never stored:
+    8 bytes per entry less than point + gradient, and no temporaries. ``packed`` (m, ceil(u/8))
+    are the supports as ``np.packbits`` rows (1 bit per entry and atom). Per entry the same
+    expressions as ``ActiveSet.point``/``gradient``/``objective_exact`` (g bit-identical);
+    the sums go per block in entry order, then over blocks in order (any thread count)."""
+    m = packed.shape[0]
+    u = g.shape[0]
+    scale = 2.0 * lam / n
+    n_blocks = (u + POINT_BLOCK - 1) // POINT_BLOCK
+    parts = np.zeros((n_blocks, 3), dtype=np.float64)
+    for b in prange(n_blocks):
+        lo = b * POINT_BLOCK
+        hi = min(lo + POINT_BLOCK, u)
+        phi = np.zeros(hi - lo, dtype=np.float64)
+        for j in range(m):
+            wj = weights[j]
+            if wj == 0.0:
+                continue
+            row = packed[j]
+            for x in range(hi - lo):
+                e = lo + x
+                phi[x] += wj * ((row[e >> 3] >> (7 - (e & 7))) & 1)
+        rss = 0.0
+        gphi = 0.0
+        gabs = 0.0
+        for x in range(hi - lo):
+            mx = np.float64(counts[lo + x])
+            s = sums[lo + x]
+            r = s / mx - lam * phi[x]
+            rss += mx * (r * r)
+            gx = scale * (lam * mx * phi[x] - s)
+            g[lo + x] = gx
+            gphi += gx * phi[x]
+            gabs += abs(gx)
+        parts[b, 0] = rss
+        parts[b, 1] = gphi
+        parts[b, 2] = gabs
+    rss = 0.0
+    gphi = 0.0
+    gabs = 0.0
+    for b in range(n_blocks):
+        rss += parts[b, 0]
+        gphi += parts[b, 1]
+        gabs += parts[b, 2]
+    return rss, gphi, gabs
+
+
+def unpack_supports(packed, u):
+    """(m, u) bool supports from their ``np.packbits`` rows."""
+    return np.unpackbits(packed, axis=1, count=u).view(bool)
+
+
+def data_pass_numpy(packed, weights, sums, counts, lam, n, g):
+    phi = point_on_entries_numpy(unpack_supports(packed, g.shape[0]), weights)
+    counts_f = counts.astype(np.float64)
+    r = sums / counts_f - lam * phi
+    g[:] = (2.0 * lam / n) * (lam * counts_f * phi - sums)
+    return float(counts_f @ (r * r)), float(g @ phi), float(np.abs(g).sum())
+
+
+def _point_on_entries_packed_body(packed, weights, u):
+    """``point_on_entries`` on packed supports (the same additions, bit-identical phi)."""
+    m = packed.shape[0]
+    out = np.zeros(u, dtype=np.float64)
+    n_blocks = (u + POINT_BLOCK - 1) // POINT_BLOCK
+    for b in prange(n_blocks):
+        lo = b * POINT_BLOCK
+        hi = min(lo + POINT_BLOCK, u)
+        for j in range(m):
+            wj = weights[j]
+            if wj == 0.0:
+                continue
+            row = packed[j]
+            for e in range(lo, hi):
+                out[e] += wj * ((row[e >> 3] >> (7 - (e & 7))) & 1)
+    return out
+
+
+def point_on_entries_packed_numpy(packed, weights, u):
+    return point_on_entries_numpy(unpack_supports(packed, u), weights)
+
+
+def _gram_row_packed_body(packed, new_on, counts):
+    """G[new, j] = sum over the new atom's entries ``new_on`` of m_x a_j[x], on packed
+    supports: O(m |new_on|) reads (new atoms are mostly small), exact integer sums."""
+    m = packed.shape[0]
+    out = np.zeros(m, dtype=np.float64)
+    for j in prange(m):
+        row = packed[j]
+        acc = np.int64(0)
+        for t in range(new_on.size):
+            e = new_on[t]
+            acc += np.int64(counts[e]) * ((row[e >> 3] >> (7 - (e & 7))) & 1)
+        out[j] = acc
+    return out
+
+
+def gram_row_packed_numpy(packed, new_on, counts):
+    u = int(new_on.max()) + 1 if new_on.size else 0
+    return gram_row_numpy(unpack_supports(packed, u), new_on, counts)
+
+
+# ---------------------------------------------------------------------------------------------
 # Gram row and linear term of a new atom: G[new, j] = sum_x m_x a_new[x] a_j[x], h = sum_x s_x a_new
 
 
@@ -103,16 +220,18 @@ def _gram_row_body(supports, new_on, counts):
     # with a branch was ~5x slower at m ~ 1e3, u ~ 5e3 even though it reads fewer entries.
     # Counts are integers: an integer accumulation is exact and vectorises without fastmath
     # (a float reduction would not be reordered by the compiler).
+    # The dense weights take the counts' own dtype (uint8 for most data): 1 byte per entry of
+    # scratch instead of 8.
     m, u = supports.shape
-    c = np.zeros(u, dtype=np.int64)
+    c = np.zeros(u, dtype=counts.dtype)
     for t in range(new_on.size):
-        c[new_on[t]] = np.int64(counts[new_on[t]])
+        c[new_on[t]] = counts[new_on[t]]
     out = np.zeros(m, dtype=np.float64)
     for j in prange(m):
         row = supports[j]
         acc = np.int64(0)
         for x in range(u):
-            acc += c[x] * row[x]
+            acc += np.int64(c[x]) * row[x]
         out[j] = acc
     return out
 
@@ -159,6 +278,12 @@ point_on_entries = _dispatch(_point_on_entries_body,
                              lambda supports, weights: supports.size // VECTOR_WIDTH)
 gram_row = _dispatch(_gram_row_body,
                      lambda supports, new_on, counts: supports.size // VECTOR_WIDTH)
+data_pass = _dispatch(_data_pass_body,
+                      lambda packed, weights, sums, counts, lam, n, g: packed.shape[0] * g.size)
+point_on_entries_packed = _dispatch(_point_on_entries_packed_body,
+                                    lambda packed, weights, u: packed.shape[0] * u)
+gram_row_packed = _dispatch(_gram_row_packed_body,
+                            lambda packed, new_on, counts: packed.shape[0] * new_on.size)
 predict_cp = _dispatch(_predict_cp_body,
                        lambda thetas, weights, offsets, indices: thetas.shape[0] * indices.size)
 

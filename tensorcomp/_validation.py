@@ -6,7 +6,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["InputError", "as_shape", "as_index_array", "as_value_array", "as_positive_float",
+__all__ = ["InputError", "as_shape", "as_index_array", "as_value_array",
+           "checked_index_array", "checked_value_array", "as_positive_float",
            "as_optional_positive_float", "as_optional_positive_int", "check_choice", "describe"]
 
 
@@ -36,6 +37,13 @@ def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
 
 def as_index_array(indices, shape: tuple[int, ...], name: str = "indices") -> np.ndarray:
     """(n, p) int64 copy, checked for dtype, shape and range."""
+    return checked_index_array(indices, shape, name).astype(np.int64, copy=True)
+
+
+def checked_index_array(indices, shape, name: str = "indices") -> np.ndarray:
+    """The (n, p) integer array itself (no copy: any integer dtype, memory-mapped arrays too),
+    checked for dtype, shape and (when ``shape`` is given) range in one compiled pass."""
+    from ._aggregate_kernels import index_range
     arr = np.asarray(indices)
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
@@ -45,16 +53,20 @@ def as_index_array(indices, shape: tuple[int, ...], name: str = "indices") -> np
         raise InputError(f"{name} must be an integer array, got floating dtype {arr.dtype}")
     if arr.dtype.kind not in "iu":
         raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if shape is None:
+        if arr.ndim != 2:
+            raise InputError(f"{name} must have shape (n, p), got shape {arr.shape}")
+        return arr
     p = len(shape)
     if arr.ndim == 1 and p == 1:
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[1] != p:
         raise InputError(f"{name} must have shape (n, {p}) for a tensor of order {p}, "
                          f"got shape {arr.shape}")
-    arr = arr.astype(np.int64, copy=True)
     if arr.size:
-        low = arr.min(axis=0)
-        high = arr.max(axis=0)
+        low, high = index_range(arr)
         for k in range(p):
             if low[k] < 0 or high[k] >= shape[k]:
                 bad = low[k] if low[k] < 0 else high[k]
@@ -64,7 +76,9 @@ def as_index_array(indices, shape: tuple[int, ...], name: str = "indices") -> np
     return arr
 
 
-def as_value_array(values, n: int, name: str = "values") -> np.ndarray:
+def checked_value_array(values, n: int, name: str = "values") -> np.ndarray:
+    """The (n,) real array itself (no copy), checked for dtype, length and finiteness."""
+    from ._aggregate_kernels import first_nonfinite
     arr = np.asarray(values)
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise InputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
@@ -74,12 +88,19 @@ def as_value_array(values, n: int, name: str = "values") -> np.ndarray:
         raise InputError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.shape[0] != n:
         raise InputError(f"{name} has length {arr.shape[0]} but indices has {n} rows")
-    arr = arr.astype(np.float64, copy=True)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        i = int(np.flatnonzero(~finite)[0])
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype.kind == "b":
+        arr = arr.view(np.uint8)
+    i = int(first_nonfinite(arr)) if arr.dtype.kind == "f" else -1
+    if i >= 0:
         raise InputError(f"{name}[{i}] = {arr[i]} is not finite")
     return arr
+
+
+def as_value_array(values, n: int, name: str = "values") -> np.ndarray:
+    """(n,) float64 copy, checked for dtype, length and finiteness."""
+    return checked_value_array(values, n, name).astype(np.float64, copy=True)
 
 
 def as_positive_float(value, name: str) -> float:

@@ -20,6 +20,9 @@ from . import _kernels as K
 from .numerics import WEIGHT_PURGE, check_finite
 from .observations import Observations
 
+#: rows of support storage reserved at once (virtual memory until written; see ``_grow``)
+SUPPORT_ROWS = 64
+
 __all__ = ["ActiveSet", "DenseVertexActiveSet", "SparseVertexActiveSet", "STORAGES"]
 
 
@@ -34,10 +37,11 @@ class ActiveSet:
         self.n = obs.n_samples
         self.offsets = atom_offsets(obs.shape)
         self.rho = int(self.offsets[-1])
-        self.counts_f = obs.counts.astype(np.float64)
         self._cap = 0
         self._thetas = np.zeros((0, self.rho), dtype=bool)
-        self._supports = np.zeros((0, obs.n_entries), dtype=bool)
+        #: supports as np.packbits rows: 1 bit per entry and atom (issue 12: a bool row per atom
+        #: was the largest solver state at 1e7 entries, 8x this)
+        self._packed = np.zeros((0, (obs.n_entries + 7) // 8), dtype=np.uint8)
         self._G = np.zeros((0, 0))
         self.m = 0
         self._gw = None  # G @ weights, carried along by the steps (see ``gram_weights``)
@@ -48,6 +52,11 @@ class ActiveSet:
         self._key_list: list[bytes] = []  # key of atom j, so a drop needs no recomputation
         #: bumped whenever the set of atoms changes (momentum-based steps restart on it)
         self.version = 0
+
+    @property
+    def counts_f(self) -> np.ndarray:
+        """Multiplicities as float64 (computed on access: 8 bytes per entry not kept)."""
+        return self.obs.counts.astype(np.float64)
 
     # -------------------------------------------------------------------------------- views
     @property
@@ -67,7 +76,13 @@ class ActiveSet:
 
     @property
     def supports(self) -> np.ndarray:
-        return self._supports[: self.m]
+        """(m, u) bool, unpacked on access (the stored form is ``packed``)."""
+        return K.unpack_supports(self._packed[: self.m], self.obs.n_entries)
+
+    @property
+    def packed(self) -> np.ndarray:
+        """(m, ceil(u / 8)) uint8: the supports as ``np.packbits`` rows."""
+        return self._packed[: self.m]
 
     @property
     def G(self) -> np.ndarray:
@@ -75,15 +90,18 @@ class ActiveSet:
 
     # -------------------------------------------------------------------------------- atoms
     def _grow(self) -> None:
-        cap = max(8, 2 * self._cap)
+        # np.zeros of a large array maps zero pages that become resident only when written:
+        # reserving 64 rows costs memory only for the atoms actually stored, and the supports
+        # (u / 8 bytes per atom) are copied only past 64 atoms, not at every doubling.
+        cap = max(SUPPORT_ROWS, 2 * self._cap)
         u = self.obs.n_entries
         thetas = np.zeros((cap, self.rho), dtype=bool)
-        supports = np.zeros((cap, u), dtype=bool)
+        packed = np.zeros((cap, (u + 7) // 8), dtype=np.uint8)
         G = np.zeros((cap, cap))
         thetas[: self.m] = self.thetas
-        supports[: self.m] = self.supports
+        packed[: self.m] = self.packed
         G[: self.m, : self.m] = self.G
-        self._thetas, self._supports, self._G, self._cap = thetas, supports, G, cap
+        self._thetas, self._packed, self._G, self._cap = thetas, packed, G, cap
 
     def find_or_add(self, theta: np.ndarray, support: np.ndarray | None = None) -> int:
         """Index of the atom (by its support on the observed entries), adding it with weight 0.
@@ -91,7 +109,8 @@ class ActiveSet:
         theta = np.ascontiguousarray(theta, dtype=bool)
         if support is None:
             support = K.atom_support(theta, self.obs.entries, self.offsets)
-        key = np.packbits(support).tobytes()
+        row = np.packbits(support)
+        key = row.tobytes()
         j = self._keys.get(key)
         if j is not None:
             return j
@@ -100,7 +119,7 @@ class ActiveSet:
         j = self.m
         self._append(j, support)
         self._thetas[j] = theta
-        self._supports[j] = support
+        self._packed[j] = row
         gw = self._gw
         self.weights = np.append(self.weights, 0.0)
         if gw is not None:  # the new atom has weight 0: one more product, O(m)
@@ -114,10 +133,10 @@ class ActiveSet:
     def _append(self, j: int, support: np.ndarray) -> None:
         """Cache the new atom's Gram row and linear term (one pass over its support)."""
         on = np.flatnonzero(support)
-        row = K.gram_row(self.supports, on, self.counts_f)
+        row = K.gram_row_packed(self.packed, on, self.obs.counts)
         self._G[j, :j] = row
         self._G[:j, j] = row
-        self._G[j, j] = float(self.counts_f[on].sum())
+        self._G[j, j] = float(self.obs.counts[on].sum(dtype=np.int64))
         self.h = np.append(self.h, float(self.obs.sums[on].sum()))
 
     def _keep(self, keep: np.ndarray) -> np.ndarray:
@@ -133,7 +152,7 @@ class ActiveSet:
             del self._keys[self._key_list[j]]
             if j != last:
                 self._thetas[j] = self._thetas[last]
-                self._supports[j] = self._supports[last]
+                self._packed[j] = self._packed[last]
                 self._move_cache(last, j)
                 w[j] = w[last]
                 order[j] = order[last]
@@ -256,9 +275,23 @@ class ActiveSet:
         return (2.0 * self.lam**2 / self.n) * c
 
     # -------------------------------------------------------------------------------- data passes
+    def data_pass(self) -> tuple[float, np.ndarray, float, float]:
+        """(exact f, gradient g, <g, phi>, sum |g|) in one compiled pass; phi is not stored.
+        Per entry the expressions of ``point``, ``gradient``, ``objective_exact``."""
+        obs = self.obs
+        g = np.empty(obs.n_entries, dtype=np.float64)
+        rss, gphi, gabs = K.data_pass(self.packed, self.weights, obs.sums, obs.counts,
+                                      self.lam, float(self.n), g)
+        return (obs.within_ss + rss) / self.n, g, gphi, gabs
+
+    def objective(self) -> float:
+        """Exact f at the current iterate (the data pass; 8 bytes per entry of scratch, where
+        ``objective_exact(point())`` allocates ~5 float arrays)."""
+        return self.data_pass()[0]
+
     def point(self) -> np.ndarray:
         """phi on the observed entries (u,)."""
-        return K.point_on_entries(self.supports, self.weights)
+        return K.point_on_entries_packed(self.packed, self.weights, self.obs.n_entries)
 
     def objective_exact(self, phi: np.ndarray) -> float:
         """f from phi without cancellation: (within SS + sum m_x (mean_x - lam phi_x)^2) / n."""
@@ -310,7 +343,7 @@ class DenseVertexActiveSet(ActiveSet):
         idx = np.flatnonzero(keep)
         m = idx.size
         self._thetas[:m] = self._thetas[idx]
-        self._supports[:m] = self._supports[idx]
+        self._packed[:m] = self._packed[idx]
         self._V = self._V[:, idx]
         self.weights = self.weights[idx]
         self.m = m
@@ -333,6 +366,13 @@ class DenseVertexActiveSet(ActiveSet):
 
     def _phi(self, w: np.ndarray) -> np.ndarray:
         return self._V @ w
+
+    def data_pass(self) -> tuple[float, np.ndarray, float, float]:
+        """The papers' storage keeps its own pass (V w, then the gradient): what it costs is
+        what the variant measures."""
+        phi = self.point()
+        g = self.gradient(phi)
+        return self.objective_exact(phi), g, float(g @ phi), float(np.abs(g).sum())
 
     def gram_times(self, v: np.ndarray) -> np.ndarray:
         return self.G @ v

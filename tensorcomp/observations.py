@@ -10,23 +10,33 @@ import warnings
 
 import numpy as np
 
-from ._validation import InputError, as_index_array, as_shape, as_value_array
+from . import _aggregate_kernels as AK
+from ._validation import (InputError, as_shape, checked_index_array, checked_value_array,
+                          describe)
 
 __all__ = ["Observations"]
 
-_LINEAR_LIMIT = 2**62
 
 
 class Observations:
     """Samples ``(indices[i], values[i])`` of a tensor of the given ``shape``; repeats allowed.
 
     Attributes (distinct entries in ascending row-major order):
-      entries (u, p) int64, counts (u,) int64, sums (u,), means (u,),
+      entries (u, p): a read view of the mode-major index array ``by_mode`` (p, u), stored in
+      the smallest unsigned dtype that holds every mode's indices (uint8 up to 256 per mode);
+      counts (u,): multiplicities, smallest unsigned dtype; sums (u,) float64; means (u,)
+      (computed on access: sums / counts);
       within_ss: sum over samples of (y_i - mean at its entry)^2, total_ss: sum of y_i^2,
       n_samples, shape, order; labels, dims, value_name (set by the labelled constructors
       ``from_frame`` / ``from_xarray``, else None).
 
-    Constructors: ``Observations(indices, values, shape)`` (0-based), ``from_dense`` (NaN or
+    Memory (issue 12): the samples are read in place (any integer dtype, memory-mapped files
+    too) and aggregated with 16 bytes of scratch per sample (``_aggregate_kernels``); the
+    resident arrays take p + 8 + (1..8) bytes per distinct entry. The heuristic oracle and the
+    data passes read ``by_mode`` itself, not a copy.
+
+    Constructors: ``Observations(indices, values, shape)`` (0-based), ``from_npy`` (memory-mapped
+    ``.npy`` files), ``from_chunks`` (an iterable of sample blocks), ``from_dense`` (NaN or
     mask), ``from_tns`` (FROSTT text), ``from_frame`` (pandas), ``from_xarray``, ``from_sparse``
     (scipy.sparse, pydata sparse).
     """
@@ -37,37 +47,87 @@ class Observations:
 
     def __init__(self, indices, values, shape) -> None:
         shape = as_shape(shape)
-        idx = as_index_array(indices, shape)
-        vals = as_value_array(values, idx.shape[0])
+        idx = checked_index_array(indices, shape)
+        vals = checked_value_array(values, idx.shape[0])
         if idx.shape[0] == 0:
             raise InputError("indices is empty: at least one observation is needed")
         _warn_negative(vals)
         self.shape = shape
         self.order = len(shape)
         self.n_samples = int(idx.shape[0])
-        self._aggregate(idx, vals)
+        if AK.key_strides(shape) is not None:
+            parts = AK.aggregate(idx, vals, shape)
+            if vals.dtype == np.float64:  # BLAS's order, as before issue 12 (no copy)
+                parts = (*parts[:4], float(vals @ vals))
+        else:  # more than 2**64 entries: no packed key; sort rows lexicographically
+            parts = _aggregate_lexsort(idx, vals, shape)
+        self._set(*parts)
 
-    # -----------------------------------------------------------------------------------------
-    def _aggregate(self, idx: np.ndarray, vals: np.ndarray) -> None:
-        if float(np.prod(np.asarray(self.shape, dtype=np.float64))) < _LINEAR_LIMIT:
-            linear = np.ravel_multi_index(tuple(idx.T), self.shape)
-            order = np.argsort(linear, kind="stable")
-            key = linear[order]
-            first = np.concatenate([[True], key[1:] != key[:-1]])
-        else:  # too many entries for an int64 linear index: sort rows lexicographically
-            order = np.lexsort(idx.T[::-1])
-            rows = idx[order]
-            first = np.concatenate([[True], np.any(rows[1:] != rows[:-1], axis=1)])
-        group = np.cumsum(first) - 1
-        starts = np.flatnonzero(first)
-        sorted_vals = vals[order]
-        self.entries = np.ascontiguousarray(idx[order[starts]])
-        self.counts = np.diff(np.append(starts, idx.shape[0])).astype(np.int64)
-        self.sums = np.add.reduceat(sorted_vals, starts)
-        self.means = self.sums / self.counts
-        deviation = sorted_vals - self.means[group]
-        self.within_ss = float(deviation @ deviation)
-        self.total_ss = float(vals @ vals)
+    def _set(self, by_mode, counts, sums, within_ss, total_ss) -> None:
+        self.by_mode = by_mode
+        self.counts = counts
+        self.sums = sums
+        self.within_ss = float(within_ss)
+        self.total_ss = float(total_ss)
+
+    @property
+    def entries(self) -> np.ndarray:
+        """(u, p) view of ``by_mode`` (no copy)."""
+        return self.by_mode.T
+
+    @property
+    def means(self) -> np.ndarray:
+        """Mean observed value per distinct entry (computed on access: not kept resident)."""
+        return self.sums / self.counts
+
+    # ---- inputs that never hold the samples twice --------------------------------------------
+    @classmethod
+    def from_npy(cls, indices_file, values_file, shape=None) -> "Observations":
+        """Samples from two ``.npy`` files, memory-mapped: an (n, p) integer array (0-based) and
+        an (n,) value array. Only the 16 bytes of sort scratch per sample are allocated; the
+        file pages are read in place (the OS may drop them again). ``shape`` defaults to the
+        largest index per mode plus one."""
+        indices = np.load(indices_file, mmap_mode="r")
+        values = np.load(values_file, mmap_mode="r")
+        if shape is None:
+            idx = checked_index_array(indices, None)
+            if idx.shape[0] == 0:
+                raise InputError("indices is empty: at least one observation is needed")
+            shape = tuple(int(h) + 1 for h in AK.index_range(idx)[1])
+        return cls(indices, values, shape)
+
+    @classmethod
+    def from_chunks(cls, chunks, shape) -> "Observations":
+        """Samples given as an iterable of ``(indices, values)`` blocks (e.g. read from a
+        database or generated block by block): each block is checked and turned into packed
+        keys (16 bytes per sample) and can be freed by the caller before the next one arrives.
+        Errors name the block. Needs prod(shape) <= 2**64."""
+        shape = as_shape(shape)
+        strides = AK.key_strides(shape)
+        if strides is None:
+            raise InputError(f"from_chunks needs prod(shape) <= 2**64, got shape {shape}; "
+                             f"pass all samples to Observations(indices, values, shape)")
+        keys, vals, total_ss = [], [], 0.0
+        for i, chunk in enumerate(chunks):
+            try:
+                block_idx, block_vals = chunk
+            except (TypeError, ValueError):
+                raise InputError(f"chunks[{i}] must be an (indices, values) pair, got "
+                                 f"{describe(chunk)}") from None
+            idx = checked_index_array(block_idx, shape, name=f"chunks[{i}] indices")
+            v = checked_value_array(block_vals, idx.shape[0], name=f"chunks[{i}] values")
+            _warn_negative(v)
+            k = np.empty(idx.shape[0], dtype=np.uint64)
+            AK.pack_keys(idx, strides, k)
+            keys.append(k)
+            vals.append(np.asarray(v, dtype=np.float64).copy())
+        n = sum(k.shape[0] for k in keys)
+        if n == 0:
+            raise InputError("chunks hold no samples: at least one observation is needed")
+        self = cls.__new__(cls)
+        self.shape, self.order, self.n_samples = shape, len(shape), int(n)
+        self._set(*AK.aggregate_keys(keys, vals, shape))
+        return self
 
     @property
     def n_entries(self) -> int:
@@ -152,8 +212,27 @@ class Observations:
 def _warn_negative(values: np.ndarray) -> None:
     """The model is nonnegative: negative observations cannot be fitted (they are accepted, as
     noise around small values may be negative, but the user should know)."""
-    neg = values < 0
-    if neg.any():
-        warnings.warn(f"{int(neg.sum()):,} of {values.size:,} observed values are negative "
-                      f"(smallest {float(values.min()):.4g}); the model is nonnegative and "
+    negative, smallest = AK.negative_summary(values)
+    if negative:
+        warnings.warn(f"{negative:,} of {values.size:,} observed values are negative "
+                      f"(smallest {smallest:.4g}); the model is nonnegative and "
                       f"fits them by values >= 0", UserWarning, stacklevel=3)
+
+
+def _aggregate_lexsort(idx, vals, shape):
+    """Aggregation when linear indices exceed 64 bits: a lexicographic row sort (int64 copies;
+    only for tensors with more than 2**64 entries)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    vals = np.asarray(vals, dtype=np.float64)
+    order = np.lexsort(idx.T[::-1])
+    rows = idx[order]
+    first = np.concatenate([[True], np.any(rows[1:] != rows[:-1], axis=1)])
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    sorted_vals = vals[order]
+    counts = np.diff(np.append(starts, idx.shape[0]))
+    sums = np.add.reduceat(sorted_vals, starts)
+    deviation = sorted_vals - (sums / counts)[group]
+    by_mode = np.ascontiguousarray(rows[starts].T, dtype=AK.smallest_uint(max(shape) - 1))
+    return (by_mode, counts.astype(AK.smallest_uint(int(counts.max()))), sums,
+            float(deviation @ deviation), float(vals @ vals))

@@ -1,0 +1,244 @@
+"""Issue 12, memory and cores: compact aggregation, the memory-lean heuristic and the fused data
+pass against their NumPy twins and against code that shares nothing with the library."""
+import math
+import tracemalloc
+
+import numba
+import numpy as np
+import pytest
+
+from oracles import _altmin_kernels as AKn
+from oracles import altmin
+from oracles.altmin import AltMinOracle
+from oracles.base import SeparationQuery, atom_offsets
+from tensorcomp import InputError, Observations
+from tensorcomp import _aggregate_kernels as AK
+from tensorcomp import _kernels as K
+from tensorcomp.active_set import ActiveSet
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+
+
+def samples(rng, shape, n, dtype=np.int64, dup_heavy=False):
+    idx = np.stack([rng.integers(0, r, n) for r in shape], 1)
+    if dup_heavy:  # a few entries sampled hundreds of times (NumPy's pairwise-sum branch)
+        idx[: n // 2] = idx[0]
+        idx[n // 2: 3 * n // 4] = idx[1]
+    return idx.astype(dtype), rng.standard_normal(n)
+
+
+def reference_aggregation(idx, y):
+    """Per distinct row: count, the samples in input order (a Python dict, no sort)."""
+    groups = {}
+    for row, v in zip(map(tuple, idx.tolist()), y.tolist()):
+        groups.setdefault(row, []).append(v)
+    return groups
+
+
+@pytest.mark.parametrize("shape, n, dup_heavy", [((3, 4, 5), 60, False),
+                                                 ((7, 5, 9), 5000, True),
+                                                 ((300, 2, 1000), 20000, False),
+                                                 ((10,) * 9, 50000, False)])
+def test_aggregation_matches_twin_and_definition(shape, n, dup_heavy):
+    rng = np.random.default_rng(n)
+    idx, y = samples(rng, shape, n, dup_heavy=dup_heavy)
+    got = AK.aggregate(idx, y, shape)
+    twin = AK.aggregate_numpy(idx, y, shape)
+    for a, b in zip(got[:3], twin[:3]):  # entries, counts, sums: bit for bit, same dtypes
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert got[3] == pytest.approx(twin[3], rel=1e-9, abs=1e-12)
+    obs = Observations(idx, y, shape)
+    groups = reference_aggregation(idx, y)
+    assert obs.n_entries == len(groups) and obs.n_samples == n
+    assert obs.entries.tolist() == [list(row) for row in sorted(groups)]  # row-major order
+    assert obs.by_mode.dtype == (np.uint8 if max(shape) <= 256 else np.uint16)
+    for row, c, s in zip(obs.entries.tolist(), obs.counts.tolist(), obs.sums.tolist()):
+        vals = groups[tuple(row)]
+        assert c == len(vals) and s == pytest.approx(math.fsum(vals), rel=1e-12, abs=1e-12)
+        # the sum is NumPy's, as before issue 12 (np.add.reduceat of the samples in order)
+        assert s == np.add.reduceat(np.array(vals), [0])[0]
+    within = sum(sum((v - sum(vs) / len(vs)) ** 2 for v in vs) for vs in groups.values())
+    assert obs.within_ss == pytest.approx(within, rel=1e-9, abs=1e-12)
+    assert obs.total_ss == pytest.approx(float(y @ y), rel=1e-12)
+
+
+def test_input_dtypes_memmap_and_chunks_give_the_same_observations(tmp_path):
+    rng = np.random.default_rng(2)
+    shape = (10, 12, 7, 9)
+    idx, y = samples(rng, shape, 30000)
+    ref = Observations(idx, y, shape)
+    idx_before, y_before = idx.copy(), y.copy()
+    np.save(tmp_path / "i.npy", idx.astype(np.uint8))
+    np.save(tmp_path / "v.npy", y)
+    variants = [Observations(idx.astype(np.uint8), y, shape),
+                Observations(np.asfortranarray(idx.astype(np.int32)), y, shape),
+                Observations.from_npy(tmp_path / "i.npy", tmp_path / "v.npy", shape),
+                Observations.from_npy(tmp_path / "i.npy", tmp_path / "v.npy"),
+                Observations.from_chunks(((idx[a:a + 7001], y[a:a + 7001])
+                                          for a in range(0, len(y), 7001)), shape)]
+    for obs in variants:
+        assert obs.shape == shape and obs.n_samples == ref.n_samples
+        assert np.array_equal(obs.by_mode, ref.by_mode)
+        assert np.array_equal(obs.counts, ref.counts) and np.array_equal(obs.sums, ref.sums)
+        assert obs.within_ss == pytest.approx(ref.within_ss, rel=1e-9)
+        assert obs.total_ss == pytest.approx(ref.total_ss, rel=1e-12)
+    assert np.array_equal(idx, idx_before) and np.array_equal(y, y_before)
+
+
+def test_chunk_errors_name_the_chunk():
+    shape = (3, 3)
+    good = (np.array([[0, 1]]), np.array([1.0]))
+    with pytest.raises(InputError, match=r"chunks\[1\] indices\[0, 1\] = 3 is out of range"):
+        Observations.from_chunks([good, (np.array([[0, 3]]), [1.0])], shape)
+    with pytest.raises(InputError, match=r"chunks\[0\] values\[0\] = nan is not finite"):
+        Observations.from_chunks([(np.array([[0, 1]]), [np.nan])], shape)
+    with pytest.raises(InputError, match=r"chunks\[0\] must be an \(indices, values\) pair"):
+        Observations.from_chunks([np.zeros(3)], shape)
+    with pytest.raises(InputError, match="chunks hold no samples"):
+        Observations.from_chunks([], shape)
+
+
+def test_aggregation_allocates_only_the_sort_scratch_and_the_result():
+    """No (n, p) int64 copy of the samples: NumPy allocations during the constructor stay
+    below the 16 bytes per sample of (key, value) scratch plus the resident result."""
+    rng = np.random.default_rng(5)
+    shape = (10,) * 9
+    n = 200_000
+    idx, y = samples(rng, shape, n, dtype=np.uint8)
+    Observations(idx[:1000], y[:1000], shape)  # compile outside the measurement
+    tracemalloc.start()
+    obs = Observations(idx, y, shape)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    resident = obs.by_mode.nbytes + obs.counts.nbytes + obs.sums.nbytes
+    assert peak <= 16 * n + resident + 2 * 8 * (n // AK.SAMPLES_PER_BUCKET) + 2**16, peak / n
+
+
+# ------------------------------------------------------------------------------- heuristic
+
+
+def random_problem(rng, shape, u):
+    idx = np.unique(np.stack([rng.integers(0, r, u) for r in shape], 1), axis=0)
+    offsets = atom_offsets(shape)
+    c = rng.standard_normal(len(idx)) - 0.3
+    return np.ascontiguousarray(idx.T.astype(np.uint8)), offsets, c
+
+
+@pytest.mark.parametrize("shape, u", [((3, 4, 5), 50), ((6, 5, 7, 4), 700),
+                                      ((10,) * 6, 60000)])
+def test_counts_descent_matches_twin_and_lists_kernel(shape, u):
+    """Several entry blocks at the largest size: block partial sums, parallel and serial."""
+    rng = np.random.default_rng(u)
+    idx, offsets, c = random_problem(rng, shape, u)
+    mode_ptr, mode_entries = AKn.build_mode_lists(idx, offsets)
+    for trial in range(4):
+        theta0 = (rng.random(offsets[-1]) < 0.6).astype(np.uint8)
+        first = trial % len(shape)
+        twin_theta = theta0.copy()
+        twin = AKn.descend_counts_np(c, idx, offsets, twin_theta, first, 200, 1e-12)
+        for kernel in (AKn.descend_batch_counts_serial, AKn.descend_batch_counts):
+            thetas = theta0[None, :].copy()
+            values, updates = np.empty(1), np.empty(1, dtype=np.int64)
+            kernel(c, idx, offsets, thetas, np.array([first]), 200, 1e-12, values, updates)
+            assert (values[0], updates[0]) == twin and np.array_equal(thetas[0], twin_theta)
+        lists_theta = theta0.copy()
+        lists = AKn.descend(c, idx, offsets, mode_ptr, mode_entries, lists_theta,
+                            np.empty(idx.shape[1], np.uint8), np.empty(max(shape)), first,
+                            200, 1e-12)
+        # the same decisions as the list-based descent; values agree to rounding
+        assert np.array_equal(lists_theta, twin_theta) and lists[1] == twin[1]
+        assert lists[0] == pytest.approx(twin[0], rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("batch", [AKn.descend_batch_counts, AKn.descend_batch_counts_serial])
+def test_lockstep_batch_equals_one_descent_per_start(batch):
+    rng = np.random.default_rng(6)
+    shape = (10,) * 6
+    idx, offsets, c = random_problem(rng, shape, 60000)
+    starts = (rng.random((5, offsets[-1])) < 0.55).astype(np.uint8)
+    starts[0] = 1
+    first = np.array([0, 3, 5, 1, 2], dtype=np.int64)
+    for max_updates in (3, 200):
+        thetas = starts.copy()
+        values, updates = np.empty(5), np.empty(5, dtype=np.int64)
+        batch(c, idx, offsets, thetas, first, max_updates, 1e-12, values, updates)
+        for s in range(5):
+            theta = starts[s].copy()
+            ref = AKn.descend_counts_np(c, idx, offsets, theta, first[s], max_updates, 1e-12)
+            assert (values[s], updates[s]) == ref and np.array_equal(thetas[s], theta)
+
+
+def test_indexings_agree_and_threads_do_not_change_answers(monkeypatch):
+    monkeypatch.setattr(altmin, "PARALLEL_MIN_WORK", 0)
+    rng = np.random.default_rng(3)
+    shape = (10,) * 6
+    idx, offsets, c = random_problem(rng, shape, 50000)
+    entries = idx.T
+    query = SeparationQuery(c, 0.0, -math.inf, math.inf)
+    answers = {}
+    for indexing in ("counts", "lists"):
+        oracle = AltMinOracle(entries, shape, seed=4, indexing=indexing)
+        answers[indexing] = [oracle.separate(query) for _ in range(2)]
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        oracle = AltMinOracle(entries, shape, seed=4)
+        answers["one thread"] = [oracle.separate(query) for _ in range(2)]
+    finally:
+        numba.set_num_threads(threads)
+    for name in ("lists", "one thread"):
+        for a, b in zip(answers["counts"], answers[name]):
+            assert np.array_equal(a.theta, b.theta) and a.value == b.value
+
+
+def test_abs_sum_is_numpys_sum_without_the_temporary():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 129, 1000, 70001, 1 << 20, 3_000_017):
+        c = rng.standard_normal(n)
+        assert altmin.abs_sum(c) == float(np.abs(c).sum())
+        assert altmin.abs_sum(c, block=1024) == float(np.abs(c).sum())
+
+
+def test_heuristic_reads_the_observations_entries_without_a_copy():
+    rng = np.random.default_rng(1)
+    shape = (10,) * 5
+    obs = Observations(*samples(rng, shape, 5000), shape)
+    oracle = AltMinOracle(obs.entries, shape)
+    assert oracle._idx is obs.by_mode or np.shares_memory(oracle._idx, obs.by_mode)
+    assert oracle._mode_entries.size == 0  # no entry lists with the default indexing
+
+
+# ------------------------------------------------------------------------------- data pass
+
+
+@pytest.mark.parametrize("variant", ["serial", "parallel"])
+def test_fused_data_pass_matches_point_gradient_objective(variant):
+    rng = np.random.default_rng(9)
+    shape = (9, 8, 7, 6, 5)
+    idx, y = samples(rng, shape, 40000)
+    obs = Observations(idx, np.abs(y), shape)
+    aset = ActiveSet(obs, 0.7)
+    for _ in range(5):
+        aset.find_or_add(rng.random(sum(shape)) < 0.7)
+    aset.set_weights(rng.random(aset.m))
+    g = np.empty(obs.n_entries)
+    rss, gphi, gabs = getattr(K.data_pass, variant)(aset.packed, aset.weights, obs.sums,
+                                                    obs.counts, 0.7, float(obs.n_samples), g)
+    phi = aset.point()
+    assert np.array_equal(g, aset.gradient(phi))  # the same expression entry by entry
+    f, g2, gphi2, gabs2 = aset.data_pass()
+    assert np.array_equal(g2, g) and gphi2 == gphi and gabs2 == gabs
+    assert f == pytest.approx(aset.objective_exact(phi), rel=1e-12)
+    twin = np.empty_like(g)
+    ref = K.data_pass_numpy(aset.packed, aset.weights, obs.sums, obs.counts, 0.7,
+                            float(obs.n_samples), twin)
+    assert np.array_equal(twin, g)
+    assert np.allclose([rss, gphi, gabs], ref, rtol=1e-11, atol=0)
+    # packed point and Gram row against the bool kernels
+    assert np.array_equal(getattr(K.point_on_entries_packed, variant)(aset.packed, aset.weights,
+                                                                      obs.n_entries),
+                          K.point_on_entries(aset.supports, aset.weights))
+    new = rng.random(sum(shape)) < 0.8
+    on = np.flatnonzero(K.atom_support(new, obs.entries, aset.offsets))
+    assert np.array_equal(getattr(K.gram_row_packed, variant)(aset.packed, on, obs.counts),
+                          K.gram_row_numpy(aset.supports, on, obs.counts))
