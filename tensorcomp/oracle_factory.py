@@ -95,7 +95,7 @@ def _split(indices, shape, factory):
     return ComponentOracle(indices, shape, factory, labels=labels)
 
 
-def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "counts",
+def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "auto",
                 heuristic_restarts: int = 16):
     indices, shape = obs.entries, obs.shape
     if not isinstance(spec, str):

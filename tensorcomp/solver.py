@@ -136,8 +136,8 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     check: verify active-set invariants after every iteration (slow; for tests).
     Variant options (see tensorcomp.variants): preset ("default", "paper_faithful",
         "published_v0" ... "published_v10"), local_step ("pairwise", "simplex_descent",
-        "nesterov"), storage ("gram", "dense", "sparse"), heuristic_indexing ("lists",
-        "scatter"), gap_reset ("certified", "published": the papers' uncertified shortcut; a
+        "nesterov"), storage ("gram", "dense", "sparse"), heuristic_indexing ("auto": "lists"
+        up to 256 MiB of lists, else "counts"; "counts", "lists", "scatter"), gap_reset ("certified", "published": the papers' uncertified shortcut; a
         stop on its estimate has status "uncertified", the estimate is
         ``stats["estimated_lower_bound"]``), exact_first (an exact IP at the first oracle call),
         heuristic_restarts (starts per heuristic call, default 16; the papers used 100).

@@ -17,7 +17,7 @@ from .steps import DEFAULT_LOCAL_STEP, LOCAL_STEPS
 __all__ = ["SolverOptions", "PRESETS", "resolve_options"]
 
 METHODS = tuple(DEFAULT_LOCAL_STEP)
-INDEXINGS = ("counts", "lists", "scatter")
+INDEXINGS = ("auto", "counts", "lists", "scatter")
 GAP_RESETS = ("certified", "published")
 IP_POLICIES = ("lazy", "eager")
 
@@ -27,7 +27,7 @@ class SolverOptions:
     method: str = "bpcg"
     local_step: str | None = None  # None: the method's own (pairwise / simplex_descent)
     storage: str = "gram"
-    heuristic_indexing: str = "counts"
+    heuristic_indexing: str = "auto"
     gap_reset: str = "certified"
     exact_first: bool = False
     ip_policy: str = "lazy"

@@ -203,9 +203,17 @@ def test_heuristic_reads_the_observations_entries_without_a_copy():
     rng = np.random.default_rng(1)
     shape = (10,) * 5
     obs = Observations(*samples(rng, shape, 5000), shape)
-    oracle = AltMinOracle(obs.entries, shape)
+    oracle = AltMinOracle(obs.entries, shape, indexing="counts")
     assert oracle._idx is obs.by_mode or np.shares_memory(oracle._idx, obs.by_mode)
-    assert oracle._mode_entries.size == 0  # no entry lists with the default indexing
+    assert oracle._mode_entries.size == 0  # no entry lists with the lean layout
+    # the default picks the faster lists while they are small, the lean layout beyond
+    assert AltMinOracle(obs.entries, shape).indexing == "lists"
+    limit = altmin.LISTS_AUTO_MAX_BYTES
+    try:
+        altmin.LISTS_AUTO_MAX_BYTES = 4 * len(shape) * obs.n_entries - 1
+        assert AltMinOracle(obs.entries, shape).indexing == "counts"
+    finally:
+        altmin.LISTS_AUTO_MAX_BYTES = limit
 
 
 # ------------------------------------------------------------------------------- data pass
