@@ -17,8 +17,8 @@ import time
 
 from bench_certify import noisy_instance
 
-from oracles.base import SeparationQuery
-from oracles.branch_bound import BranchBoundOracle
+from tensorcomp.oracles.base import SeparationQuery
+from tensorcomp.oracles.branch_bound import BranchBoundOracle
 from tensorcomp import solve
 from tensorcomp.oracle_factory import make_oracle
 

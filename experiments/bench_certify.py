@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from oracles.chain import ChainOracle
+from tensorcomp.oracles.chain import ChainOracle
 from tensorcomp import Observations, oracle_factory, solve
 from tensorcomp.oracle_factory import make_oracle
 from tensorcomp.synthetic import published_instance

@@ -35,7 +35,7 @@ def _median_time(fn, reps: int) -> float:
 
 
 def kernel_throughput(obs, truth, n_atoms: int, reps: int) -> dict:
-    from oracles import _altmin_kernels as ak
+    from tensorcomp.oracles import _altmin_kernels as ak
     from tensorcomp import _kernels as K
     from tensorcomp import distributed as D
 
@@ -87,8 +87,8 @@ def kernel_throughput(obs, truth, n_atoms: int, reps: int) -> dict:
 
 
 def cluster_measurements(client, obs, truth, reps: int, calls: int) -> dict:
-    from oracles.altmin import AltMinOracle
-    from oracles.base import SeparationQuery
+    from tensorcomp.oracles.altmin import AltMinOracle
+    from tensorcomp.oracles.base import SeparationQuery
     from tensorcomp import solve
     from tensorcomp import distributed as D
     from tensorcomp.synthetic import published_instance

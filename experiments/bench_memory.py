@@ -76,8 +76,8 @@ def _nbytes(*arrays) -> int:
 def measure(order: int, n_samples: int, seed: int, solve_too: bool, scip_max_rows: int,
             wide: bool = False) -> dict:
     # imports and JIT compilation (on-disk cache) belong to the baseline, not to a component
-    from oracles.altmin import AltMinOracle
-    from oracles.scip import ScipOracle
+    from tensorcomp.oracles.altmin import AltMinOracle
+    from tensorcomp.oracles.scip import ScipOracle
     from tensorcomp import Observations, solve
     from tensorcomp.active_set import ActiveSet
     from tensorcomp.oracle_factory import make_oracle

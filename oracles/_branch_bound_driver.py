@@ -1,4 +1,5 @@
-"""Drives the kernel search of :mod:`oracles.branch_bound` in chunks, on one or more threads.
+"""Drives the kernel search of :mod:`tensorcomp.oracles.branch_bound` in chunks, on one or
+more threads.
 
 The tree over the branched bits ``order`` is cut at depth ``split``: each of the ``2**split``
 bit patterns of ``order[:split]`` is a *subtree*, handed out in depth-first order (the

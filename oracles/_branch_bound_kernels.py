@@ -1,4 +1,4 @@
-"""Kernels of the exact branch-and-bound oracle (:mod:`oracles.branch_bound`).
+"""Kernels of the exact branch-and-bound oracle (:mod:`tensorcomp.oracles.branch_bound`).
 
 Problem: minimise ``sum_x c_x prod_k theta[offsets[k] + x_k]`` over bit vectors ``theta``, with
 ``c`` given as exact integers (the oracle quantises the direction, so every sum below is exact

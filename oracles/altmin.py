@@ -8,8 +8,8 @@ the all-ones atom (the first update on mode k is then the exact best atom that i
 outside mode k; one such greedy start per mode) and from random Bernoulli(1/2) atoms. The
 heuristic only ever answers positively: ``lower_bound`` is always ``-inf``, ``exact`` is False.
 
-The kernels are in :mod:`oracles._altmin_kernels`; this module chooses the starts, runs them in
-batches and decides when to stop.
+The kernels are in :mod:`tensorcomp.oracles._altmin_kernels`; this module chooses the starts,
+runs them in batches and decides when to stop.
 """
 from __future__ import annotations
 

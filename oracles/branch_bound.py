@@ -3,8 +3,8 @@
 min over atoms of ``<c, v> = sum_x c_x prod_k theta_k[x_k]``. One mode (the *closed-form* mode
 L) is never branched on: once the other modes' bits are fixed, each L slice's bit is 1 iff its
 sum is negative. A depth-first search fixes the other modes' bits one at a time and prunes with
-the *nested* node bound of :mod:`oracles._branch_bound_kernels`: the entries are grouped by
-their indices in L, then in the next mode, and so on; every group whose bit is still open
+the *nested* node bound of :mod:`tensorcomp.oracles._branch_bound_kernels`: the entries are
+grouped by their indices in L, then in the next mode, and so on; every group whose bit is still open
 contributes ``min(0, its sum)``, every group whose bit is 1 its sum. The sums are kept
 incrementally (a fix or undo touches the bit's groups and their ancestors only). Pruning is at
 ``min(incumbent, certify level)``; the search stops early once the incumbent meets the target.

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from oracles.base import atom_offsets
+from tensorcomp.oracles.base import atom_offsets
 
 from . import _kernels as K
 from .numerics import WEIGHT_PURGE, check_finite

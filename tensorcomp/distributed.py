@@ -15,8 +15,8 @@ What crosses the network, per partition:
   minimisation oracle").
 
 Everything here is the single-process arithmetic of ``ActiveSet``, ``solver._Driver._data_pass``
-and ``oracles.altmin`` run on a partition (same kernels: ``tensorcomp._kernels`` and
-``oracles._altmin_kernels``) followed by a sum over partitions; results agree with the
+and ``tensorcomp.oracles.altmin`` run on a partition (same kernels: ``tensorcomp._kernels`` and
+``tensorcomp.oracles._altmin_kernels``) followed by a sum over partitions; results agree with the
 single-process ones up to the order of floating-point additions (tests/test_distributed.py).
 
 Dask is imported only by :class:`DistributedData` (the ``experiments`` extra installs it).
@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from oracles import _altmin_kernels as altmin_kernels
-from oracles.altmin import IMPROVEMENT_RTOL, AltMinOracle, AltMinRun
-from oracles.base import OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error
+from tensorcomp.oracles import _altmin_kernels as altmin_kernels
+from tensorcomp.oracles.altmin import IMPROVEMENT_RTOL, AltMinOracle, AltMinRun
+from tensorcomp.oracles.base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
+                                     rounding_error)
 
 from . import _kernels as K
 from ._validation import InputError, as_index_array, as_shape, as_value_array, describe
@@ -269,7 +270,7 @@ class DataPass:
 
     objective: f(phi) (within-entry SS included); gphi: <g, phi>; resolution: rounding bound of
     <g, phi> - <g, v> and of f (as in the driver); free_bound: sum_x min(g_x, 0) shaded for its
-    rounding (``oracles.base.trivial_lower_bound``, summed over partitions: a proof).
+    rounding (``tensorcomp.oracles.base.trivial_lower_bound``, summed over partitions: a proof).
     """
 
     objective: float
@@ -433,9 +434,10 @@ class _Descent:
 
 
 class DistributedAltMin:
-    """``oracles.altmin.AltMinOracle`` over partitioned entries: same starts (same generator,
-    same order, same filtering), same batches and stopping rules, same per-start decisions. Each
-    round runs one block update of every unfinished start of a batch as one map-reduce.
+    """``tensorcomp.oracles.altmin.AltMinOracle`` over partitioned entries: same starts (same
+    generator, same order, same filtering), same batches and stopping rules, same per-start
+    decisions. Each round runs one block update of every unfinished start of a batch as one
+    map-reduce.
 
     Speaks weak separation with ``query.direction`` a :class:`PartitionedDirection`.
     """

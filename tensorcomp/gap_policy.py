@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from oracles.base import rounding_error
+from tensorcomp.oracles.base import rounding_error
 
 __all__ = ["GapPolicy", "Thresholds", "ACCURACY_K", "CERTIFY_FRACTION", "FLOOR_FRACTION"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from oracles.base import OracleAnswer, Timer
-from oracles.components import ComponentOracle, entry_components
+from tensorcomp.oracles.base import OracleAnswer, Timer
+from tensorcomp.oracles.components import ComponentOracle, entry_components
 
 from ._validation import InputError, describe
 
@@ -26,12 +26,12 @@ BRANCH_BOUND_THREADS = 1
 
 
 def _branch_bound(indices, shape):
-    from oracles.branch_bound import BranchBoundOracle
+    from tensorcomp.oracles.branch_bound import BranchBoundOracle
     return BranchBoundOracle(indices, shape, threads=BRANCH_BOUND_THREADS)
 
 
 def _scip(indices, shape):
-    from oracles.scip import ScipOracle
+    from tensorcomp.oracles.scip import ScipOracle
     return ScipOracle(indices, shape)
 
 
@@ -104,10 +104,10 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
                          f"separate(query) method, got {describe(spec)}")
     if spec == "exhaustive":
-        from oracles.exhaustive import ExhaustiveOracle
+        from tensorcomp.oracles.exhaustive import ExhaustiveOracle
         return ExhaustiveOracle(indices, shape)
     if spec == "altmin":
-        from oracles.altmin import AltMinOracle
+        from tensorcomp.oracles.altmin import AltMinOracle
         return AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
     branch_bound = _Deferred(lambda: _split(indices, shape, _branch_bound), "branch_bound", True,
@@ -119,8 +119,8 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
     if spec == "scip":
         return exact
     if spec == "auto":
-        from oracles.altmin import AltMinOracle
-        from oracles.chain import ChainOracle
+        from tensorcomp.oracles.altmin import AltMinOracle
+        from tensorcomp.oracles.chain import ChainOracle
         heuristic = AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
         # Branch and bound first (p=3, 10^3, n=500 noisy: all certified in < 1 s where the IP

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from oracles.base import atom_offsets
+from tensorcomp.oracles.base import atom_offsets
 
 from . import _cp_kernels as CK
 from ._validation import InputError, as_index_array

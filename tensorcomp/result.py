@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from oracles.base import atom_offsets
+from tensorcomp.oracles.base import atom_offsets
 
 from . import _kernels as K
 from ._validation import InputError, as_index_array

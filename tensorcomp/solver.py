@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oracles.base import (USER_INTERRUPT, SeparationQuery, observed_bit_mask, rounding_error,
-                          trivial_lower_bound)
+from tensorcomp.oracles.base import (USER_INTERRUPT, SeparationQuery, observed_bit_mask,
+                                     rounding_error, trivial_lower_bound)
 
 from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
@@ -118,9 +118,10 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         bind and is solved at that value (``stats["lam_effective"]``).
     rel_tol: relative tolerance (default 1e-2), as MIP solvers report gaps: the run also stops
         once objective - lower_bound <= rel_tol * lower_bound. It matters only on noisy data
-        (where f, about the noise variance, exceeds 100 tol): a fit stops at a proven 1 % gap instead of chasing an
-        absolute tol far below the noise floor. 0 uses the absolute tol alone. ``result.tol``
-        is the tolerance that applied at the end, max(tol, rel_tol * lower_bound);
+        (where f, about the noise variance, exceeds 100 tol): a fit stops at a proven 1 % gap
+        instead of chasing an absolute tol far below the noise floor. 0 uses the absolute tol
+        alone. ``result.tol`` is the tolerance that applied at the end, max(tol, rel_tol *
+        lower_bound);
         ``stats["tol_absolute"]`` and ``stats["rel_tol"]`` are the two inputs. The exact
         stage is not asked sooner than with tol alone until a proof makes lower_bound > 0
         (noiseless runs are unchanged).

@@ -1,4 +1,5 @@
-"""The published synthetic protocol (docs/method.md, "Published protocol") and exact error metrics in CP form.
+"""The published synthetic protocol (docs/method.md, "Published protocol") and exact error metrics
+in CP form.
 
 Truth: ``n_atoms`` atoms with i.i.d. Bernoulli(1/2) bits, weights Uniform(0, 1) normalised to sum
 1; n index tuples uniform with replacement; y = psi* exactly. Repetition k uses default_rng(k).
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oracles.base import atom_offsets
+from tensorcomp.oracles.base import atom_offsets
 
 from . import _kernels as K
 from .observations import Observations

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oracles import _altmin_kernels as kernels
-from oracles import altmin
-from oracles.altmin import AltMinOracle
-from oracles.base import SeparationQuery, atom_dot, atom_offsets, atom_values_on
-from oracles.exhaustive import ExhaustiveOracle
+from tensorcomp.oracles import _altmin_kernels as kernels
+from tensorcomp.oracles import altmin
+from tensorcomp.oracles.altmin import AltMinOracle
+from tensorcomp.oracles.base import SeparationQuery, atom_dot, atom_offsets, atom_values_on
+from tensorcomp.oracles.exhaustive import ExhaustiveOracle
 
 TINY_SHAPES = [(3, 2, 4), (2, 2, 2, 3), (4, 4, 3), (5, 4, 3), (3, 3, 2, 2)]
 
@@ -407,7 +407,7 @@ def test_scatter_indexing_is_coordinatewise_optimal_and_close_to_lists():
     """The papers' per-entry scatter variant: a valid block-coordinate minimum; same quality."""
     import itertools
 
-    from oracles.exhaustive import ExhaustiveOracle
+    from tensorcomp.oracles.exhaustive import ExhaustiveOracle
 
     rng = np.random.default_rng(5)
     hits = 0

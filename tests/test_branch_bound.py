@@ -12,9 +12,9 @@ import threading
 import numpy as np
 import pytest
 
-from oracles import _branch_bound_kernels as K
-from oracles.base import SeparationQuery
-from oracles.branch_bound import BranchBoundOracle, quantise
+from tensorcomp.oracles import _branch_bound_kernels as K
+from tensorcomp.oracles.base import SeparationQuery
+from tensorcomp.oracles.branch_bound import BranchBoundOracle, quantise
 
 INF = math.inf
 
@@ -307,7 +307,7 @@ def test_ctrl_c_returns_the_best_state(threads):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_agrees_with_scip_on_medium_instances(seed):
-    from oracles.scip import ScipOracle
+    from tensorcomp.oracles.scip import ScipOracle
 
     rng = np.random.default_rng(50 + seed)
     shape = (6, 5, 7) if seed != 2 else (4, 4, 3, 4)
@@ -331,9 +331,9 @@ def test_agrees_with_scip_on_medium_instances(seed):
 
 
 def test_chain_stops_at_the_first_stage_that_settles_the_query():
-    from oracles.altmin import AltMinOracle
-    from oracles.chain import ChainOracle
-    from oracles.exhaustive import ExhaustiveOracle
+    from tensorcomp.oracles.altmin import AltMinOracle
+    from tensorcomp.oracles.chain import ChainOracle
+    from tensorcomp.oracles.exhaustive import ExhaustiveOracle
 
     class CountingExhaustive(ExhaustiveOracle):
         calls = 0
@@ -375,8 +375,9 @@ def test_auto_builds_the_search_on_first_use_only():
 
 
 def test_pending_interrupt_flag_stops_the_search():
-    """A Ctrl-C swallowed elsewhere leaves oracles.base.USER_INTERRUPT set: the search stops."""
-    from oracles.base import USER_INTERRUPT
+    """A Ctrl-C swallowed elsewhere leaves tensorcomp.oracles.base.USER_INTERRUPT set: the
+    search stops."""
+    from tensorcomp.oracles.base import USER_INTERRUPT
 
     indices, shape, c = hard_instance(2)
     oracle = BranchBoundOracle(indices, shape)
@@ -392,7 +393,7 @@ def test_pending_interrupt_flag_stops_the_search():
 def test_a_failing_search_thread_is_an_error_not_an_answer(monkeypatch):
     """A worker thread that fails stops the others and its error reaches the caller: a tree
     with an unsearched subtree must not be reported as searched."""
-    from oracles import _branch_bound_driver as driver
+    from tensorcomp.oracles import _branch_bound_driver as driver
 
     indices, shape, c = hard_instance(3)
     original = driver._Worker._search_subtree

@@ -3,10 +3,10 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from oracles.base import SeparationQuery, atom_dot
-from oracles.components import ComponentOracle, entry_components
-from oracles.exhaustive import ExhaustiveOracle
-from oracles.scip import ScipOracle
+from tensorcomp.oracles.base import SeparationQuery, atom_dot
+from tensorcomp.oracles.components import ComponentOracle, entry_components
+from tensorcomp.oracles.exhaustive import ExhaustiveOracle
+from tensorcomp.oracles.scip import ScipOracle
 
 
 def random_sparse_entries(rng, shape, n):

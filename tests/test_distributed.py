@@ -2,8 +2,8 @@
 LocalCluster (2 worker processes) against the single-process path.
 
 Ground truth: ``Observations`` (aggregation), ``ActiveSet`` (point, objective, gradient, Gram row)
-and ``oracles.altmin.AltMinOracle`` (atoms), all run in this process. Tolerance for the scalars
-that are sums over all entries: the driver's own rounding resolution
+and ``tensorcomp.oracles.altmin.AltMinOracle`` (atoms), all run in this process. Tolerance for the
+scalars that are sums over all entries: the driver's own rounding resolution
 ``rounding_error(u, sum|g| + f)`` (the margin every proven bound is already shaded by); per-entry
 values (phi, g), Gram rows (sums of integer counts) and atoms must be identical.
 """
@@ -18,8 +18,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from oracles.altmin import AltMinOracle  # noqa: E402
-from oracles.base import SeparationQuery, rounding_error, trivial_lower_bound  # noqa: E402
+from tensorcomp.oracles.altmin import AltMinOracle  # noqa: E402
+from tensorcomp.oracles.base import SeparationQuery, rounding_error, trivial_lower_bound  # noqa: E402
 from tensorcomp import Observations, solve  # noqa: E402
 from tensorcomp._validation import InputError  # noqa: E402
 from tensorcomp.active_set import ActiveSet  # noqa: E402

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from oracles import AltMinOracle, ChainOracle
-from oracles.scip import ScipOracle
+from tensorcomp.oracles import AltMinOracle, ChainOracle
+from tensorcomp.oracles.scip import ScipOracle
 from tensorcomp import Observations, solve
 from tensorcomp.synthetic import published_instance
 

@@ -7,10 +7,10 @@ import numba
 import numpy as np
 import pytest
 
-from oracles import _altmin_kernels as AKn
-from oracles import altmin
-from oracles.altmin import AltMinOracle
-from oracles.base import SeparationQuery, atom_offsets
+from tensorcomp.oracles import _altmin_kernels as AKn
+from tensorcomp.oracles import altmin
+from tensorcomp.oracles.altmin import AltMinOracle
+from tensorcomp.oracles.base import SeparationQuery, atom_offsets
 from tensorcomp import InputError, Observations
 from tensorcomp import _aggregate_kernels as AK
 from tensorcomp import _kernels as K

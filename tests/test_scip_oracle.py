@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from oracles.base import SeparationQuery, atom_dot, atom_offsets, atom_values_on
-from oracles.exhaustive import ExhaustiveOracle
-from oracles.scip import STATUS_MEANING, ScipOracle
+from tensorcomp.oracles.base import SeparationQuery, atom_dot, atom_offsets, atom_values_on
+from tensorcomp.oracles.exhaustive import ExhaustiveOracle
+from tensorcomp.oracles.scip import STATUS_MEANING, ScipOracle
 
 INF = math.inf
 

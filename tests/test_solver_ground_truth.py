@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tensorcomp import Observations, solve
-from oracles.exhaustive import enumerate_atoms
+from tensorcomp.oracles.exhaustive import enumerate_atoms
 from ground_truth import Samples, all_entries, optimum
 
 # noisy instances include negative samples on purpose
@@ -20,7 +20,7 @@ def make_instance(seed, noisy, lam_factor):
     chosen = atoms[rng.choice(len(atoms), size=3, replace=False)]
     w = rng.uniform(0.2, 1.0, size=3)
     truth = np.zeros(len(entries))
-    from oracles.base import atom_values_on
+    from tensorcomp.oracles.base import atom_values_on
     for t, wj in zip(chosen, w):
         truth += wj * atom_values_on(t, entries, shape)
     n = 3 * len(entries)
@@ -101,7 +101,7 @@ def test_disconnected_observations_split_exactly():
     entries = np.vstack([block_a, block_b])
     samples = Samples(entries, rng.random(len(entries)), shape)
     obs = Observations(*samples)
-    from oracles.components import entry_components
+    from tensorcomp.oracles.components import entry_components
     n_comp, _ = entry_components(obs.entries, shape)
     assert n_comp == 2
     upper, lower = optimum(samples, 1.3)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ground_truth import Samples, all_entries, optimum
-from oracles.base import OracleAnswer
+from tensorcomp.oracles.base import OracleAnswer
 from tensorcomp import InputError, Observations, solve
 from tensorcomp.gap_policy import ACCURACY_K, GapPolicy
 
