@@ -4,10 +4,6 @@ Installed as ``tensorcomp.oracles`` (the repository keeps the sources in its top
 ``oracles/`` directory; ``pyproject.toml`` maps it), so the generic name ``oracles`` never
 lands in site-packages.
 """
-if __name__ == "oracles":  # imported by its directory name, from inside a checkout
-    # a second copy beside tensorcomp.oracles would have its own Ctrl-C flag and classes
-    raise ImportError("import tensorcomp.oracles: the repository's oracles/ directory is "
-                      "the package tensorcomp.oracles, not a top-level 'oracles'")
 from .base import (
     Oracle,
     OracleAnswer,

@@ -1,4 +1,5 @@
-"""Kernels of the alternating-minimisation heuristic for the atom LMO (docs/method.md, "Linear minimisation oracle").
+"""Kernels of the alternating-minimisation heuristic for the atom LMO (docs/method.md, "Linear
+minimisation oracle"), module ``tensorcomp.oracles._altmin_kernels``.
 
 Problem: minimise ``sum_x c_x prod_k theta[offsets[k] + x_k]`` over bit vectors ``theta``.
 
