@@ -3,8 +3,9 @@
 Layout (format "tensorcomp.result", version 1): arrays ``weights`` (m,) float64,
 ``thetas_packed`` (m, ceil(rho/8)) uint8 = the 0/1 atom bits packed 8 to a byte (``np.packbits``
 along each atom), ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s, objective,
-lower_bound), ``history_steps`` (k,) str (each row's step, e.g. "fw_oracle:altmin";
-optional: absent from early files), ``label_<k>`` (one per labelled mode) and ``meta``: a
+lower_bound), ``history_step_codes`` (k,) uint8 (each row's step as an index into
+``meta["history_step_names"]``, e.g. "fw_oracle:altmin"; optional: absent from early files),
+``label_<k>`` (one per labelled mode) and ``meta``: a
 JSON string with lam, status, objective, lower_bound, certified, tol, method, message, stats,
 dims, value_name and the format/version/library version. Readers ignore keys they do not know
 (files from newer minor releases load); a newer *format version* is refused with a message
@@ -76,6 +77,11 @@ def save_result(result, path) -> Path:
     if not path.parent.is_dir():
         raise InputError(f"cannot save to {path}: directory {path.parent} does not exist")
     thetas = result.atom_bits()
+    # each history row's step, as a small code into a list of names (a fixed-width string per
+    # row would take ~90 bytes per iteration in memory while saving)
+    names: dict[str, int] = {}
+    codes = np.array([names.setdefault(str(h[3]) if len(h) > 3 else "", len(names))
+                      for h in result.history], dtype=np.int64)
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tensorcomp_version": __version__,
         "lam": result.lam, "status": result.status, "objective": result.objective,
@@ -86,6 +92,7 @@ def save_result(result, path) -> Path:
         "value_name": result.value_name,
         "labelled_modes": [] if result.labels is None else
         [k for k, lab in enumerate(result.labels) if lab is not None],
+        "history_step_names": list(names),
     }
     arrays = {
         "meta": np.array(json.dumps(_jsonable(meta))),
@@ -94,10 +101,9 @@ def save_result(result, path) -> Path:
         "shape": np.asarray(result.shape, dtype=np.int64),
         "history": np.asarray([tuple(h[:3]) for h in result.history], dtype=np.float64)
         .reshape(-1, 3),
-        # the step of each row (which oracle stage answered): an optional key, ignored by
-        # readers that predate it, absent from files written before it
-        "history_steps": np.array([str(h[3]) if len(h) > 3 else "" for h in result.history],
-                                  dtype=np.str_),
+        # an optional key, ignored by readers that predate it, absent from files written
+        # before it
+        "history_step_codes": codes.astype(np.uint8 if len(names) <= 256 else np.uint16),
     }
     for k in meta["labelled_modes"]:
         arrays[f"label_{k}"] = _label_array(result.labels[k])
@@ -141,9 +147,11 @@ def load_result(path):
             raise InputError(f"{path} is inconsistent: atom bits {thetas.shape} for "
                              f"{weights.size} weights and shape {shape}")
         history = [tuple(float(v) for v in row) for row in data["history"]]
-        if "history_steps" in data.files and len(data["history_steps"]) == len(history):
-            history = [(*row, str(step)) if step else row
-                       for row, step in zip(history, data["history_steps"])]
+        step_names = meta.get("history_step_names")
+        if (step_names is not None and "history_step_codes" in data.files
+                and len(data["history_step_codes"]) == len(history)):
+            steps = [step_names[c] for c in data["history_step_codes"].tolist()]
+            history = [(*row, step) if step else row for row, step in zip(history, steps)]
         labels = None
         if meta.get("labelled_modes"):
             labels = [None] * len(shape)
