@@ -3,13 +3,13 @@
 Layout (format "tensorcomp.result", version 1): arrays ``weights`` (m,) float64,
 ``thetas_packed`` (m, ceil(rho/8)) uint8 = the 0/1 atom bits packed 8 to a byte (``np.packbits``
 along each atom), ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s, objective,
-lower_bound), ``history_step_codes`` (k,) uint8 (each row's step as an index into
+lower_bound; thinned: every oracle step, at most HISTORY_LOCAL_ROWS local steps),
+``history_step_codes`` (k,) uint8 (each row's step as an index into
 ``meta["history_step_names"]``, e.g. "fw_oracle:altmin"; optional: absent from early files),
-``label_<k>`` (one per labelled mode) and ``meta``: a
-JSON string with lam, status, objective, lower_bound, certified, tol, method, message, stats,
-dims, value_name and the format/version/library version. Readers ignore keys they do not know
-(files from newer minor releases load); a newer *format version* is refused with a message
-naming the file.
+``label_<k>`` (one per labelled mode) and ``meta``: a JSON string with lam, status, objective,
+lower_bound, certified, tol, method, message, stats, dims, value_name and the
+format/version/library version. Readers ignore keys they do not know (files from newer minor
+releases load); a newer *format version* is refused with a message naming the file.
 """
 from __future__ import annotations
 
@@ -68,6 +68,23 @@ def _label_array(labels) -> np.ndarray:
     return arr
 
 
+#: a saved history keeps every row that is not a local step (oracle answers: where the bound
+#: and the atoms change) and at most this many local-step rows, evenly spaced, plus the last row;
+#: a long run has ~1e6 local steps, which would make the trace 99 % of the file
+HISTORY_LOCAL_ROWS = 2000
+
+
+def thin_history(history) -> list:
+    """The rows of ``history`` a model file keeps (see HISTORY_LOCAL_ROWS), in order."""
+    local = [i for i, h in enumerate(history) if len(h) <= 3 or h[3] == "local"]
+    if len(local) <= HISTORY_LOCAL_ROWS:
+        return list(history)
+    keep = set(range(len(history))) - set(local)
+    keep.update(local[i] for i in np.linspace(0, len(local) - 1, HISTORY_LOCAL_ROWS).astype(int))
+    keep.add(len(history) - 1)
+    return [history[i] for i in sorted(keep)]
+
+
 def save_result(result, path) -> Path:
     """Write ``result`` to ``path`` (".npz" appended if missing); returns the path written."""
     from . import __version__
@@ -77,11 +94,12 @@ def save_result(result, path) -> Path:
     if not path.parent.is_dir():
         raise InputError(f"cannot save to {path}: directory {path.parent} does not exist")
     thetas = result.atom_bits()
+    history = thin_history(result.history)
     # each history row's step, as a small code into a list of names (a fixed-width string per
     # row would take ~90 bytes per iteration in memory while saving)
     names: dict[str, int] = {}
     codes = np.array([names.setdefault(str(h[3]) if len(h) > 3 else "", len(names))
-                      for h in result.history], dtype=np.int64)
+                      for h in history], dtype=np.int64)
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tensorcomp_version": __version__,
         "lam": result.lam, "status": result.status, "objective": result.objective,
@@ -99,7 +117,7 @@ def save_result(result, path) -> Path:
         "weights": np.asarray(result.weights, dtype=np.float64),
         "thetas_packed": np.packbits(thetas.astype(bool), axis=1),
         "shape": np.asarray(result.shape, dtype=np.int64),
-        "history": np.asarray([tuple(h[:3]) for h in result.history], dtype=np.float64)
+        "history": np.asarray([tuple(h[:3]) for h in history], dtype=np.float64)
         .reshape(-1, 3),
         # an optional key, ignored by readers that predate it, absent from files written
         # before it

@@ -144,7 +144,8 @@ class CompletionResult:
 
         Holds the weights, the 0/1 factors bit-packed, shape, lambda, status, bounds, options
         (in ``stats``), history and labels. ``CompletionResult.load`` gives back a result whose
-        ``predict`` is bit-for-bit the same.
+        ``predict`` is bit-for-bit the same. The history is thinned: every oracle step is kept,
+        local steps up to 2,000 evenly spaced rows (``model_file.HISTORY_LOCAL_ROWS``).
 
         Parameters
         ----------

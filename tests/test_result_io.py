@@ -9,7 +9,7 @@ import pytest
 from tensorcomp import CompletionResult, InputError, Observations, solve
 from tensorcomp.dense import dense_blocks, fill_dense
 from tensorcomp.frames import attach_labels
-from tensorcomp.model_file import FORMAT_VERSION
+from tensorcomp.model_file import FORMAT_VERSION, thin_history
 from tensorcomp.synthetic import published_instance
 
 
@@ -77,7 +77,9 @@ def test_save_load_reproduces_predict_exactly(fitted, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(back.factors, res.factors))
     assert back.stats["options"] == json.loads(json.dumps(res.stats["options"]))
     assert back.stats["lam_path"] == res.stats["lam_path"]
-    assert back.history == [tuple(h) for h in res.history]  # the steps survive too
+    # thinned (every oracle step, evenly spaced local steps), steps included
+    assert back.history == [tuple(h) for h in thin_history(res.history)]
+
     del res.stats["lam_path"]
 
 
@@ -177,3 +179,23 @@ def test_negative_values_and_nothing_to_fill_warn():
         warnings.simplefilter("error")
         Observations.from_dense(np.array([[1.0, np.nan], [2.0, 3.0]]))
         Observations.from_dense(np.arange(4).reshape(2, 2), np.eye(2, dtype=bool))
+
+
+def test_saved_history_keeps_every_oracle_step_and_thins_local_steps(tmp_path):
+    from tensorcomp import model_file
+    _, obs = published_instance((6, 5, 4), 80, 0)
+    res = solve(obs, lam=1.0)
+    local = sum(h[3] == "local" for h in res.history)
+    assert local > 20
+    limit = model_file.HISTORY_LOCAL_ROWS
+    try:
+        model_file.HISTORY_LOCAL_ROWS = 10
+        back = CompletionResult.load(res.save(tmp_path / "m.npz"))
+    finally:
+        model_file.HISTORY_LOCAL_ROWS = limit
+    full = [tuple(h) for h in res.history]
+    assert back.history[-1] == full[-1]
+    assert [h for h in back.history if h[3] != "local"] == [h for h in full if h[3] != "local"]
+    assert 10 <= sum(h[3] == "local" for h in back.history) <= 11
+    assert all(h in full for h in back.history)  # a subsequence, in order
+    assert [full.index(h) for h in back.history] == sorted(full.index(h) for h in back.history)
