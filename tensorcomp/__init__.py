@@ -1,12 +1,23 @@
 """tensorcomp: certified nonnegative tensor completion by integer programming and blended
 (pairwise) conditional gradients."""
-from ._validation import InputError
-from .completion import choose_lam, complete
-from .fitting import fit
-from .observations import Observations
-from .result import CompletionResult
-from .solver import solve
-from .tns import read_tns, write_tns
+import os as _os
+
+# The oracles install as ``tensorcomp.oracles`` (pyproject maps them); in a source checkout they
+# sit beside this package in ``oracles/``. Searching the checkout's root for subpackages makes
+# ``tensorcomp.oracles`` come from the same tree as ``tensorcomp`` (a tree put first on
+# sys.path, e.g. to compare two revisions, would otherwise get the installed checkout's).
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_root, "oracles", "__init__.py")) and \
+        not _os.path.isdir(_os.path.join(__path__[0], "oracles")):
+    __path__.append(_root)
+
+from ._validation import InputError  # noqa: E402
+from .completion import choose_lam, complete  # noqa: E402
+from .fitting import fit  # noqa: E402
+from .observations import Observations  # noqa: E402
+from .result import CompletionResult  # noqa: E402
+from .solver import solve  # noqa: E402
+from .tns import read_tns, write_tns  # noqa: E402
 
 __all__ = ["Observations", "solve", "complete", "fit", "choose_lam", "CompletionResult",
            "InputError", "read_tns", "write_tns"]
