@@ -261,18 +261,21 @@ class ActiveSet:
         return (2.0 * self.lam**2 / self.n) * float(d @ self.gram_times(d))
 
     def curvature_to_atom(self, j: int) -> float:
-        """``curvature(e_j - w)`` in O(m) from the cached G w: G_jj - 2 (G w)_j + w^T G w.
-        The three terms cancel when w is near e_j; then (and only then) the direct O(m^2)
-        product is used, so the line search never sees a curvature lost to cancellation."""
-        gw, w = self.gram_weights(), self.weights
-        wgw = float(w @ gw)
-        gjj = float(self._G[j, j])
-        c = gjj - 2.0 * float(gw[j]) + wgw
-        if c <= 1e-6 * (gjj + wgw):
-            d = -w.copy()
-            d[j] += 1.0
-            return self.curvature(d)
-        return (2.0 * self.lam**2 / self.n) * c
+        """``curvature(e_j - w)``. With the Gram cache, in O(m) from the cached G w:
+        G_jj - 2 (G w)_j + w^T G w. The three terms cancel when w is near e_j; then (and only
+        then), as for the storages without a Gram cache, the direction is built and
+        ``curvature`` evaluates it, so the line search never sees a curvature lost to
+        cancellation."""
+        if self.storage == "gram":
+            gw, w = self.gram_weights(), self.weights
+            wgw = float(w @ gw)
+            gjj = float(self._G[j, j])
+            c = gjj - 2.0 * float(gw[j]) + wgw
+            if c > 1e-6 * (gjj + wgw):
+                return (2.0 * self.lam**2 / self.n) * c
+        d = -self.weights.copy()
+        d[j] += 1.0
+        return self.curvature(d)
 
     # -------------------------------------------------------------------------------- data passes
     def data_pass(self) -> tuple[float, np.ndarray, float, float]:
@@ -387,11 +390,6 @@ class DenseVertexActiveSet(ActiveSet):
     def curvature(self, d: np.ndarray) -> float:
         v = self._phi(d)
         return (2.0 * self.lam**2 / self.n) * float(self.counts_f @ (v * v))
-
-    def curvature_to_atom(self, j: int) -> float:
-        d = -self.weights.copy()
-        d[j] += 1.0
-        return self.curvature(d)
 
     def point(self) -> np.ndarray:
         return self._phi(self.weights)

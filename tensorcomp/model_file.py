@@ -76,13 +76,14 @@ HISTORY_LOCAL_ROWS = 2000
 
 def thin_history(history) -> list:
     """The rows of ``history`` a model file keeps (see HISTORY_LOCAL_ROWS), in order."""
-    local = [i for i, h in enumerate(history) if len(h) <= 3 or h[3] == "local"]
-    if len(local) <= HISTORY_LOCAL_ROWS:
+    local = np.array([len(h) <= 3 or h[3] == "local" for h in history], dtype=bool)
+    local_rows = np.flatnonzero(local)
+    if local_rows.size <= HISTORY_LOCAL_ROWS:
         return list(history)
-    keep = set(range(len(history))) - set(local)
-    keep.update(local[i] for i in np.linspace(0, len(local) - 1, HISTORY_LOCAL_ROWS).astype(int))
-    keep.add(len(history) - 1)
-    return [history[i] for i in sorted(keep)]
+    keep = ~local
+    keep[local_rows[np.linspace(0, local_rows.size - 1, HISTORY_LOCAL_ROWS).astype(int)]] = True
+    keep[-1] = True
+    return [h for h, k in zip(history, keep) if k]
 
 
 def save_result(result, path) -> Path:
