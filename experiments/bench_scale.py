@@ -25,7 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 CHILD = r"""
 import json, os, sys, time
@@ -111,12 +110,11 @@ def main(argv=None) -> None:
     for point in a.points.split(","):
         order, n = (int(float(x)) for x in point.split(":"))
         mine = [r for r in records if r["p"] == order and r["n"] == n]
-        base_oracle = None
+        base_t = min(threads)  # ratios against the fewest threads, whatever the run order
+        base_oracle = med(r["oracle_s"] for r in mine if r["threads"] == base_t)
         for t in threads:
             rs = [r for r in mine if r["threads"] == t]
             oracle = med(r["oracle_s"] for r in rs)
-            if base_oracle is None:
-                base_oracle, base_t = oracle, t
             speed = base_oracle / oracle if oracle > 0 else float("nan")
             serial = ((t / base_t) / speed - 1) / (t / base_t - 1) if t != base_t else None
             peak = med(r["peak_rss"] for r in rs)

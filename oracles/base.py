@@ -144,12 +144,21 @@ def atom_dot(direction: np.ndarray, theta: np.ndarray, indices: np.ndarray, shap
     return float(direction[atom_values_on(theta, indices, shape)].sum())
 
 
-def trivial_lower_bound(direction: np.ndarray) -> float:
+def trivial_lower_bound(direction: np.ndarray, block: int = 1 << 16) -> float:
     """A free proven bound: every atom is a 0/1 vector, so <c, v> >= sum_x min(c_x, 0)
-    (shaded for the rounding of the sum)."""
-    negative = np.minimum(direction, 0.0)
-    total = float(negative.sum())
-    return total - rounding_error(negative.size, -total)
+    (shaded for the rounding of the sum, a bound for any summation order). Summed block by
+    block through one small buffer: ``np.minimum(direction, 0)`` at once was a fresh 8-bytes-
+    per-entry temporary, 90 ms per oracle call at 1e7 entries (page faults), all serial."""
+    direction = np.asarray(direction, dtype=np.float64)
+    n = direction.shape[0]
+    buffer = np.empty(min(n, block), dtype=np.float64)
+    total = 0.0
+    for lo in range(0, n, block):
+        part = direction[lo:lo + block]
+        negative = buffer[:part.shape[0]]
+        np.minimum(part, 0.0, out=negative)
+        total += float(negative.sum())
+    return total - rounding_error(n, -total)
 
 
 class Timer:

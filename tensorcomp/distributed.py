@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tensorcomp.oracles import _altmin_kernels as altmin_kernels
-from tensorcomp.oracles.altmin import IMPROVEMENT_RTOL, AltMinOracle, AltMinRun
+from tensorcomp.oracles.altmin import (BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle,
+                                      AltMinRun)
 from tensorcomp.oracles.base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
                                      rounding_error)
 
@@ -452,7 +453,8 @@ class DistributedAltMin:
     _no_entries = AltMinOracle._no_entries
 
     def __init__(self, data: DistributedData, *, restarts: int = 16, seed: int = 0,
-                 max_sweeps: int = 100, min_restarts: int = 4, batch_size: int = 4) -> None:
+                 max_sweeps: int = 100, min_restarts: int = MIN_RESTARTS,
+                 batch_size: int = BATCH_SIZE) -> None:
         if not isinstance(data, DistributedData):
             raise InputError(f"data must be a DistributedData, got {describe(data)}")
         for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
