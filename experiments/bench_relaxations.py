@@ -27,9 +27,10 @@ queries recorded from default solves, the root LP bound / minimum for
 
 LPs are solved by HiGHS (scipy.optimize.linprog). The minimum is computed by enumeration that
 does not use the library (all bits of two modes, the third in closed form) where that is
-possible (10^3); at 20^3 (2^40 atoms) the best atom known is used, so the ratio shown there is
-an upper bound on bound / minimum... and a lower bound on the gap to close is the query's own
-``certify level / best``. Then SCIP's time to settle the query (reach the certify level,
+possible (10^3); at 20^3 (2^40 atoms) the best atom known is used instead. Since
+bound <= minimum <= best < 0, a ratio to the best known can only overstate bound / minimum, and
+"bound / best <= certify level / best" is exactly the test that settles the query, whatever the
+minimum. Then SCIP's time to settle the query (reach the certify level,
 60 s limit): the library's ``ScipOracle`` (standard model), against the same question on the
 2-link and CER models (theta binary, the rest continuous, same SCIP settings, hint as warm
 start).
