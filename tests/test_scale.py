@@ -196,13 +196,29 @@ def test_indexings_agree_and_threads_do_not_change_answers(monkeypatch):
             assert a.value == b.value if "counts" in name else abs(a.value - b.value) <= bound
 
 
-def test_abs_sum_is_numpys_sum_without_the_temporary():
+def test_finite_abs_sum_is_the_sum_and_the_same_for_any_thread_count():
     rng = np.random.default_rng(0)
-    for n in (1, 7, 129, 1000, 70001, 1 << 20, 3_000_017):
+    threads = numba.get_num_threads()
+    for n in (0, 1, 7, 129, 70001, 1 << 20, 3_000_017):
         c = rng.standard_normal(n)
-        assert altmin.abs_sum(c) == float(np.abs(c).sum())
-        assert altmin.abs_sum(c, block=1024) == float(np.abs(c).sum())
-
+        exact = math.fsum(np.abs(c))
+        results = []
+        try:
+            for t in (1, threads):
+                numba.set_num_threads(t)
+                results.append(AKn.finite_abs_sum(c))
+        finally:
+            numba.set_num_threads(threads)
+        results.append(AKn.finite_abs_sum_serial(c))
+        assert results[0] == results[1] == results[2]
+        total, finite = results[0]
+        assert finite and abs(total - exact) <= n * np.finfo(float).eps * exact
+        if n:
+            for bad in (np.nan, np.inf, -np.inf):
+                d = c.copy()
+                d[rng.integers(n)] = bad
+                assert AKn.finite_abs_sum(d)[1] is False
+                assert AKn.finite_abs_sum_serial(d)[1] is False
 
 def test_heuristic_reads_the_observations_entries_without_a_copy():
     rng = np.random.default_rng(1)
