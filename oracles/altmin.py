@@ -161,7 +161,7 @@ class AltMinOracle:
         regular ones miss the target (callers escalate before paying for an exact oracle)."""
         timer = Timer()
         use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
-        c, c_abs_sum = self._validated_direction(query.direction, use_threads)
+        c, c_abs_sum = _checked_direction(query.direction, self.num_entries, use_threads)
         starts, first_modes = self._starting_atoms(query.hints)
         if self.num_entries == 0:
             return self._no_entries(timer)
@@ -293,22 +293,27 @@ class AltMinOracle:
                     break
         return np.ascontiguousarray(pool[keep]), first_modes[keep]
 
-    def _validated_direction(self, direction, parallel: bool) -> tuple[np.ndarray, float]:
-        """The direction as contiguous float64 and its sum of absolute values (one pass)."""
-        c = np.ascontiguousarray(direction, dtype=np.float64)
-        if c.shape != (self.num_entries,):
-            raise ValueError(
-                f"query.direction must have shape ({self.num_entries},), got {c.shape}")
-        total, finite = (kernels.finite_abs_sum if parallel else kernels.finite_abs_sum_serial)(c)
-        if not finite:
-            raise ValueError("query.direction contains NaN or infinite values")
-        return c, total
+    def _validated_direction(self, direction) -> np.ndarray:
+        """The direction as contiguous float64, checked (shape, finite); shared with
+        ``BranchBoundOracle``."""
+        return _checked_direction(direction, self.num_entries, False)[0]
 
     def _validated_hints(self, hints) -> np.ndarray:
         hints = np.asarray(hints)
         if hints.ndim != 2 or hints.shape[1] != self.rho:
             raise ValueError(f"query.hints must have shape (k, {self.rho}), got {hints.shape}")
         return hints.astype(bool)
+
+
+def _checked_direction(direction, num_entries: int, parallel: bool) -> tuple[np.ndarray, float]:
+    """The direction as contiguous float64 and its sum of absolute values (one pass)."""
+    c = np.ascontiguousarray(direction, dtype=np.float64)
+    if c.shape != (num_entries,):
+        raise ValueError(f"query.direction must have shape ({num_entries},), got {c.shape}")
+    total, finite = (kernels.finite_abs_sum if parallel else kernels.finite_abs_sum_serial)(c)
+    if not finite:
+        raise ValueError("query.direction contains NaN or infinite values")
+    return c, total
 
 
 def _mode_major(indices, shape: tuple[int, ...]) -> np.ndarray:
