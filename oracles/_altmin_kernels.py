@@ -601,6 +601,35 @@ descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
 descend_batch_counts = _parallel_twin(_descend_batch_counts_body)
 
 
+def _finite_abs_sum_body(c):
+    """(sum_x |c_x|, all c_x finite) in one read of ``c``: per block of BLOCK entries in LANES
+    lanes, then over blocks in order (the same sum for any thread count). Replaces NumPy's
+    isfinite and abs passes, serial and 16 ms per call at 1e7 entries (2% of a two-thread
+    heuristic call, the largest serial piece left)."""
+    n = c.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    parts = np.zeros((n_blocks, LANES), dtype=np.float64)
+    finite = np.ones(n_blocks, dtype=np.bool_)
+    for b in prange(n_blocks):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        acc = parts[b]
+        ok = True
+        for x in range(lo, hi):
+            v = c[x]
+            ok = ok and (v - v == 0.0)  # False for NaN and +-inf
+            acc[x % LANES] += abs(v)
+        finite[b] = ok
+    total = 0.0
+    for b in range(n_blocks):
+        total += ((parts[b, 0] + parts[b, 1]) + parts[b, 2]) + parts[b, 3]
+    return total, bool(np.all(finite))
+
+
+finite_abs_sum_serial = njit(cache=True)(_finite_abs_sum_body)
+finite_abs_sum = _parallel_twin(_finite_abs_sum_body)
+
+
 @njit(cache=True)
 def observed_bits(idx, offsets):
     """(rho,) uint8: 1 for the bits (k, j) some entry uses (x_k = j)."""

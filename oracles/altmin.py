@@ -160,14 +160,14 @@ class AltMinOracle:
         """Best atom over the starts; ``extra_random`` more random starts are tried only if the
         regular ones miss the target (callers escalate before paying for an exact oracle)."""
         timer = Timer()
-        c = self._validated_direction(query.direction)
+        use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
+        c, c_abs_sum = _checked_direction(query.direction, self.num_entries, use_threads)
         starts, first_modes = self._starting_atoms(query.hints)
         if self.num_entries == 0:
             return self._no_entries(timer)
 
-        tol = IMPROVEMENT_RTOL * abs_sum(c)
+        tol = IMPROVEMENT_RTOL * c_abs_sum
         max_updates = self.max_sweeps * len(self.shape)
-        use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
         if self.indexing == "counts":
             descend_batch = kernels.descend_batch_counts if use_threads \
                 else kernels.descend_batch_counts_serial
@@ -294,13 +294,9 @@ class AltMinOracle:
         return np.ascontiguousarray(pool[keep]), first_modes[keep]
 
     def _validated_direction(self, direction) -> np.ndarray:
-        c = np.ascontiguousarray(direction, dtype=np.float64)
-        if c.shape != (self.num_entries,):
-            raise ValueError(
-                f"query.direction must have shape ({self.num_entries},), got {c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("query.direction contains NaN or infinite values")
-        return c
+        """The direction as contiguous float64, checked (shape, finite); shared with
+        ``BranchBoundOracle``."""
+        return _checked_direction(direction, self.num_entries, False)[0]
 
     def _validated_hints(self, hints) -> np.ndarray:
         hints = np.asarray(hints)
@@ -309,15 +305,15 @@ class AltMinOracle:
         return hints.astype(bool)
 
 
-def abs_sum(c: np.ndarray, block: int = 1 << 16) -> float:
-    """``float(np.abs(c).sum())`` bit for bit (NumPy's pairwise summation splits the array at
-    the same points) without the 8-bytes-per-entry temporary of ``np.abs(c)``."""
-    n = c.shape[0]
-    if n <= block:
-        return float(np.add.reduce(np.abs(c), initial=0.0))
-    half = n // 2
-    half -= half % 8
-    return abs_sum(c[:half], block) + abs_sum(c[half:], block)
+def _checked_direction(direction, num_entries: int, parallel: bool) -> tuple[np.ndarray, float]:
+    """The direction as contiguous float64 and its sum of absolute values (one pass)."""
+    c = np.ascontiguousarray(direction, dtype=np.float64)
+    if c.shape != (num_entries,):
+        raise ValueError(f"query.direction must have shape ({num_entries},), got {c.shape}")
+    total, finite = (kernels.finite_abs_sum if parallel else kernels.finite_abs_sum_serial)(c)
+    if not finite:
+        raise ValueError("query.direction contains NaN or infinite values")
+    return c, total
 
 
 def _mode_major(indices, shape: tuple[int, ...]) -> np.ndarray:

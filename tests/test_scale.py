@@ -151,6 +151,34 @@ def test_counts_descent_matches_twin_and_lists_kernel(shape, u):
 
 
 @pytest.mark.parametrize("batch", [AKn.descend_batch_counts, AKn.descend_batch_counts_serial])
+def test_counts_batch_takes_the_twins_decisions_with_ties_and_caps(batch):
+    """Many small cases where ties (integer directions, so coefficients are often exactly 0),
+    settling and the update cap all occur, against the NumPy twin (it fails, e.g., when a
+    batch keeps deciding from coefficients computed before its last flip)."""
+    rng = np.random.default_rng(11)
+    for case in range(60):
+        shape = tuple(int(r) for r in rng.integers(1, 6, size=rng.integers(2, 6)))
+        u = int(rng.integers(1, 2 * int(np.prod(shape)) + 2))
+        idx = np.unique(np.stack([rng.integers(0, r, u) for r in shape], 1), axis=0)
+        idx = np.ascontiguousarray(idx.T.astype(np.uint8))
+        offsets = atom_offsets(shape)
+        c = rng.integers(-2, 3, size=idx.shape[1]).astype(np.float64)
+        if case % 3 == 0:
+            c = rng.standard_normal(idx.shape[1])
+        starts = (rng.random((4, offsets[-1])) < rng.uniform(0.3, 1.0)).astype(np.uint8)
+        first = rng.integers(0, len(shape), size=4).astype(np.int64)
+        for max_updates in (1, 2, len(shape) + 1, 500):
+            thetas = starts.copy()
+            values, updates = np.empty(4), np.empty(4, dtype=np.int64)
+            batch(c, idx, offsets, thetas, first, max_updates, 0.0, values, updates)
+            for s in range(4):
+                theta = starts[s].copy()
+                ref = AKn.descend_counts_np(c, idx, offsets, theta, first[s], max_updates, 0.0)
+                assert (values[s], updates[s]) == ref, (case, max_updates, s)
+                assert np.array_equal(thetas[s], theta), (case, max_updates, s)
+
+
+@pytest.mark.parametrize("batch", [AKn.descend_batch_counts, AKn.descend_batch_counts_serial])
 def test_lockstep_batch_equals_one_descent_per_start(batch):
     rng = np.random.default_rng(6)
     shape = (10,) * 6
@@ -196,13 +224,29 @@ def test_indexings_agree_and_threads_do_not_change_answers(monkeypatch):
             assert a.value == b.value if "counts" in name else abs(a.value - b.value) <= bound
 
 
-def test_abs_sum_is_numpys_sum_without_the_temporary():
+def test_finite_abs_sum_is_the_sum_and_the_same_for_any_thread_count():
     rng = np.random.default_rng(0)
-    for n in (1, 7, 129, 1000, 70001, 1 << 20, 3_000_017):
+    threads = numba.get_num_threads()
+    for n in (0, 1, 7, 129, 70001, 1 << 20, 3_000_017):
         c = rng.standard_normal(n)
-        assert altmin.abs_sum(c) == float(np.abs(c).sum())
-        assert altmin.abs_sum(c, block=1024) == float(np.abs(c).sum())
-
+        exact = math.fsum(np.abs(c))
+        results = []
+        try:
+            for t in (1, threads):
+                numba.set_num_threads(t)
+                results.append(AKn.finite_abs_sum(c))
+        finally:
+            numba.set_num_threads(threads)
+        results.append(AKn.finite_abs_sum_serial(c))
+        assert results[0] == results[1] == results[2]
+        total, finite = results[0]
+        assert finite and abs(total - exact) <= n * np.finfo(float).eps * exact
+        if n:
+            for bad in (np.nan, np.inf, -np.inf):
+                d = c.copy()
+                d[rng.integers(n)] = bad
+                assert AKn.finite_abs_sum(d)[1] is False
+                assert AKn.finite_abs_sum_serial(d)[1] is False
 
 def test_heuristic_reads_the_observations_entries_without_a_copy():
     rng = np.random.default_rng(1)
