@@ -58,6 +58,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_bb_threads import Recorder  # noqa: E402
 from bench_certify import noisy_instance  # noqa: E402
 
 from tensorcomp import solve  # noqa: E402
@@ -73,18 +74,16 @@ _KEY = 1 << 20
 # ---------------------------------------------------------------------------------------------
 # recording the exact-oracle queries of a default solve
 
-class _Recorder:
-    """Passes the exact stage's queries through and keeps each with its answer."""
+class _Recorder(Recorder):
+    """bench_bb_threads' recorder, keeping each answer too (its atom is the warm start)."""
 
     def __init__(self, stage) -> None:
-        self.stage, self.calls = stage, []
-
-    def __getattr__(self, name):
-        return getattr(self.stage, name)
+        super().__init__(stage)
+        self.answers = []
 
     def separate(self, query):
-        answer = self.stage.separate(query)
-        self.calls.append((query, answer))
+        answer = super().separate(query)
+        self.answers.append(answer)
         return answer
 
 
@@ -98,8 +97,8 @@ def record(p, r, n, seed, cache, time_limit=60.0):
         auto.stages = (recorder, *auto.stages[1:])
         solve(obs, lam=0.5, oracle=auto, time_limit=time_limit, seed=seed)
         rho = int(sum(obs.shape))
-        data = dict(entries=obs.entries, shape=np.asarray(obs.shape), count=len(recorder.calls))
-        for i, (q, a) in enumerate(recorder.calls):
+        data = dict(entries=obs.entries, shape=np.asarray(obs.shape), count=len(recorder.queries))
+        for i, (q, a) in enumerate(zip(recorder.queries, recorder.answers)):
             data.update({f"c{i}": q.direction, f"target{i}": q.target, f"level{i}": q.certify_level,
                          f"theta{i}": a.theta if a.theta is not None else np.zeros(rho, bool),
                          f"value{i}": a.value, f"status{i}": a.status})
