@@ -388,6 +388,8 @@ def measure(name, data, q, minimum, exact_minimum, args, ri_rounds):
     if args.closing or len(entries) < 1000:
         cer_cl = Relaxation(entries, shape, extended=True, closing=True)
         row(f"CER + {len(cer_cl.closing):,} closing triples", cer_cl)
+    if args.scip_limit <= 0:
+        return
     print(f"\nSCIP until the certify level, {args.scip_limit:.0f} s limit, hint as warm start:")
     print("| model | status | time s | final dual bound / " + kind + " | nodes |")
     print("|---|---|---|---|---|")
@@ -413,7 +415,7 @@ def main() -> None:
     ap.add_argument("--ri-large", action="store_true",
                     help="one RI round at 20^3 too (its LP takes minutes)")
     ap.add_argument("--closing", action="store_true", help="CER + closing triples at 20^3 too")
-    ap.add_argument("--scip-limit", type=float, default=60.0)
+    ap.add_argument("--scip-limit", type=float, default=60.0, help="seconds; 0: no SCIP runs")
     args = ap.parse_args()
 
     for seed in range(args.small_seeds):
