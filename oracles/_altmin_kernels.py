@@ -26,16 +26,13 @@ floating-point summation order, so tests can demand bit-identical results.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from numba import njit, prange
 
-# Parallel passes synchronise once per round. GNU OpenMP's default is to spin while waiting:
-# on a machine shared with other jobs a spinning thread takes the core the others need
-# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1); sleeping waiters cost
-# microseconds per round on an idle machine. The user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The OpenMP waiting policy (short spin, then sleep) is set where the solver's kernels are,
+# before any parallel kernel runs: importing that module is enough.
+from tensorcomp import _kernels as _openmp_waits  # noqa: F401
 
 __all__ = [
     "build_mode_lists",
@@ -494,8 +491,8 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     active = np.arange(B)
     n_active = B if max_updates > 0 else 0
     for t in prange(B * n_blocks):  # zero counts of the starts
-        s = t // n_blocks
-        lo = (t % n_blocks) * BLOCK
+        s = t % B  # descents interleaved: every thread's share has blocks of each
+        lo = (t // B) * BLOCK
         hi = min(lo + BLOCK, u)
         zs = z[s]
         theta = thetas[s]
@@ -507,8 +504,11 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                 zs[x] += 1 - theta[off_m + idx[m, x]]
     while n_active > 0:
         for t in prange(n_active * n_blocks):
-            s = active[t // n_blocks]
-            b = t % n_blocks
+            # descents interleaved over the iteration space: a static split gives every
+            # thread the same number of blocks of each descent (descent by descent, a thread
+            # would get one descent and wait for the other when their passes cost differently)
+            s = active[t % n_active]
+            b = t // n_active
             lo = b * BLOCK
             hi = min(lo + BLOCK, u)
             zs = z[s]
@@ -578,8 +578,8 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     # apply the last flips, then the values in block order
     block_value = np.zeros((B, n_blocks), dtype=np.float64)
     for t in prange(B * n_blocks):
-        s = t // n_blocks
-        b = t % n_blocks
+        s = t % B
+        b = t // B
         lo = b * BLOCK
         hi = min(lo + BLOCK, u)
         zs = z[s]

@@ -11,10 +11,17 @@ import os
 import numpy as np
 from numba import njit, prange
 
-# Parallel passes synchronise once per round. GNU OpenMP's default is to spin while waiting:
-# on a machine shared with other jobs a spinning thread takes the core the others need
-# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1); sleeping waiters cost
-# microseconds per round on an idle machine. The user's own setting wins.
+# Parallel passes synchronise once per round. GNU OpenMP's default is to spin long while
+# waiting: on a machine shared with other jobs a spinning thread takes the core the others need
+# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Pure sleeping waiters cost a
+# wake-up per round instead: on this VM that left 8 % of two idle cores unused (heuristic calls
+# at p=9, 1e7 entries: 1.66-1.74x on 2 threads). A short spin before sleeping (GNU OpenMP's
+# GOMP_SPINCOUNT, which overrides the passive policy's zero; other runtimes ignore it) catches
+# most round starts: 1.84x idle, and 2 % slower than one thread with a CPU hog on the other
+# core, where 200000 spins lost 22 % (experiments/bench_oracle_threads.py; README). The user's
+# own settings win.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "20000"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: below this many inner-loop operations a kernel runs on one thread: waking the thread pool

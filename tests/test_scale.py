@@ -299,3 +299,22 @@ def test_fused_data_pass_matches_point_gradient_objective(variant):
     on = np.flatnonzero(K.atom_support(new, obs.entries, aset.offsets))
     assert np.array_equal(getattr(K.gram_row_packed, variant)(aset.packed, on, obs.counts),
                           K.gram_row_numpy(aset.supports, on, obs.counts))
+
+
+@pytest.mark.parametrize("user, expected", [
+    ({}, ("20000", "PASSIVE")),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, (None, "ACTIVE")),
+    ({"GOMP_SPINCOUNT": "0"}, ("0", "PASSIVE")),
+])
+def test_openmp_waiting_defaults_and_the_users_settings_win(user, expected):
+    """Short spin then sleep unless the user chose (set before any parallel kernel runs)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(user)
+    code = ("import os; import tensorcomp.oracles._altmin_kernels; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert tuple(None if v == "None" else v for v in out) == expected
