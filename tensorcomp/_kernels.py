@@ -13,15 +13,13 @@ from numba import njit, prange
 
 # Parallel passes synchronise once per round. GNU OpenMP's default is to spin long while
 # waiting: on a machine shared with other jobs a spinning thread takes the core the others need
-# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Pure sleeping waiters cost a
-# wake-up per round instead: on this VM that left 8 % of two idle cores unused (heuristic calls
-# at p=9, 1e7 entries: 1.66-1.74x on 2 threads). A short spin before sleeping (GNU OpenMP's
-# GOMP_SPINCOUNT, which overrides the passive policy's zero; other runtimes ignore it) catches
-# most round starts: 1.84x idle, and 2 % slower than one thread with a CPU hog on the other
-# core, where 200000 spins lost 22 % (experiments/bench_oracle_threads.py; README). The user's
-# own settings win.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "20000"
+# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Sleeping waiters pay a wake-up
+# per round instead: on this VM ~8 % of two idle cores (heuristic calls at p=9, 1e7 entries:
+# 1.6-1.75x on 2 threads). A long spin (GOMP_SPINCOUNT=200000) gave 1.9-1.96x idle but 22 %
+# slower than one thread next to a CPU hog; a short one (20000) showed no clear gain idle
+# (1.63x, median of 3) and lost 10 % to pure sleeping next to the hog. So: sleep, and let the
+# user choose (experiments/bench_oracle_threads.py; README, "Scale and threads"). The user's
+# own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: below this many inner-loop operations a kernel runs on one thread: waking the thread pool
