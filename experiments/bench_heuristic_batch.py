@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_oracle_threads import build  # noqa: E402  (the same instance, built once)
 
 
 def main(argv=None) -> None:
@@ -25,19 +27,9 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    from tensorcomp import Observations, solve
+    from tensorcomp import solve
     from tensorcomp.oracles import altmin
-    from tensorcomp.synthetic import published_instance
-    shape = (10,) * a.order
-    truth, small = published_instance(shape, 1000, a.seed)
-    solve(small, lam=1.0)  # compile every kernel outside the measurement
-    rng = np.random.default_rng(a.seed)
-    n = int(a.n)
-    indices = np.empty((n, a.order), dtype=np.uint8)
-    for k, r in enumerate(shape):
-        indices[:, k] = rng.integers(0, r, size=n)
-    obs = Observations(indices, truth.values(indices), shape)
-    del indices
+    obs = build(a.order, int(a.n), a.seed)  # compiles every kernel outside the measurement
     variants = [tuple(int(x) for x in v.split(":")) for v in a.variants.split(",")]
     init = altmin.AltMinOracle.__init__
     try:

@@ -45,8 +45,8 @@ IMPROVEMENT_RTOL = 1e-12
 PARALLEL_MIN_WORK = 1_000_000
 
 #: Defaults of ``min_restarts`` and ``batch_size``: calls stop at the first batch of 2 that
-#: meets the target. Against 4 and 4 (python experiments/bench_scale.py, README), p=9 with 1e7
-#: samples: 38 oracle calls instead of 41, whole solve 2.2x faster; 1e6: 1.5x.
+#: meets the target. Against 4 and 4 (experiments/bench_heuristic_batch.py, README), p=9 with
+#: 1e7 samples: 38 oracle calls instead of 41, whole solve 2.2x faster; 1e6: 1.5x.
 MIN_RESTARTS = 2
 BATCH_SIZE = 2
 

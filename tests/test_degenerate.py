@@ -26,8 +26,7 @@ def test_all_entries_observed_returns_the_data():
     # the convex fit on all entries (the certified result) reproduces the data; the returned
     # tensor may be a refined CP model instead when it validated better on held-out entries
     # (with 60 entries and 10 atoms the training fit's interpolant, one of many, decides)
-    filled_model, res = complete(dense, lam=1.0, tol=1e-10, keep_observed=False,
-                                 return_result=True)
+    _, res = complete(dense, lam=1.0, tol=1e-10, keep_observed=False, return_result=True)
     assert res.status == "optimal"
     everywhere = np.argwhere(np.ones(dense.shape, dtype=bool))
     assert np.max(np.abs(res.predict(everywhere) - dense[tuple(everywhere.T)])) < 1e-4
