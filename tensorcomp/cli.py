@@ -233,8 +233,14 @@ def cmd_demo(a) -> int:
     missing = ~mask
     err = completed[missing] - truth[missing]
     nmse = float(err @ err / (truth[missing] @ truth[missing]))
-    _print_result(res, {"held-out NMSE (missing entries)": f"{nmse:.4g}",
-                        "total time incl. lambda search": f"{total:.2f} s"})
+    # the first call in a process loads (on a fresh install: compiles, ~15 s) the kernels
+    # before complete()'s clock starts; shown apart, so the time is what a call costs
+    warmup = float(res.stats.get("warmup_time_s", 0.0))
+    rows = {"held-out NMSE (missing entries)": f"{nmse:.4g}",
+            "total time incl. lambda search": f"{total - warmup:.2f} s"}
+    if warmup >= 0.05:
+        rows["kernel loading (once per process)"] = f"{warmup:.2f} s"
+    _print_result(res, rows)
     return 0
 
 
