@@ -27,11 +27,12 @@ floating-point summation order, so tests can demand bit-identical results.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 # The OpenMP waiting policy (sleeping waiters unless the user chose) is set in the solver's
 # kernel module, before any parallel kernel runs: importing it here is enough.
 from tensorcomp import _kernels as _openmp_waits  # noqa: F401
+from tensorcomp._kernels import fetch_add
 
 __all__ = [
     "build_mode_lists",
@@ -454,26 +455,37 @@ BLOCK = 1 << 14
 
 
 def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
-                               updates):
+                               updates, n_workers):
     """Alternating minimisation from every row of ``thetas`` (in place), as :func:`descend`
     (same block rule, ties, settling, termination), on a memory-lean layout: no entry lists.
     A flip of bits of mode k' is recorded as ``delta[j]`` (+1: bit j switched off, z grows on
     the entries with x_k' = j; -1: switched on) and applied to ``z`` during the next mode's
     pass, which reads every entry anyway: each block update is one pass over the entries (the
     index rows of modes k' and k, z, and c where an entry counts). The descents run in lockstep:
-    one parallel region per round does the current pass of every unfinished descent, over
-    (descent, block of entries) pairs. So every core works on every restart (no idle core
-    when restarts differ in length, nothing capped by the batch size), a round costs one
+    one parallel region per round does the current pass of every unfinished descent, block of
+    entries by block of entries. So every core works on every restart (no idle core when
+    restarts differ in length, nothing capped by the batch size), a round costs one
     synchronisation for the whole batch, and each descent takes exactly the decisions and
-    sums as alone (results independent of the thread count and of the batch). Block sums:
-    per block of BLOCK entries in LANES lanes, then over blocks in order; ``values[s] =
-    sum_{z_x == 0} c_x`` likewise. Scratch: one z (u bytes) per descent of the batch."""
+    sums as alone (results independent of the thread count and of the batch).
+
+    ``n_workers`` loops (one per thread) claim blocks one at a time from a shared counter
+    (:func:`fetch_add`) instead of a fixed share each: on a shared machine the cores do not run at the same speed, and with
+    fixed halves the faster one waited for the slower at every round (issue 12: 3-8 % of two
+    threads idle at p=9, 1e7 entries; claimed blocks leave ~1 %). A claimed block does every
+    unfinished descent's pass over its entries, so the index rows are read from memory once
+    per block and round.
+
+    Block sums: per block of BLOCK entries in LANES lanes, the lanes added in order into the
+    block's partial sum, then the blocks in order; ``values[s] = sum_{z_x == 0} c_x``
+    likewise. Which thread does a block never changes a sum. Scratch: one z (u bytes) per
+    descent of the batch."""
     B = thetas.shape[0]
     p, u = idx.shape
     r_max = np.max(offsets[1:] - offsets[:-1])
     n_blocks = (u + BLOCK - 1) // BLOCK
     z = np.empty((B, u), dtype=np.uint8)
-    partial = np.empty((B, n_blocks, LANES, r_max), dtype=np.float64)
+    partial = np.empty((B, n_blocks, r_max), dtype=np.float64)
+    block_value = np.zeros((B, n_blocks), dtype=np.float64)
     delta = np.zeros((B, r_max), dtype=np.int64)
     k = first_modes.copy()
     pending = np.full(B, -1, dtype=np.int64)
@@ -488,50 +500,58 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     collapsed = np.zeros(B, dtype=np.bool_)
     active = np.arange(B)
     n_active = B if max_updates > 0 else 0
-    for t in prange(B * n_blocks):  # zero counts of the starts
-        s = t % B  # descents interleaved: every thread's share has blocks of each
-        lo = (t // B) * BLOCK
-        hi = min(lo + BLOCK, u)
-        zs = z[s]
-        theta = thetas[s]
-        for x in range(lo, hi):
-            zs[x] = 0
-        for m in range(p):
-            off_m = offsets[m]
-            for x in range(lo, hi):
-                zs[x] += 1 - theta[off_m + idx[m, x]]
-    while n_active > 0:
-        for t in prange(n_active * n_blocks):
-            # descents interleaved over the iteration space, so a static split gives every
-            # thread the same number of blocks of each descent (measured: no change at p=9,
-            # 1e7 entries on 2 cores, where the descents' passes cost about the same)
-            s = active[t % n_active]
-            b = t // n_active
+    next_block = np.zeros(1, dtype=np.int64)
+    for _ in prange(n_workers):  # zero counts of the starts
+        while True:
+            b = fetch_add(next_block, 1)
+            if b >= n_blocks:
+                break
             lo = b * BLOCK
             hi = min(lo + BLOCK, u)
-            zs = z[s]
-            theta = thetas[s]
-            ks = k[s]
-            off = offsets[ks]
-            r = offsets[ks + 1] - off
-            acc = partial[s, b]
-            for lane in range(LANES):
-                for j in range(r):
-                    acc[lane, j] = 0.0
-            kp = pending[s]
-            if kp >= 0:
-                ds = delta[s]
+            for s in range(B):
+                zs = z[s]
+                theta = thetas[s]
                 for x in range(lo, hi):
-                    zx = np.int64(zs[x]) + ds[idx[kp, x]]
-                    zs[x] = zx
-                    j = idx[ks, x]
-                    if zx + theta[off + j] == 1:
-                        acc[x % LANES, j] += c[x]
-            else:
-                for x in range(lo, hi):
-                    j = idx[ks, x]
-                    if zs[x] + theta[off + j] == 1:
-                        acc[x % LANES, j] += c[x]
+                    zs[x] = 0
+                for m in range(p):
+                    off_m = offsets[m]
+                    for x in range(lo, hi):
+                        zs[x] += 1 - theta[off_m + idx[m, x]]
+    while n_active > 0:
+        next_block[0] = 0
+        for _ in prange(n_workers):
+            acc = np.empty((LANES, r_max), dtype=np.float64)
+            while True:
+                b = fetch_add(next_block, 1)
+                if b >= n_blocks:
+                    break
+                lo = b * BLOCK
+                hi = min(lo + BLOCK, u)
+                for i in range(n_active):
+                    s = active[i]
+                    zs = z[s]
+                    theta = thetas[s]
+                    ks = k[s]
+                    off = offsets[ks]
+                    r = offsets[ks + 1] - off
+                    acc[:, :r] = 0.0
+                    kp = pending[s]
+                    if kp >= 0:
+                        ds = delta[s]
+                        for x in range(lo, hi):
+                            zx = np.int64(zs[x]) + ds[idx[kp, x]]
+                            zs[x] = zx
+                            j = idx[ks, x]
+                            if zx + theta[off + j] == 1:
+                                acc[x % LANES, j] += c[x]
+                    else:
+                        for x in range(lo, hi):
+                            j = idx[ks, x]
+                            if zs[x] + theta[off + j] == 1:
+                                acc[x % LANES, j] += c[x]
+                    block_sum = partial[s, b]
+                    for j in range(r):
+                        block_sum[j] = ((acc[0, j] + acc[1, j]) + acc[2, j]) + acc[3, j]
         still = 0
         for i in range(n_active):
             s = active[i]
@@ -544,8 +564,7 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                 if not collapsed[s]:
                     for b in range(n_blocks):
                         for j in range(r):
-                            coef[j] += ((partial[s, b, 0, j] + partial[s, b, 1, j])
-                                        + partial[s, b, 2, j]) + partial[s, b, 3, j]
+                            coef[j] += partial[s, b, j]
                 changed, tied_on = _block_update(thetas[s], off, r, coef, tol, settling[s],
                                                  delta[s])
                 pending[s] = ks if changed else -1
@@ -574,22 +593,26 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                 still += 1
         n_active = still
     # apply the last flips, then the values in block order
-    block_value = np.zeros((B, n_blocks), dtype=np.float64)
-    for t in prange(B * n_blocks):
-        s = t % B
-        b = t // B
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, u)
-        zs = z[s]
-        kp = pending[s]
-        total = 0.0
-        if not collapsed[s]:  # a collapsed atom has no entry: value 0 (z is left stale)
-            for x in range(lo, hi):
-                if kp >= 0:
-                    zs[x] = np.int64(zs[x]) + delta[s, idx[kp, x]]
-                if zs[x] == 0:
-                    total += c[x]
-        block_value[s, b] = total
+    next_block[0] = 0
+    for _ in prange(n_workers):
+        while True:
+            b = fetch_add(next_block, 1)
+            if b >= n_blocks:
+                break
+            lo = b * BLOCK
+            hi = min(lo + BLOCK, u)
+            for s in range(B):
+                if collapsed[s]:  # a collapsed atom has no entry: value 0 (z is left stale)
+                    continue
+                zs = z[s]
+                kp = pending[s]
+                total = 0.0
+                for x in range(lo, hi):
+                    if kp >= 0:
+                        zs[x] = np.int64(zs[x]) + delta[s, idx[kp, x]]
+                    if zs[x] == 0:
+                        total += c[x]
+                block_value[s, b] = total
     for s in range(B):
         v = 0.0
         for b in range(n_blocks):
@@ -622,8 +645,23 @@ def _parallel_twin(body):
     return njit(cache=True, parallel=True)(twin)
 
 
-descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
-descend_batch_counts = _parallel_twin(_descend_batch_counts_body)
+_descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
+_descend_batch_counts_parallel = _parallel_twin(_descend_batch_counts_body)
+
+
+def descend_batch_counts(c, idx, offsets, thetas, first_modes, max_updates, tol, values, updates):
+    """The "counts" descents (:func:`_descend_batch_counts_body`) on Numba's current number of
+    threads. The count is passed in, not read inside: a parallel kernel that calls
+    ``get_num_threads`` cannot be cached on disk."""
+    _descend_batch_counts_parallel(c, idx, offsets, thetas, first_modes, max_updates, tol,
+                                   values, updates, get_num_threads())
+
+
+def descend_batch_counts_serial(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
+                                updates):
+    """The "counts" descents on the calling thread."""
+    _descend_batch_counts_serial(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
+                                 updates, 1)
 
 
 def _finite_abs_sum_body(c):

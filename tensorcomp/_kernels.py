@@ -9,7 +9,9 @@ import types
 import os
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types as nbtypes
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # Parallel passes synchronise once per round. GNU OpenMP's default is to spin long while
 # waiting: on a machine shared with other jobs a spinning thread takes the core the others need
@@ -26,6 +28,28 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 #: costs ~10 microseconds on an idle machine and a full scheduler slice (~10 ms) when another
 #: process holds the other core, far more than the work itself.
 PARALLEL_MIN_WORK = 1_000_000
+
+
+@intrinsic
+def fetch_add(typingctx, counter, increment):
+    """``counter[0] += increment`` as one atomic operation; returns the value before. For
+    threads sharing work dynamically inside a parallel loop (``counter``: a 1-element int64
+    array): each ``fetch_add(counter, 1)`` hands out the next unclaimed item exactly once.
+    Numba has no atomics on the CPU; this is LLVM's ``atomicrmw add`` on the element."""
+    if not (isinstance(counter, nbtypes.Array) and counter.dtype == nbtypes.int64
+            and counter.ndim == 1 and isinstance(increment, nbtypes.Integer)):
+        return None
+    sig = nbtypes.int64(counter, increment)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        first = cgutils.get_item_pointer(context, builder, array_type, array,
+                                         [context.get_constant(nbtypes.intp, 0)])
+        step = context.cast(builder, args[1], signature.args[1], nbtypes.int64)
+        return builder.atomic_rmw("add", first, step, "monotonic")
+
+    return sig, codegen
 
 
 def _dispatch(body, work):
