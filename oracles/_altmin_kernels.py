@@ -469,11 +469,11 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     sums as alone (results independent of the thread count and of the batch).
 
     ``n_workers`` loops (one per thread) claim blocks one at a time from a shared counter
-    (:func:`fetch_add`) instead of a fixed share each: on a shared machine the cores do not run at the same speed, and with
-    fixed halves the faster one waited for the slower at every round (issue 12: 3-8 % of two
-    threads idle at p=9, 1e7 entries; claimed blocks leave ~1 %). A claimed block does every
-    unfinished descent's pass over its entries, so the index rows are read from memory once
-    per block and round.
+    (:func:`fetch_add`) instead of a fixed share each. On a shared machine the cores do not
+    run at the same speed: with fixed halves the faster one waited for the slower at every
+    round (issue 12, p=9, 1e7 entries, 2 threads, timed inside the rounds: 3-8 % of the two
+    threads' time idle; claimed blocks: 0.6-1.1 %). A claimed block does every unfinished
+    descent's pass over its entries, so its index rows are read into one core's cache once.
 
     Block sums: per block of BLOCK entries in LANES lanes, the lanes added in order into the
     block's partial sum, then the blocks in order; ``values[s] = sum_{z_x == 0} c_x``
