@@ -472,7 +472,7 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     (:func:`fetch_add`) instead of a fixed share each. On a shared machine the cores do not
     run at the same speed: with fixed halves the faster one waited for the slower at every
     round (issue 12, p=9, 1e7 entries, 2 threads, timed inside the rounds: 3-8 % of the two
-    threads' time idle; claimed blocks: 0.6-1.1 %). A claimed block does every unfinished
+    threads' time idle; claimed blocks: 1.1-2.0 %). A claimed block does every unfinished
     descent's pass over its entries, so its index rows are read into one core's cache once.
 
     Block sums: per block of BLOCK entries in LANES lanes, the lanes added in order into the

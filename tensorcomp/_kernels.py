@@ -15,13 +15,14 @@ from numba.extending import intrinsic
 
 # Parallel passes synchronise once per round. GNU OpenMP's default is to spin long while
 # waiting: on a machine shared with other jobs a spinning thread takes the core the others need
-# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Sleeping waiters pay a wake-up
-# per round instead: on this VM ~8 % of two idle cores (heuristic calls at p=9, 1e7 entries:
-# 1.6-1.75x on 2 threads). A long spin (GOMP_SPINCOUNT=200000) gave 1.9-1.96x idle but 22 %
-# slower than one thread next to a CPU hog; a short one (20000) showed no clear gain idle
-# (1.63x, median of 3) and lost 10 % to pure sleeping next to the hog. So: sleep, and let the
-# user choose (experiments/bench_oracle_threads.py; README, "Scale and threads"). The user's
-# own setting wins.
+# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Sleeping waiters cost ~50
+# microseconds per parallel region on this VM (a region with a few hundred microseconds of
+# work each side); the heuristic's regions hold 10-40 ms of work, so sleeping costs ~0.3 %.
+# With the heuristic's threads claiming blocks (oracles/_altmin_kernels.py), sleeping gave
+# 1.88-1.95x on 2 idle threads and 1.18x next to a CPU hog; a long spin (GOMP_SPINCOUNT=200000)
+# 1.96x idle and 1.14x next to the hog, and several tensorcomp processes on one machine would
+# spin against each other. So: sleep, and let the user choose (experiments/
+# bench_oracle_threads.py; README, "Scale and threads"). The user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: below this many inner-loop operations a kernel runs on one thread: waking the thread pool
@@ -35,7 +36,11 @@ def fetch_add(typingctx, counter, increment):
     """``counter[0] += increment`` as one atomic operation; returns the value before. For
     threads sharing work dynamically inside a parallel loop (``counter``: a 1-element int64
     array): each ``fetch_add(counter, 1)`` hands out the next unclaimed item exactly once.
-    Numba has no atomics on the CPU; this is LLVM's ``atomicrmw add`` on the element."""
+    Numba has no atomics on the CPU; this is LLVM's ``atomicrmw add`` on the element.
+
+    Numba's parallel pass does not see this as a write to ``counter``: a read of the counter
+    right after the parallel loop, in the same function, may be moved before the loop (it
+    was, in the test). Reset the counter before a loop; read it only in the caller."""
     if not (isinstance(counter, nbtypes.Array) and counter.dtype == nbtypes.int64
             and counter.ndim == 1 and isinstance(increment, nbtypes.Integer)):
         return None

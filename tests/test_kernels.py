@@ -72,3 +72,28 @@ def test_compiled_pairwise_run_equals_python_steps(problem):
     ga0 = aset.directional()
     PairwiseStep()(aset, ga0, int(np.argmax(ga0)), int(np.argmin(ga0)))
     assert np.allclose(aset.weights, w1 / w1.sum(), atol=1e-14)
+
+
+def test_fetch_add_hands_out_every_item_exactly_once():
+    """The work counter of the claimed-block kernels: threads racing on it must never get the
+    same item twice nor skip one (a plain read-modify-write would do both under contention)."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def claim_all(n_items, n_workers, step):
+        counter = np.zeros(1, dtype=np.int64)
+        claims = np.zeros(n_items, dtype=np.int64)
+        for _ in prange(n_workers):
+            while True:
+                first = K.fetch_add(counter, step)
+                if first >= n_items:
+                    break
+                for i in range(first, min(first + step, n_items)):
+                    claims[i] += 1
+        return claims, counter  # read by the caller: see fetch_add on reads in the kernel
+
+    for n_items, step in ((1, 1), (1000, 1), (200_003, 1), (200_003, 7)):
+        claims, counter = claim_all(n_items, 4, step)
+        assert np.all(claims == 1), (n_items, step)
+        # each of the 4 loops stops after one claim past the end
+        assert counter[0] == (-(-n_items // step) + 4) * step
