@@ -125,6 +125,7 @@ def zero_counts_np(theta, idx, offsets, z):
 #: index share their mode-0 index over long runs; a single accumulator per bit would make every
 #: addition wait for the previous one (3x slower at u = 1e6).
 LANES = 4
+LANE_MASK = np.uintp(LANES - 1)  # x % LANES as x & LANE_MASK on unsigned x
 
 
 @njit(cache=True)
@@ -454,8 +455,8 @@ def warm_up() -> None:
 BLOCK = 1 << 14
 
 
-def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
-                               updates, n_workers):
+def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
+                               max_updates, tol, values, updates, n_workers):
     """Alternating minimisation from every row of ``thetas`` (in place), as :func:`descend`
     (same block rule, ties, settling, termination), on a memory-lean layout: no entry lists.
     A flip of bits of mode k' is recorded as ``delta[j]`` (+1: bit j switched off, z grows on
@@ -478,7 +479,14 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     Block sums: per block of BLOCK entries in LANES lanes, the lanes added in order into the
     block's partial sum, then the blocks in order; ``values[s] = sum_{z_x == 0} c_x``
     likewise. Which thread does a block never changes a sum. Scratch: one z (u bytes) per
-    descent of the batch."""
+    descent of the batch.
+
+    With entry lists (``mode_ptr`` of rho + 1 pointers, "lists" layout), a round's flips are
+    applied right after the block rule through the flipped bits' lists, cut into chunks of
+    BLOCK list positions that the threads claim (each entry is in one list per mode, so no two
+    chunks of a round touch the same z), and a pass then reads only mode k's index row. Without
+    (an empty ``mode_ptr``, "counts" layout) they are applied during the next pass. Both take
+    the same decisions and the same sums: the two layouts give the same atoms and values."""
     B = thetas.shape[0]
     p, u = idx.shape
     r_max = np.max(offsets[1:] - offsets[:-1])
@@ -500,6 +508,7 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
     collapsed = np.zeros(B, dtype=np.bool_)
     active = np.arange(B)
     n_active = B if max_updates > 0 else 0
+    by_lists = mode_ptr.shape[0] == offsets[p] + 1
     next_block = np.zeros(1, dtype=np.int64)
     for _ in prange(n_workers):  # zero counts of the starts
         while True:
@@ -512,11 +521,12 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                 zs = z[s]
                 theta = thetas[s]
                 for x in range(lo, hi):
-                    zs[x] = 0
+                    zs[np.uintp(x)] = 0
                 for m in range(p):
-                    off_m = offsets[m]
+                    off_m = np.uintp(offsets[m])
                     for x in range(lo, hi):
-                        zs[x] += 1 - theta[off_m + idx[m, x]]
+                        ux = np.uintp(x)
+                        zs[ux] += 1 - theta[off_m + np.uintp(idx[m, ux])]
     while n_active > 0:
         next_block[0] = 0
         for _ in prange(n_workers):
@@ -536,19 +546,25 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                     r = offsets[ks + 1] - off
                     acc[:, :r] = 0.0
                     kp = pending[s]
+                    # Unsigned indices: a signed one costs a negative-index check per access
+                    # that LLVM cannot drop here (1.55x slower passes, measured); x & LANES-1
+                    # is x % LANES for x >= 0, LANES being a power of 2.
+                    uoff = np.uintp(off)
                     if kp >= 0:
                         ds = delta[s]
                         for x in range(lo, hi):
-                            zx = np.int64(zs[x]) + ds[idx[kp, x]]
-                            zs[x] = zx
-                            j = idx[ks, x]
-                            if zx + theta[off + j] == 1:
-                                acc[x % LANES, j] += c[x]
+                            ux = np.uintp(x)
+                            zx = np.int64(zs[ux]) + ds[np.uintp(idx[kp, ux])]
+                            zs[ux] = zx
+                            j = np.uintp(idx[ks, ux])
+                            if zx + theta[uoff + j] == 1:
+                                acc[ux & LANE_MASK, j] += c[ux]
                     else:
                         for x in range(lo, hi):
-                            j = idx[ks, x]
-                            if zs[x] + theta[off + j] == 1:
-                                acc[x % LANES, j] += c[x]
+                            ux = np.uintp(x)
+                            j = np.uintp(idx[ks, ux])
+                            if zs[ux] + theta[uoff + j] == 1:
+                                acc[ux & LANE_MASK, j] += c[ux]
                     block_sum = partial[s, b]
                     for j in range(r):
                         block_sum[j] = ((acc[0, j] + acc[1, j]) + acc[2, j]) + acc[3, j]
@@ -592,6 +608,49 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                 active[still] = s
                 still += 1
         n_active = still
+        if by_lists:
+            # this round's flips through the flipped bits' lists, in claimed chunks of BLOCK
+            # list positions (a collapsed descent's z is never read again)
+            n_chunks = 0
+            for s in range(B):
+                kp = pending[s]
+                if kp >= 0 and not collapsed[s]:
+                    off = offsets[kp]
+                    for j in range(offsets[kp + 1] - off):
+                        if delta[s, j] != 0:
+                            length = mode_ptr[off + j + 1] - mode_ptr[off + j]
+                            n_chunks += (length + BLOCK - 1) // BLOCK
+            if n_chunks > 0:
+                chunk_s = np.empty(n_chunks, dtype=np.int64)
+                chunk_lo = np.empty(n_chunks, dtype=np.int64)
+                chunk_hi = np.empty(n_chunks, dtype=np.int64)
+                chunk_d = np.empty(n_chunks, dtype=np.int64)
+                q = 0
+                for s in range(B):
+                    kp = pending[s]
+                    if kp >= 0 and not collapsed[s]:
+                        off = offsets[kp]
+                        for j in range(offsets[kp + 1] - off):
+                            if delta[s, j] != 0:
+                                for lo in range(mode_ptr[off + j], mode_ptr[off + j + 1], BLOCK):
+                                    chunk_s[q] = s
+                                    chunk_lo[q] = lo
+                                    chunk_hi[q] = min(lo + BLOCK, mode_ptr[off + j + 1])
+                                    chunk_d[q] = delta[s, j]
+                                    q += 1
+                next_block[0] = 0
+                for _ in prange(n_workers):
+                    while True:
+                        q = fetch_add(next_block, 1)
+                        if q >= n_chunks:
+                            break
+                        zs = z[chunk_s[q]]
+                        d = chunk_d[q]
+                        for t in range(chunk_lo[q], chunk_hi[q]):
+                            ux = np.uintp(mode_entries[np.uintp(t)])
+                            zs[ux] = np.int64(zs[ux]) + d
+            for s in range(B):
+                pending[s] = -1
     # apply the last flips, then the values in block order
     next_block[0] = 0
     for _ in prange(n_workers):
@@ -608,10 +667,11 @@ def _descend_batch_counts_body(c, idx, offsets, thetas, first_modes, max_updates
                 kp = pending[s]
                 total = 0.0
                 for x in range(lo, hi):
+                    ux = np.uintp(x)
                     if kp >= 0:
-                        zs[x] = np.int64(zs[x]) + delta[s, idx[kp, x]]
-                    if zs[x] == 0:
-                        total += c[x]
+                        zs[ux] = np.int64(zs[ux]) + delta[s, np.uintp(idx[kp, ux])]
+                    if zs[ux] == 0:
+                        total += c[ux]
                 block_value[s, b] = total
     for s in range(B):
         v = 0.0
@@ -645,23 +705,40 @@ def _parallel_twin(body):
     return njit(cache=True, parallel=True)(twin)
 
 
-_descend_batch_counts_serial = njit(cache=True)(_descend_batch_counts_body)
-_descend_batch_counts_parallel = _parallel_twin(_descend_batch_counts_body)
+_descend_batch_blocks_serial = njit(cache=True)(_descend_batch_blocks_body)
+_descend_batch_blocks_parallel = _parallel_twin(_descend_batch_blocks_body)
+_NO_LISTS = (np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32))
 
 
 def descend_batch_counts(c, idx, offsets, thetas, first_modes, max_updates, tol, values, updates):
-    """The "counts" descents (:func:`_descend_batch_counts_body`) on Numba's current number of
-    threads. The count is passed in, not read inside: a parallel kernel that calls
-    ``get_num_threads`` cannot be cached on disk."""
-    _descend_batch_counts_parallel(c, idx, offsets, thetas, first_modes, max_updates, tol,
-                                   values, updates, get_num_threads())
+    """The descents of a batch (:func:`_descend_batch_blocks_body`), "counts" layout (no entry
+    lists), on Numba's current number of threads. The count is passed in, not read inside: a
+    parallel kernel that calls ``get_num_threads`` cannot be cached on disk."""
+    _descend_batch_blocks_parallel(c, idx, offsets, *_NO_LISTS, thetas, first_modes,
+                                   max_updates, tol, values, updates, get_num_threads())
 
 
 def descend_batch_counts_serial(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
                                 updates):
-    """The "counts" descents on the calling thread."""
-    _descend_batch_counts_serial(c, idx, offsets, thetas, first_modes, max_updates, tol, values,
-                                 updates, 1)
+    """:func:`descend_batch_counts` on the calling thread."""
+    _descend_batch_blocks_serial(c, idx, offsets, *_NO_LISTS, thetas, first_modes, max_updates,
+                                 tol, values, updates, 1)
+
+
+def descend_batch_lists(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
+                        max_updates, tol, values, updates):
+    """The descents of a batch, "lists" layout (flips applied through the entry lists), on
+    Numba's current number of threads: the same atoms and values as
+    :func:`descend_batch_counts`."""
+    _descend_batch_blocks_parallel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
+                                   max_updates, tol, values, updates, get_num_threads())
+
+
+def descend_batch_lists_serial(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
+                               max_updates, tol, values, updates):
+    """:func:`descend_batch_lists` on the calling thread."""
+    _descend_batch_blocks_serial(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
+                                 max_updates, tol, values, updates, 1)
 
 
 def _finite_abs_sum_body(c):

@@ -172,7 +172,8 @@ class AltMinOracle:
             descend_batch = kernels.descend_batch_counts if use_threads \
                 else kernels.descend_batch_counts_serial
         elif self.indexing == "lists":
-            descend_batch = kernels.descend_batch if use_threads else kernels.descend_batch_serial
+            descend_batch = kernels.descend_batch_lists if use_threads \
+                else kernels.descend_batch_lists_serial
         else:
             descend_batch = kernels.descend_batch_scatter
 
