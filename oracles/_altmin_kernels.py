@@ -43,14 +43,12 @@ __all__ = [
     "mode_coefficients_np",
     "descend",
     "descend_np",
-    "descend_batch",
-    "descend_batch_serial",
-    "descend_batch_np",
     "descend_batch_counts",
     "descend_batch_counts_serial",
+    "descend_batch_lists",
+    "descend_batch_lists_serial",
     "descend_counts_np",
     "observed_bits",
-    "warm_up",
 ]
 
 
@@ -323,51 +321,6 @@ def descend_np(c, idx, offsets, mode_ptr, mode_entries, theta, z, coef, first_mo
 
 
 # --------------------------------------------------------------------------------------------
-# A batch of descents (one per row of thetas)
-# --------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
-def descend_batch(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, max_updates,
-                  tol, values, updates):
-    """Run :func:`descend` on every row of ``thetas`` (in place), restarts in parallel.
-
-    Each restart owns its workspaces, so results do not depend on the thread count.
-    """
-    u = idx.shape[1]
-    r_max = np.max(offsets[1:] - offsets[:-1])
-    for s in prange(thetas.shape[0]):
-        z = np.empty(u, dtype=np.uint8)
-        coef = np.empty(r_max, dtype=np.float64)
-        values[s], updates[s] = descend(c, idx, offsets, mode_ptr, mode_entries, thetas[s],
-                                        z, coef, first_modes[s], max_updates, tol)
-
-
-# A separate function, not a second dispatcher of the same Python function: Numba's on-disk
-# cache is keyed by function name and signature, not by the ``parallel`` flag.
-@njit(cache=True)
-def descend_batch_serial(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
-                         max_updates, tol, values, updates):
-    """Serial :func:`descend_batch` (same results; for ``parallel=False`` and small problems)."""
-    u = idx.shape[1]
-    r_max = np.max(offsets[1:] - offsets[:-1])
-    z = np.empty(u, dtype=np.uint8)
-    coef = np.empty(r_max, dtype=np.float64)
-    for s in range(thetas.shape[0]):
-        values[s], updates[s] = descend(c, idx, offsets, mode_ptr, mode_entries, thetas[s],
-                                        z, coef, first_modes[s], max_updates, tol)
-
-
-def descend_batch_np(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, max_updates,
-                     tol, values, updates):
-    """NumPy twin of :func:`descend_batch`."""
-    r_max = int(np.max(np.diff(offsets)))
-    z = np.empty(idx.shape[1], dtype=np.uint8)
-    coef = np.empty(r_max, dtype=np.float64)
-    for s in range(thetas.shape[0]):
-        values[s], updates[s] = descend_np(c, idx, offsets, mode_ptr, mode_entries, thetas[s],
-                                           z, coef, first_modes[s], max_updates, tol)
-
-
-# --------------------------------------------------------------------------------------------
 # The papers' indexing, kept as a variant to measure what the entry lists buy
 # --------------------------------------------------------------------------------------------
 @njit(cache=True)
@@ -422,27 +375,12 @@ def descend_scatter(c, idx, offsets, theta, coef, first_mode, max_updates, tol):
 @njit(cache=True)
 def descend_batch_scatter(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
                           max_updates, tol, values, updates):
-    """Serial batch of :func:`descend_scatter` (same signature as :func:`descend_batch`)."""
+    """Serial batch of :func:`descend_scatter` (same signature as :func:`descend_batch_lists`)."""
     r_max = np.max(offsets[1:] - offsets[:-1])
     coef = np.empty(r_max, dtype=np.float64)
     for s in range(thetas.shape[0]):
         values[s], updates[s] = descend_scatter(c, idx, offsets, thetas[s], coef,
                                                 first_modes[s], max_updates, tol)
-
-
-def warm_up() -> None:
-    """Compile (or load from the on-disk cache) every kernel on a tiny instance."""
-    idx = np.array([[0, 1, 1], [1, 0, 1]], dtype=np.int32)
-    offsets = np.array([0, 2, 4], dtype=np.int64)
-    c = np.array([-1.0, 0.5, -0.25])
-    mode_ptr, mode_entries = build_mode_lists(idx, offsets)
-    thetas = np.ones((2, 4), dtype=np.uint8)
-    values = np.empty(2)
-    updates = np.empty(2, dtype=np.int64)
-    first_modes = np.array([0, 1], dtype=np.int64)
-    for kernel in (descend_batch, descend_batch_serial):
-        kernel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, 10, 0.0, values,
-               updates)
 
 
 # --------------------------------------------------------------------------------------------

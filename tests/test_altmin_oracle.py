@@ -150,23 +150,31 @@ def test_descend_matches_twin(seed, max_updates):
     assert got[1] == pytest.approx(atom_dot(c, got[0].astype(bool), indices, shape), abs=1e-12)
 
 
-@pytest.mark.parametrize("batch_kernel", [kernels.descend_batch, kernels.descend_batch_serial])
-def test_batch_kernels_match_twin(batch_kernel):
+@pytest.mark.parametrize("batch_kernel",
+                         [kernels.descend_batch_lists, kernels.descend_batch_lists_serial])
+def test_lists_batch_kernels_match_the_block_twin_and_counts(batch_kernel):
+    """The "lists" batch (flips through the entry lists) against the NumPy twin of the block
+    descent and against the "counts" batch (flips during the next pass): bit for bit."""
     rng = np.random.default_rng(2)
     for _ in range(10):
         shape, indices, c = random_case(rng)
         idx, offsets, mode_ptr, mode_entries = kernel_inputs(indices, shape)
         starts = rng.integers(0, 2, size=(7, sum(shape)), dtype=np.uint8)
         first_modes = rng.integers(0, len(shape), size=7).astype(np.int64)
-        outputs = []
-        for kernel in (batch_kernel, kernels.descend_batch_np):
-            thetas, values = starts.copy(), np.empty(7)
-            updates = np.empty(7, dtype=np.int64)
-            kernel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, 500, 1e-13,
-                   values, updates)
-            outputs.append((thetas, values, updates))
-        for got, want in zip(*outputs):
+        thetas, values = starts.copy(), np.empty(7)
+        updates = np.empty(7, dtype=np.int64)
+        batch_kernel(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, 500, 1e-13,
+                     values, updates)
+        counts = starts.copy(), np.empty(7), np.empty(7, dtype=np.int64)
+        kernels.descend_batch_counts(c, idx, offsets, counts[0], first_modes, 500, 1e-13,
+                                     counts[1], counts[2])
+        for got, want in zip((thetas, values, updates), counts):
             np.testing.assert_array_equal(got, want)
+        for s in range(7):
+            theta = starts[s].copy()
+            ref = kernels.descend_counts_np(c, idx, offsets, theta, first_modes[s], 500, 1e-13)
+            assert (values[s], updates[s]) == ref
+            np.testing.assert_array_equal(thetas[s], theta)
 
 
 def test_descent_never_increases_the_start_value():
