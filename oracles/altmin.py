@@ -26,12 +26,14 @@ __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK",
 
 #: "counts": zero counts and one pass over the entries per block update, p bytes per entry (the
 #: entries themselves) plus one per running descent; "lists": per-bit entry lists, + 4 p bytes
-#: per entry, fewer reads per update; "scatter": the papers' per-entry loops; "auto" (default):
-#: "lists" while its lists take at most LISTS_AUTO_MAX_BYTES, else "counts".
+#: per entry, one index row fewer per pass; "scatter": the papers' per-entry loops; "auto"
+#: (default): "lists" while its lists take at most LISTS_AUTO_MAX_BYTES, else "counts".
 INDEXINGS = ("auto", "counts", "lists", "scatter")
-#: Measured on the published grid (2 cores, medians of 3, whole solves): "lists" 1.3-1.45x
-#: faster than "counts" from 500 to 1e5 samples; "counts" saves 4 p bytes per entry, which
-#: matters from ~1e7 entries (at p = 9, 1e7 samples: 36 of the 64 bytes per sample budget).
+#: "counts" saves 4 p bytes per entry, which matters from ~1e7 entries (at p = 9, 1e7 samples:
+#: 36 of the 64 bytes per sample budget). Speed, since both run one kernel (session 4,
+#: experiments/bench_indexing.py, whole solves on 5 published-grid points from 500 to 1e5
+#: samples): within +-5 % of each other; one p=7, 1e6 replay of 25 calls: "lists" 1.24 s,
+#: "counts" 1.33 s on 1 thread. (Session 3's kernels: "lists" 1.3-1.45x faster.)
 LISTS_AUTO_MAX_BYTES = 1 << 28
 
 #: A block replacement must lower <c, v> by more than IMPROVEMENT_RTOL * sum|c| (termination
@@ -80,17 +82,18 @@ class AltMinOracle:
         the same answers, whatever the thread count (unless a time limit cuts a call short).
     max_sweeps: cap on the sweeps (p block updates each) of one restart.
     parallel: use Numba threads when the problem is large enough to pay for it (see
-        PARALLEL_MIN_WORK): with "counts", every descent runs its passes over blocks of entries
-        on all threads; with "lists", the restarts of a batch run on separate threads.
+        PARALLEL_MIN_WORK): the descents of a batch run in lockstep, every round's passes
+        over blocks of entries claimed by all threads ("counts" and "lists" alike).
     min_restarts: a call stops early once its best value is <= ``query.target`` and at least
         this many restarts have run, so the answer is a good atom, not just the first one.
     indexing: "auto" (default: "lists" while they take at most LISTS_AUTO_MAX_BYTES = 256 MiB,
         i.e. 4 p u bytes, else "counts"), "counts" (zero counts, one pass over the entries per
         block update, no index structure beyond the entries: the memory-lean layout of issue
-        12), "lists" (per-bit entry lists: flips touch only the flipped bits' entries, + 4
-        bytes per entry and mode; 1.3-1.45x faster solves on the published grid) or "scatter"
-        (the papers' per-entry scatter loops, O(p u) per update). The three take the same
-        decisions; kept side by side for measurements.
+        12), "lists" (per-bit entry lists: flips touch only the flipped bits' entries and a
+        pass reads one index row, + 4 bytes per entry and mode) or "scatter" (the papers'
+        per-entry scatter loops, O(p u) per update). "counts" and "lists" run one kernel and
+        give the same atoms and values; "scatter" takes the same decisions; kept side by side
+        for measurements.
     batch_size: restarts run together between two stopping checks (target, time limit). Fixed,
         not tied to the thread count, so that the answers do not depend on the machine. The first
         batch always runs, so a call can overrun ``query.time_limit_s`` by one batch.
