@@ -393,6 +393,17 @@ def descend_batch_scatter(c, idx, offsets, mode_ptr, mode_entries, thetas, first
 BLOCK = 1 << 14
 
 
+@njit(cache=True)
+def _claim_block(next_block, n_blocks, u):
+    """The next unclaimed block of entries and its range ``(b, lo, hi)``; ``b = -1`` once all
+    ``n_blocks`` are taken (:func:`fetch_add` hands each block out exactly once)."""
+    b = fetch_add(next_block, 1)
+    if b >= n_blocks:
+        return -1, 0, 0
+    lo = b * BLOCK
+    return b, lo, min(lo + BLOCK, u)
+
+
 def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes,
                                max_updates, tol, values, updates, n_workers):
     """Alternating minimisation from every row of ``thetas`` (in place), as :func:`descend`
@@ -450,11 +461,9 @@ def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, 
     next_block = np.zeros(1, dtype=np.int64)
     for _ in prange(n_workers):  # zero counts of the starts
         while True:
-            b = fetch_add(next_block, 1)
-            if b >= n_blocks:
+            b, lo, hi = _claim_block(next_block, n_blocks, u)
+            if b < 0:
                 break
-            lo = b * BLOCK
-            hi = min(lo + BLOCK, u)
             for s in range(B):
                 zs = z[s]
                 theta = thetas[s]
@@ -470,11 +479,9 @@ def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, 
         for _ in prange(n_workers):
             acc = np.empty((LANES, r_max), dtype=np.float64)
             while True:
-                b = fetch_add(next_block, 1)
-                if b >= n_blocks:
+                b, lo, hi = _claim_block(next_block, n_blocks, u)
+                if b < 0:
                     break
-                lo = b * BLOCK
-                hi = min(lo + BLOCK, u)
                 for i in range(n_active):
                     s = active[i]
                     zs = z[s]
@@ -593,11 +600,9 @@ def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, 
     next_block[0] = 0
     for _ in prange(n_workers):
         while True:
-            b = fetch_add(next_block, 1)
-            if b >= n_blocks:
+            b, lo, hi = _claim_block(next_block, n_blocks, u)
+            if b < 0:
                 break
-            lo = b * BLOCK
-            hi = min(lo + BLOCK, u)
             for s in range(B):
                 if collapsed[s]:  # a collapsed atom has no entry: value 0 (z is left stale)
                     continue
