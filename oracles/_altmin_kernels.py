@@ -29,10 +29,9 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-# The OpenMP waiting policy (sleeping waiters unless the user chose) is set in the solver's
-# kernel module, before any parallel kernel runs: importing it here is enough.
-from tensorcomp import _kernels as _openmp_waits  # noqa: F401
-from tensorcomp._kernels import fetch_add
+# Importing the solver's kernel module also sets the OpenMP waiting policy (sleeping waiters
+# unless the user chose) before any parallel kernel runs.
+from tensorcomp._kernels import fetch_add, parallel_twin
 
 __all__ = [
     "build_mode_lists",
@@ -639,17 +638,8 @@ def _empty_blocks(theta, offsets):
     return empty
 
 
-def _parallel_twin(body):
-    """A second compiled function of the same body with parallel=True. Numba's on-disk cache
-    is keyed by the function's qualified name, not by the flag: the twin gets its own name."""
-    import types
-    twin = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel")
-    twin.__qualname__ = body.__qualname__ + "_parallel"
-    return njit(cache=True, parallel=True)(twin)
-
-
 _descend_batch_blocks_serial = njit(cache=True)(_descend_batch_blocks_body)
-_descend_batch_blocks_parallel = _parallel_twin(_descend_batch_blocks_body)
+_descend_batch_blocks_parallel = parallel_twin(_descend_batch_blocks_body)
 _NO_LISTS = (np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32))
 
 
@@ -710,7 +700,7 @@ def _finite_abs_sum_body(c):
 
 
 finite_abs_sum_serial = njit(cache=True)(_finite_abs_sum_body)
-finite_abs_sum = _parallel_twin(_finite_abs_sum_body)
+finite_abs_sum = parallel_twin(_finite_abs_sum_body)
 
 
 @njit(cache=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from tensorcomp._kernels import parallel_twin
+
 __all__ = ["key_strides", "bucket_plan", "first_nonfinite", "index_range", "bucket_histogram",
            "bucket_scatter", "sort_buckets", "reduce_buckets", "aggregate", "aggregate_numpy",
            "SAMPLES_PER_BUCKET"]
@@ -277,11 +279,8 @@ def _compiled(body, name):
     the parallel one is a copy under its own name). Small inputs take the serial one: the
     thread pool costs more than the work there, and a process that never aggregates much
     never loads the parallel code."""
-    import types
     serial = njit(cache=True)(body)
-    twin = types.FunctionType(body.__code__, body.__globals__, name + "_parallel")
-    twin.__qualname__ = name + "_parallel"
-    parallel = njit(cache=True, parallel=True)(twin)
+    parallel = parallel_twin(body, name)
 
     def kernel(keys, *args):
         return (parallel if keys.shape[0] >= PARALLEL_MIN_SAMPLES else serial)(keys, *args)

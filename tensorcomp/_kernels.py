@@ -57,14 +57,21 @@ def fetch_add(typingctx, counter, increment):
     return sig, codegen
 
 
+def parallel_twin(body, name=None):
+    """The ``parallel=True`` compilation of a kernel body whose serial compilation is
+    ``njit(cache=True)(body)``. Numba's on-disk cache is keyed by the function's qualified
+    name, not by the parallel flag: the twin is a function object named ``<name>_parallel``
+    (``name``: the body's own by default)."""
+    name = body.__name__ if name is None else name
+    twin = types.FunctionType(body.__code__, body.__globals__, name + "_parallel")
+    twin.__qualname__ = name + "_parallel"
+    return njit(parallel=True, cache=True)(twin)
+
+
 def _dispatch(body, work):
     """A serial and a parallel compilation of one kernel body; ``work(*args)`` picks one."""
     serial = njit(cache=True)(body)
-    # Numba's on-disk cache is keyed by the function's qualified name, not by the parallel
-    # flag: the parallel compilation gets a function object of its own name.
-    twin = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel")
-    twin.__qualname__ = body.__qualname__ + "_parallel"
-    parallel = njit(parallel=True, cache=True)(twin)
+    parallel = parallel_twin(body)
 
     def kernel(*args):
         return (parallel if work(*args) >= PARALLEL_MIN_WORK else serial)(*args)
