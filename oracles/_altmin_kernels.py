@@ -457,6 +457,13 @@ def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, 
     active = np.arange(B)
     n_active = B if max_updates > 0 else 0
     by_lists = mode_ptr.shape[0] == offsets[p] + 1
+    # a round's flip chunks: the lists of one mode split the u entries, so a descent's flips
+    # make at most n_blocks + r_max chunks of BLOCK list positions
+    max_chunks = B * (n_blocks + r_max) if by_lists else 0
+    chunk_s = np.empty(max_chunks, dtype=np.int64)
+    chunk_lo = np.empty(max_chunks, dtype=np.int64)
+    chunk_hi = np.empty(max_chunks, dtype=np.int64)
+    chunk_d = np.empty(max_chunks, dtype=np.int64)
     next_block = np.zeros(1, dtype=np.int64)
     for _ in prange(n_workers):  # zero counts of the starts
         while True:
@@ -562,26 +569,14 @@ def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, 
                     off = offsets[kp]
                     for j in range(offsets[kp + 1] - off):
                         if delta[s, j] != 0:
-                            length = mode_ptr[off + j + 1] - mode_ptr[off + j]
-                            n_chunks += (length + BLOCK - 1) // BLOCK
+                            end = mode_ptr[off + j + 1]
+                            for lo in range(mode_ptr[off + j], end, BLOCK):
+                                chunk_s[n_chunks] = s
+                                chunk_lo[n_chunks] = lo
+                                chunk_hi[n_chunks] = min(lo + BLOCK, end)
+                                chunk_d[n_chunks] = delta[s, j]
+                                n_chunks += 1
             if n_chunks > 0:
-                chunk_s = np.empty(n_chunks, dtype=np.int64)
-                chunk_lo = np.empty(n_chunks, dtype=np.int64)
-                chunk_hi = np.empty(n_chunks, dtype=np.int64)
-                chunk_d = np.empty(n_chunks, dtype=np.int64)
-                q = 0
-                for s in range(B):
-                    kp = pending[s]
-                    if kp >= 0 and not collapsed[s]:
-                        off = offsets[kp]
-                        for j in range(offsets[kp + 1] - off):
-                            if delta[s, j] != 0:
-                                for lo in range(mode_ptr[off + j], mode_ptr[off + j + 1], BLOCK):
-                                    chunk_s[q] = s
-                                    chunk_lo[q] = lo
-                                    chunk_hi[q] = min(lo + BLOCK, mode_ptr[off + j + 1])
-                                    chunk_d[q] = delta[s, j]
-                                    q += 1
                 next_block[0] = 0
                 for _ in prange(n_workers):
                     while True:
