@@ -7,10 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow bench clean
 
+# setuptools prints an "Editable installation." notice for every editable install of a layout
+# other than src/ (here: tensorcomp/ beside oracles/, which installs as tensorcomp.oracles); it
+# warns of folders named like the package, and the only one is the package itself. That notice
+# alone is silenced, by its message; any other warning of the build still shows.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,experiments]'
+	PYTHONWARNINGS="ignore:Editable installation" \
+		$(PY) -m pip install --quiet -e '.[test,experiments]'
 	touch $(STAMP)
 
 demo: $(STAMP)

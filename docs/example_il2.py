@@ -4,7 +4,13 @@ The data ship inside tensorly (no download): responses of 8 cell types to 13 IL-
 4 times and 12 doses, values in [0, 1], 192 of 4,992 entries never measured. We hide 20 % of the
 measured entries, complete from the rest, check the hidden ones, draw, and export.
 
-    python docs/example_il2.py [--out-dir docs/img] [--time-limit 30] [--cli-time-limit 10]
+    python docs/example_il2.py [--out-dir DIR] [--time-limit 30] [--cli-time-limit 10]
+
+Everything it writes (figures, model files, .tns files) goes to --out-dir, by default
+results/example_il2 under the current directory (results/ is not tracked). The figures shown in
+docs/example.md are regenerated only on request:
+
+    python docs/example_il2.py --out-dir docs/img
 """
 import argparse
 import subprocess
@@ -21,7 +27,9 @@ from tensorcomp.fitting import fit
 from tensorcomp.tns import write_tns
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "img")
+ap.add_argument("--out-dir", type=Path, default=Path("results") / "example_il2",
+                help="folder for the figures, model and .tns files (default: "
+                     "results/example_il2; docs/img regenerates the documentation's figures)")
 ap.add_argument("--time-limit", type=float, default=30.0,
                 help="seconds for the whole fit() call (lambda search and final fit)")
 ap.add_argument("--cli-time-limit", type=float, default=10.0,

@@ -131,3 +131,29 @@ def check_choice(value, choices, name: str):
     if not isinstance(value, str) or value not in choices:
         raise InputError(f"{name} must be one of {sorted(choices)}, got {describe(value)}")
     return value
+
+
+def as_mask(mask, shape: tuple[int, ...], name: str = "mask") -> np.ndarray:
+    """A boolean array of ``shape`` (True = observed). Booleans pass as they are; integer or
+    floating arrays holding only 0 and 1 (``(np.random.rand(...) < .3).astype(float)``) are
+    read as booleans. The shape is checked before the values, so a mask of the wrong shape is
+    reported as such whatever its dtype."""
+    m = np.asarray(mask)
+    if m.dtype == object or m.dtype.kind not in "biuf":
+        raise InputError(f"{name} must be a boolean array (or hold only 0 and 1), got dtype "
+                         f"{m.dtype}")
+    if m.shape != tuple(shape):
+        raise InputError(f"{name} has shape {m.shape} but tensor has shape {tuple(shape)}")
+    if m.dtype.kind == "b":
+        return m
+    bad = (m != 0) & (m != 1)  # NaN compares unequal to both: bad
+    if bad.any():
+        values = np.unique(m[bad])  # NaNs sort last and may repeat: shown once
+        if m.dtype.kind == "f" and np.isnan(values).any():
+            values = np.concatenate([values[~np.isnan(values)], [np.nan]])
+        shown = ", ".join(repr(v.item()) for v in values[:5])
+        more = f" and {values.size - 5} more" if values.size > 5 else ""
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{name} must be boolean or hold only 0 and 1, got {shown}{more} "
+                         f"({int(bad.sum())} entries, the first at {name}{first})")
+    return m != 0

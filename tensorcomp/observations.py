@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 
 from . import _aggregate_kernels as AK
-from ._validation import (InputError, as_shape, checked_index_array, checked_value_array,
-                          describe)
+from ._validation import (InputError, as_mask, as_shape, checked_index_array,
+                          checked_value_array, describe)
 
 __all__ = ["Observations"]
 
@@ -148,7 +148,8 @@ class Observations:
     # -----------------------------------------------------------------------------------------
     @classmethod
     def from_dense(cls, tensor, mask=None) -> "Observations":
-        """Observed entries of a dense array: where ``mask`` is True, or (mask None) not NaN."""
+        """Observed entries of a dense array: where ``mask`` is True, or (mask None) not NaN.
+        ``mask``: booleans of the tensor's shape, or numbers that are all 0 or 1."""
         arr = np.asarray(tensor)
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise InputError(f"tensor must be a real numeric array, got dtype {arr.dtype}")
@@ -157,12 +158,7 @@ class Observations:
         if mask is None:
             observed = ~np.isnan(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, bool)
         else:
-            m = np.asarray(mask)
-            if m.dtype != bool:
-                raise InputError(f"mask must be a boolean array, got dtype {m.dtype}")
-            if m.shape != arr.shape:
-                raise InputError(f"mask has shape {m.shape} but tensor has shape {arr.shape}")
-            observed = m
+            observed = as_mask(mask, arr.shape)
         positions = np.flatnonzero(observed.ravel())
         if mask is None and positions.size == arr.size:
             warnings.warn(f"tensor ({arr.dtype}) has no NaN and no mask was given: every entry "

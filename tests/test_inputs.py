@@ -104,13 +104,61 @@ def test_solve_rejects_raw_arrays():
 
 
 @pytest.mark.parametrize("mask, match", [
-    (np.ones((2, 2), bool), r"mask has shape \(2, 2\)"),
-    (np.ones(SHAPE, int), "mask must be a boolean array"),
+    # a wrong shape is a shape error whatever the dtype, naming both shapes
+    (np.ones((2, 2), bool), r"mask has shape \(2, 2\) but tensor has shape \(2, 2, 3\)"),
+    (np.ones((2, 2), float), r"mask has shape \(2, 2\) but tensor has shape \(2, 2, 3\)"),
+    (np.ones((3, 2, 2), int), r"mask has shape \(3, 2, 2\) but tensor has shape \(2, 2, 3\)"),
     (np.zeros(SHAPE, bool), "mask selects no entries"),
+    (np.zeros(SHAPE, float), "mask selects no entries"),
+    (np.full(SHAPE, "yes"), "mask must be a boolean array"),
+    (np.ones(SHAPE, complex), "mask must be a boolean array"),
 ])
 def test_from_dense_rejects_mask(mask, match):
     with pytest.raises(InputError, match=match):
         Observations.from_dense(np.ones(SHAPE), mask)
+
+
+@pytest.mark.parametrize("dtype", [float, np.float32, int, np.uint8, np.int8])
+def test_from_dense_reads_a_numeric_0_1_mask_as_booleans(dtype):
+    rng = np.random.default_rng(4)
+    tensor = rng.random(SHAPE)
+    chosen = rng.random(SHAPE) < 0.5
+    chosen[0, 0, 0] = True
+    mask = chosen.astype(dtype)
+    before = mask.copy()
+    got = Observations.from_dense(tensor, mask)
+    want = Observations.from_dense(tensor, chosen)
+    assert np.array_equal(got.entries, want.entries) and np.array_equal(got.sums, want.sums)
+    assert got.entries.tolist() == np.argwhere(chosen).tolist()
+    assert np.array_equal(mask, before) and mask.dtype == np.dtype(dtype)  # not modified
+
+
+@pytest.mark.parametrize("bad, shown", [
+    (0.5, r"0\.5"), (2, r"2(\.0)?"), (-1, r"-1(\.0)?"), (np.nan, "nan")])
+def test_from_dense_names_the_values_a_numeric_mask_may_not_hold(bad, shown):
+    mask = np.ones(SHAPE, float if isinstance(bad, float) else int)
+    mask[1, 0, 2] = bad
+    mask[1, 1, 2] = bad
+    with pytest.raises(InputError, match=rf"mask must be boolean or hold only 0 and 1, got "
+                                         rf"{shown} \(2 entries, the first at mask\(1, 0, 2\)\)"):
+        Observations.from_dense(np.ones(SHAPE), mask)
+
+
+def test_mask_error_lists_a_few_bad_values():
+    mask = np.arange(np.prod(SHAPE), dtype=float).reshape(SHAPE) / 4
+    with pytest.raises(InputError, match=r"got 0\.25, 0\.5, 0\.75, 1\.25, 1\.5 and 5 more"):
+        Observations.from_dense(np.ones(SHAPE), mask)
+
+
+def test_complete_accepts_a_float_mask():
+    """The reported use: a float 0/1 mask made with ``astype(float)``."""
+    rng = np.random.default_rng(0)
+    tensor = rng.random(SHAPE)
+    mask = (rng.random(SHAPE) < 0.6).astype(float)
+    mask[0, 0, 0] = 1.0
+    out = complete(tensor, mask, lam=1.0, oracle="exhaustive", refine=False)
+    observed = mask == 1
+    assert out.shape == SHAPE and np.array_equal(out[observed], tensor[observed])
 
 
 def test_from_dense_rejects_observed_inf():
