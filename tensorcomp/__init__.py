@@ -12,13 +12,15 @@ if _os.path.isfile(_os.path.join(_root, "oracles", "__init__.py")) and \
     __path__.append(_root)
 
 from ._validation import InputError  # noqa: E402
-from .completion import choose_lam, complete  # noqa: E402
+from .completion import complete  # noqa: E402
 from .fitting import fit  # noqa: E402
 from .observations import Observations  # noqa: E402
-from .result import CompletionResult  # noqa: E402
+from .result import Certificate, CompletionResult  # noqa: E402
+from .selection import choose_lam  # noqa: E402
 from .solver import solve  # noqa: E402
 from .tns import read_tns, write_tns  # noqa: E402
 
 __all__ = ["Observations", "solve", "complete", "fit", "choose_lam", "CompletionResult",
+           "Certificate",
            "InputError", "read_tns", "write_tns"]
 __version__ = "0.1.0"

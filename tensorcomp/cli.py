@@ -54,7 +54,20 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _solver_args(p: argparse.ArgumentParser) -> None:
+def _time_limit(text: str):
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--time-limit must be a positive number of seconds, "
+                                         f"'auto' or 'none', got {text!r}")
+    return value
+
+
+def _solver_args(p: argparse.ArgumentParser, *, pipeline: bool = True) -> None:
     from .oracle_factory import ORACLE_NAMES
     p.add_argument("--method", choices=["bpcg", "bcg"], default="bpcg",
                    help="conditional-gradient variant: blended pairwise (bpcg) or blended (bcg)")
@@ -65,11 +78,23 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
                         "altmin = heuristic only (no proofs); exhaustive = enumerate every "
                         "atom (tiny tensors only)")
     p.add_argument("--tol", type=float, default=None,
-                   help="absolute tolerance on the proven gap (default: 1e-4 * mean(y^2))")
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="seconds for the whole command (complete, demo: lambda search and "
-                        "final fit; synthetic: one solve; default: no limit, which keeps the "
-                        "result reproducible); the best state so far is returned")
+                   help="absolute tolerance on the proven gap (default: the API's)")
+    if pipeline:
+        p.add_argument("--time-limit", type=_time_limit, default="auto",
+                       help="seconds for the whole command, 'auto' (default, as the API: 6 s + "
+                            "54 s per million tensor entries, at most 60 s) or 'none'; when it "
+                            "runs out the best model so far is returned")
+        p.add_argument("--no-refine", dest="refine", action="store_false",
+                       help="return the certified convex fit, never the (uncertified) "
+                            "nonnegative CP refinement")
+        p.add_argument("--max-rank", type=int, default=None,
+                       help="largest rank of the CP refinement (default: the API's)")
+        p.add_argument("--require-certified", action="store_true",
+                       help="exit with status 3 unless the returned model is certified "
+                            "(status optimal; implies nothing about --no-refine)")
+    else:
+        p.add_argument("--time-limit", type=_time_limit, default=None,
+                       help="seconds for the solve, 'auto' is not accepted here; default: none")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed (heuristic restarts, validation split)")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -78,28 +103,61 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def _options(a) -> dict:
-    return dict(method=a.method, oracle=a.oracle, tol=a.tol, time_limit=a.time_limit,
-                seed=a.seed, verbose=a.verbose >= 2)
+    """The options of fit()/complete() (same defaults as the API where not given)."""
+    opts = dict(method=a.method, oracle=a.oracle, time_limit=a.time_limit, seed=a.seed,
+                verbose=a.verbose >= 2, refine=a.refine)
+    if a.tol is not None:
+        opts["tol"] = a.tol
+    if a.max_rank is not None:
+        opts["max_rank"] = a.max_rank
+    return opts
 
 
 def _print_result(res, extra: dict) -> None:
     s = res.stats
     rows = dict(extra)
-    rows.update({
-        "status": res.status,
-        "objective (mean sq. error on observed)": f"{res.objective:.6g}",
-        "lower bound (proven)": f"{res.lower_bound:.6g}",
-        "gap": f"{res.gap:.3g} (tol {res.tol:.3g}; "
-               f"{'proven <= tol' if res.certified else 'NOT proven <= tol'})",
-        "lambda": f"{res.lam:.6g}",
-        "active atoms": res.n_atoms,
-        "iterations / oracle calls / IP calls": f"{s['iterations']} / {s['oracle_calls']} / "
-                                                f"{s['ip_calls']}",
-        "solve time": f"{s['time_s']:.2f} s",
-    })
+    if res.model == "cp":
+        rows["model"] = (f"nonnegative CP refinement of rank {res.n_atoms} (validated better "
+                         f"than the convex fit; NOT certified)")
+    else:
+        rows["model"] = f"convex fit, lambda {res.lam:.6g}"
+        rows["active atoms"] = res.n_atoms
+    rows["status"] = res.status
+    rows["objective (mean sq. error on observed)"] = f"{res.objective:.6g}"
+    if res.model == "atoms":
+        rows["lower bound (proven)"] = f"{res.lower_bound:.6g}"
+        rows["gap"] = (f"{res.gap:.3g} (tol {res.tol:.3g}; "
+                       f"{'proven <= tol' if res.certified else 'NOT proven <= tol'})")
+    cert = res.certificate
+    if cert is not None and (res.model != "atoms" or cert.samples != "all observed"):
+        rows["certificate (convex problem only)"] = (
+            f"lambda {cert.lam:.6g}, {cert.samples} samples: objective {cert.objective:.6g}, "
+            f"proven lower bound {cert.lower_bound:.6g}, status {cert.status}")
+    if "iterations" in s:
+        rows["iterations / oracle calls / IP calls"] = (f"{s['iterations']} / "
+                                                        f"{s['oracle_calls']} / {s['ip_calls']}")
+    call = s.get("call")
+    if call:
+        cut = call.get("cut_by_time_limit")
+        rows["call"] = (f"{call['status']} in {call['time_s']:.2f} s"
+                        + (f" (cut by the time limit: {', '.join(cut)})" if cut else ""))
+    elif "time_s" in s:
+        rows["solve time"] = f"{s['time_s']:.2f} s"
+    if res.message:
+        rows["note"] = res.message
     width = max(len(k) for k in rows)
     for k, v in rows.items():
         print(f"  {k:<{width}}  {v}")
+
+
+def _exit_code(res, a) -> int:
+    """130 after Ctrl-C (as a shell reports SIGINT), 3 with --require-certified when the
+    returned model is not certified, else 0."""
+    if res.status == "interrupted":
+        return 130
+    if getattr(a, "require_certified", False) and not res.certified:
+        return 3
+    return 0
 
 
 # ---- file checks before any work ------------------------------------------------------------
@@ -233,16 +291,14 @@ def cmd_demo(a) -> int:
     missing = ~mask
     err = completed[missing] - truth[missing]
     nmse = float(err @ err / (truth[missing] @ truth[missing]))
-    # complete()'s own clock (search, refinement, final fit); the rest of the wall time is the
-    # first call's kernel loading (on a fresh install: compiling, ~15-20 s) and the input's
-    # conversion, shown apart so the first line is what a call costs
-    clocked = float(res.stats.get("complete_time_s", total))
-    rows = {"held-out NMSE (missing entries)": f"{nmse:.4g}",
-            "total time incl. lambda search": f"{clocked:.2f} s"}
-    if total - clocked >= 0.05:
-        rows["kernel loading, input conversion"] = f"{total - clocked:.2f} s"
+    call = res.stats["call"]
+    # the pipeline's own clock; the rest of the wall time is the first call's kernel loading
+    # (on a fresh install: compiling) and the input's conversion, shown apart
+    rows = {"held-out NMSE (missing entries)": f"{nmse:.4g}"}
+    if total - call["time_s"] >= 0.05:
+        rows["kernel loading, input conversion"] = f"{total - call['time_s']:.2f} s"
     _print_result(res, rows)
-    return 0
+    return _exit_code(res, a)
 
 
 def cmd_complete(a) -> int:
@@ -266,7 +322,7 @@ def cmd_complete(a) -> int:
         _write_output(a.out, res, obs, tensor, mask)
         extra["output"] = str(a.out)
     _print_result(res, extra)
-    return 0
+    return _exit_code(res, a)
 
 
 def cmd_predict(a) -> int:
@@ -307,9 +363,10 @@ def cmd_synthetic(a) -> int:
     truth, obs = published_instance(a.shape, a.n, a.seed)
     print(f"published instance shape {a.shape}, n={a.n}, seed={a.seed}: {obs.n_entries:,} "
           f"distinct observed entries")
-    res = solve(obs, lam=a.lam, **_options(a))
+    res = solve(obs, lam=a.lam, method=a.method, oracle=a.oracle, tol=a.tol,
+                time_limit=a.time_limit, seed=a.seed, verbose=a.verbose >= 2)
     _print_result(res, {"NMSE (all entries)": f"{nmse_cp(res, truth):.4g}"})
-    return 0
+    return _exit_code(res, a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=_shape, default=(10, 10, 10), help="tensor shape")
     p.add_argument("--n", type=int, default=500, help="number of samples (with replacement)")
     p.add_argument("--lam", type=float, default=1.0, help="gauge-norm bound lambda")
-    _solver_args(p)
+    _solver_args(p, pipeline=False)
     p.set_defaults(func=cmd_synthetic)
     return parser
 
@@ -390,8 +447,8 @@ def main(argv=None) -> int:
         except (InputError, OSError, ImportError) as exc:
             print(f"tensorcomp: error: {exc}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:  # outside a solve (which returns its best point itself)
-            print("tensorcomp: interrupted", file=sys.stderr)
+        except KeyboardInterrupt:  # before any model existed (a model is returned otherwise)
+            print("tensorcomp: interrupted before any model was fitted", file=sys.stderr)
             return 130
 
 

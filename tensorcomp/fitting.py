@@ -1,52 +1,443 @@
-"""``fit``: complete from Observations (sparse in, model out), lambda by validation or given.
+"""``fit``: the one pipeline behind ``fit``, ``complete`` and the command line.
 
-``complete`` takes and returns dense arrays; ``fit`` is its sparse-friendly core for samples
-that come from a ``.tns`` file, a table or a sparse array: it never builds the dense tensor and
-carries the observations' labels into the result.
+Stages, all inside one deadline:
+
+1. lambda search (``selection.LamSearch``) on the training part of a split of the observed
+   entries, validated on the held-out part (when ``lam="auto"`` or the refinement needs it);
+2. refinement rank search (``selection.rank_search``): nonnegative CP models started from the
+   chosen convex fit, kept only if one validates better than the convex fit;
+3. refit of the kept rank on all observed entries;
+4. the final convex fit on all observed entries at the chosen lambda: the certificate.
+
+The result describes the model returned: the refined CP model when one was kept (``model="cp"``,
+never certified, the convex certificate in ``result.certificate``), else the final convex fit.
+A stage cut by the deadline or by Ctrl-C leaves the best model so far, and the status says so.
 """
 from __future__ import annotations
 
-from ._validation import InputError
-from .completion import DEFAULT_MAX_RANK, _check_options, _checked_lam, _run
+import inspect
+import math
+import time
+import warnings
+
+import numpy as np
+
+from tensorcomp.oracles.deadline import Deadline
+
+from ._validation import InputError, as_optional_positive_float, as_positive_float, describe
 from .observations import Observations
+from .progress import Progress, logger
+from .refine import refine_cp
+from .result import Certificate, CompletionResult
+from .selection import LamSearch, Split, Stop, rank_search, search_options
+from .solver import solve, within_variance_bound
 
-__all__ = ["fit"]
+__all__ = ["fit", "auto_time_limit", "warm_up", "DEFAULT_MAX_RANK"]
 
-def fit(observations: Observations, *, lam="auto", time_limit="auto",
-        validation_fraction: float = 0.2, lam_grid=None, validation_oracle="altmin",
-        seed: int = 0, progress: bool | None = None, verbose: bool = False, **solve_options):
-    """Fit the completion model to observed samples.
+#: time_limit="auto": AUTO_BASE_S + AUTO_PER_MILLION_S per 1e6 tensor entries, at most
+#: AUTO_MAX_S. The base pays for a complete search on small tensors.
+AUTO_BASE_S = 6.0
+AUTO_PER_MILLION_S = 54.0
+AUTO_MAX_S = 60.0
+#: shares of the budget. The search ends by SEARCH_SHARE of the whole budget; the rank search
+#: by REFINE_SEARCH_SHARE of what the search left; the refit of the kept rank on all entries
+#: may use REFIT_SHARE of what is then left, the final convex fit everything after it (but see
+#: FINAL_FIT_REFINED_SHARE). A stage that ends early leaves its time to the next.
+SEARCH_SHARE = 0.35
+REFINE_SEARCH_SHARE = 0.7
+REFIT_SHARE = 0.8
+#: when the refined model is returned, the final convex fit (warm-started at the chosen lambda;
+#: it carries the certificate only) gets at most this share of the whole budget: on noisy data
+#: it cannot prove its tolerance and would otherwise run out whatever budget was left
+FINAL_FIT_REFINED_SHARE = 0.2
+#: the largest rank the refinement tries by default
+DEFAULT_MAX_RANK = 20
+#: solve()'s own arguments that the pipeline sets itself
+_PIPELINE_OWNED = ("time_limit", "warm_start")
+
+
+def auto_time_limit(n_entries: int) -> float:
+    """The default budget of ``fit``/``complete`` for a tensor of ``n_entries`` entries, s."""
+    return min(AUTO_BASE_S + AUTO_PER_MILLION_S * n_entries / 1e6, AUTO_MAX_S)
+
+
+def check_options(*, lam, time_limit, refine, max_rank, validation_fraction, lam_grid,
+                  progress, verbose, seed, solve_options, entry: str):
+    """Validate every pipeline argument before any work; returns (lam, time_limit, lam_grid)."""
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise InputError(f"lam must be a positive number or 'auto', got {describe(lam)}")
+    else:
+        lam = as_positive_float(lam, "lam")
+    if not (isinstance(time_limit, str) and time_limit == "auto"):
+        time_limit = as_optional_positive_float(time_limit, "time_limit")
+    if not isinstance(refine, bool):
+        raise InputError(f"refine must be True or False, got {describe(refine)}")
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise InputError(f"max_rank must be a positive integer, got {describe(max_rank)}")
+    vf = validation_fraction
+    if isinstance(vf, bool) or not isinstance(vf, (float, int)) or not 0.0 < vf < 1.0:
+        raise InputError(f"validation_fraction must be a number in (0, 1), got {describe(vf)}")
+    if lam_grid is not None:
+        if isinstance(lam_grid, (str, bytes)) or not np.iterable(lam_grid):
+            raise InputError(f"lam_grid must be a sequence of positive numbers, got "
+                             f"{describe(lam_grid)}")
+        lam_grid = [as_positive_float(v, "lam_grid entry") for v in lam_grid]
+        if not lam_grid:
+            raise InputError("lam_grid must not be empty")
+    if progress is not None and not isinstance(progress, bool):
+        raise InputError(f"progress must be True, False or None, got {describe(progress)}")
+    if not isinstance(verbose, bool):
+        raise InputError(f"verbose must be True or False, got {describe(verbose)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {describe(seed)}")
+    known = set(inspect.signature(solve).parameters) - {"observations"}
+    for name in solve_options:
+        if name in _PIPELINE_OWNED:
+            raise InputError(f"{name} is set by {entry}() itself; it cannot be passed through")
+        if name not in known:
+            raise InputError(f"{entry}() got an unknown option {name!r}; options passed "
+                             f"through to solve(): {', '.join(sorted(known - set(_PIPELINE_OWNED)))}")
+    return lam, time_limit, lam_grid
+
+
+def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bool = True,
+        max_rank: int = DEFAULT_MAX_RANK, validation_fraction: float = 0.2, lam_grid=None,
+        validation_oracle="altmin", seed: int = 0, progress: bool | None = None,
+        verbose: bool = False, **solve_options) -> CompletionResult:
+    """Fit the completion model to observed samples; returns the model and what is proven.
 
     Parameters
     ----------
     observations : Observations
-        From any constructor (``from_tns``, ``from_frame``, ``from_xarray``, ...).
+        From any constructor (``Observations(indices, values, shape)``, ``from_dense``,
+        ``from_tns``, ``from_frame``, ``from_xarray``, ...).
     lam : float or "auto"
-        The gauge-norm bound; "auto" chooses it by validation (as in ``complete``) and then fits
-        all observations with the ``oracle`` option.
+        The gauge-norm bound; "auto" (default) chooses it by validation on held-out observed
+        entries (``choose_lam``).
     time_limit : float, None or "auto"
-        Seconds for the whole call (lambda search and final fit), as in ``complete``: "auto"
-        (default) is 6 s + 54 s per million tensor entries, at most 60 s; None: no limit.
-    validation_fraction, lam_grid, validation_oracle, seed, progress, verbose
-        As in ``complete``.
+        Seconds for the whole call; "auto" (default) is ``auto_time_limit(n_entries)`` = 6 s +
+        54 s per million tensor entries, at most 60 s; None: no limit. When it runs out the
+        call returns its best model so far, with status "time_limit".
+    refine : bool
+        Also fit nonnegative CP models (ranks ``selection.rank_schedule(max_rank)``) from the
+        convex solution and return the best one instead of the convex fit when it validates
+        better on the held-out entries (default True). A refined model is never certified.
+    max_rank, validation_fraction, lam_grid, validation_oracle, seed
+        Largest refinement rank; share of distinct observed entries held out for validation;
+        the lambdas to try instead of the automatic path; the oracle of the validation fits
+        (default: the heuristic, "altmin"); the seed of the split and of the heuristics.
+    progress : bool or None
+        A tqdm bar for runs longer than a few seconds (None: when stderr is a terminal).
+    verbose : bool
+        Log each fit through ``logging`` (logger "tensorcomp").
     **solve_options
-        Passed to the final ``solve`` (``tol``, ``oracle``, ``method``, ...).
+        Passed to the final convex ``solve`` (``tol``, ``rel_tol``, ``oracle``, ``method``, ...);
+        unknown names are refused before any work.
 
     Returns
     -------
     CompletionResult
-        The convex fit (``complete``'s core without its optional CP refinement), with
-        ``stats["lam_path"]``, ``stats["complete_status"]`` and the observations'
-        ``labels``/``dims``/``value_name``. Ctrl-C ends the whole call with its best state.
+        The returned model (``result.model``: "cp" for the refinement, "atoms" for the convex
+        fit), its status and proof, ``result.certificate`` (the convex problem's), and in
+        ``stats``: "lam_path", "lam_search", "refinement", "call" (entry, status "finished" /
+        "time_limit" / "interrupted", time_s, cut_by_time_limit, warmup_time_s). Ctrl-C ends
+        the call with its best model so far and status "interrupted".
     """
+    lam, time_limit, lam_grid = check_options(
+        lam=lam, time_limit=time_limit, refine=refine, max_rank=max_rank,
+        validation_fraction=validation_fraction, lam_grid=lam_grid, progress=progress,
+        verbose=verbose, seed=seed, solve_options=solve_options, entry="fit")
     if not isinstance(observations, Observations):
         raise InputError(f"observations must be a tensorcomp.Observations, got "
                          f"{type(observations).__name__}")
-    time_limit = _check_options(time_limit, False, DEFAULT_MAX_RANK, validation_fraction,
-                                progress, verbose)
-    lam = _checked_lam(lam, solve_options, "fit()")
-    result, _ = _run(observations, lam, time_limit, progress, verbose, False, DEFAULT_MAX_RANK,
-                     validation_fraction, lam_grid, validation_oracle, seed, solve_options)
-    result.labels, result.dims = observations.labels, observations.dims
-    result.value_name = observations.value_name
-    return result
+    return run_pipeline(observations, lam=lam, time_limit=time_limit, refine=refine,
+                        max_rank=max_rank, validation_fraction=validation_fraction,
+                        lam_grid=lam_grid, validation_oracle=validation_oracle, seed=seed,
+                        progress=progress, verbose=verbose, solve_options=solve_options,
+                        entry="fit")
+
+
+def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, validation_fraction,
+                 lam_grid, validation_oracle, seed, progress, verbose, solve_options,
+                 entry: str) -> CompletionResult:
+    """The pipeline on validated arguments (``fit`` and ``complete`` call it)."""
+    if time_limit == "auto":
+        time_limit = auto_time_limit(int(np.prod(np.asarray(obs.shape, dtype=np.float64))))
+    warmup_s = warm_up()
+    warn_uninformed(obs)
+    bar = Progress(progress, verbose, time_limit)
+    try:
+        call = _Call(obs, Deadline(time_limit), bar, seed=seed, refine=refine,
+                     max_rank=max_rank, validation_fraction=validation_fraction,
+                     lam_grid=lam_grid, validation_oracle=validation_oracle,
+                     solve_options=solve_options, entry=entry)
+        result = call.run(lam)
+        result.stats["call"]["warmup_time_s"] = warmup_s
+        result.labels, result.dims = obs.labels, obs.dims
+        result.value_name = obs.value_name
+        return result
+    finally:
+        bar.close()
+
+
+def warn_uninformed(obs: Observations) -> None:
+    """Warn about entries the data say nothing about: those on a slice (an index of some mode)
+    with no observation at all. Every model here predicts 0 there (no atom sets a bit no
+    sample speaks for; the refinement's ridge keeps unobserved factor rows at 0)."""
+    covered = []
+    for k, r in enumerate(obs.shape):
+        c = np.zeros(r, dtype=bool)
+        c[obs.entries[:, k]] = True
+        covered.append(c)
+    total = math.prod(int(r) for r in obs.shape)
+    n = total - math.prod(int(c.sum()) for c in covered)
+    if n > 0:
+        where = []
+        for k, c in enumerate(covered):
+            missing = np.flatnonzero(~c)
+            if missing.size:
+                shown = ", ".join(str(int(i)) for i in missing[:5])
+                more = "" if missing.size <= 5 else f", ... ({missing.size} in all)"
+                where.append(f"mode {k} index {shown}{more}")
+        warnings.warn(f"{n:,} of {int(total):,} entries lie on slices with no observation "
+                      f"({'; '.join(where)}); nothing in the data speaks for them and they "
+                      f"are filled with 0.0", UserWarning, stacklevel=4)
+
+
+_WARM = False
+
+
+def warm_up() -> float:
+    """Load (or, on a fresh install, compile) the Numba kernels of the default pipeline on a
+    tiny noisy tensor, once per process; returns the seconds it took (0 after the first time).
+
+    ``fit``/``complete`` run it *before* their deadline starts, so that loading the kernels
+    does not cut the stages of a small call. Ctrl-C during it ends the call."""
+    global _WARM
+    if _WARM:
+        return 0.0
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    shape = (5, 4, 3)
+    factors = [rng.random((r, 2)) for r in shape]
+    truth = np.einsum("ir,jr,kr->ijk", *factors)
+    noisy = np.clip(truth + 0.05 * rng.standard_normal(shape), 0, None)
+    keep = rng.random(shape) < 0.7
+    obs = Observations(np.argwhere(keep), noisy[keep], shape)
+    call = _Call(obs, Deadline(None), Progress(False, False, None, quiet=True), seed=0,
+                 refine=True, max_rank=3, validation_fraction=0.2, lam_grid=None,
+                 validation_oracle="altmin", solve_options={}, entry="warm_up")
+    result = call.run("auto")
+    if result.stats["call"]["status"] == "interrupted":
+        raise KeyboardInterrupt
+    _WARM = True
+    return time.perf_counter() - t
+
+
+def objective_of(model, obs: Observations) -> float:
+    """(1/n) sum_i (y_i - model[x_i])^2 over every sample of ``obs``."""
+    r = obs.means - model.predict(obs.entries)
+    return float((obs.within_ss + np.sum(obs.counts * (r * r))) / obs.n_samples)
+
+
+class _Call:
+    """One pipeline run: its stages share ``deadline`` and record what they did."""
+
+    def __init__(self, obs, deadline: Deadline, bar: Progress, *, seed, refine, max_rank,
+                 validation_fraction, lam_grid, validation_oracle, solve_options, entry):
+        self.obs, self.deadline, self.bar, self.seed = obs, deadline, bar, seed
+        self.refine, self.max_rank = refine, max_rank
+        self.validation_fraction, self.lam_grid = validation_fraction, lam_grid
+        self.validation_oracle, self.solve_options = validation_oracle, solve_options
+        self.entry = entry
+        self.search: LamSearch | None = None
+        self.model = None            # the refined CPModel, when one validated better
+        self.model_samples = None    # "training part" / "all observed"
+        self.final: CompletionResult | None = None
+        self.lam = None
+        self.status = "finished"
+        self.cut: list[str] = []
+        self.stats: dict = {"lam_path": [], "lam_search": None, "refinement": None}
+
+    # ------------------------------------------------------------------------------ stages
+    def run(self, lam) -> CompletionResult:
+        try:
+            self.lam = lam
+            data = self._split(lam)
+            if data is not None:
+                self._search(data, lam)
+                if self.refine and self.lam in self.search.fits:
+                    self._refine(data)
+            if self.lam == "auto" or self.lam is None:  # no search fit: the base, unvalidated
+                self.lam = float(np.max(np.abs(self.obs.means))) or 1.0
+            if self.model is not None:
+                self._refit()
+            self._final_fit()
+        except (KeyboardInterrupt, Stop):  # Stop propagates from a search only for Ctrl-C
+            self.status = "interrupted"
+        return self._result()
+
+    def _split(self, lam):
+        need = lam == "auto" or self.refine
+        if need and np.max(np.abs(self.obs.means)) == 0.0:
+            # every value is 0: the zero tensor fits at every lambda, nothing to select
+            self.refine = False
+            if lam == "auto":
+                self.lam = 1.0
+            return None
+        if not need:
+            return None
+        try:
+            return Split(self.obs, self.validation_fraction, self.seed)
+        except InputError as exc:
+            if lam == "auto":
+                raise
+            self.refine = False  # a given lambda: the split only served the refinement
+            self.stats["refinement"] = {"kept": False, "skipped": str(exc)}
+            return None
+
+    def _search(self, data: Split, lam) -> None:
+        t = self.deadline.elapsed()
+        options = search_options(self.solve_options, self.validation_oracle, data.train)
+        self.search = LamSearch(data, self.seed, options, self.deadline.sub(SEARCH_SHARE),
+                                self.bar)
+        try:
+            if lam == "auto":
+                self.lam = self.search.run(self.lam_grid)
+                if self.search.stopped == "time_limit":
+                    self.status = "time_limit"
+                    self.cut.append("lambda search")
+            else:  # a given lambda: one training fit, for the refinement to compare against
+                self.search.run([lam])
+        finally:
+            self.stats["lam_path"] = self.search.path
+            self.stats["lam_search"] = {
+                "time_s": self.deadline.elapsed() - t, "fits": len(self.search.path),
+                "base": float(np.max(np.abs(data.train.means))),
+                "chosen_lam": self.search.chosen() if lam == "auto" else lam,
+                "stopped": self.search.stopped,
+                "validation_se": [self.search.se[r[0]] for r in self.search.path],
+                "validation_entries": int(data.entries.shape[0])}
+
+    def _refine(self, data: Split) -> None:
+        t = self.deadline.elapsed()
+        convex_err = next(row[1] for row in self.search.path if row[0] == self.lam)
+        model, rank_path = rank_search(data, self.search.fits[self.lam], convex_err,
+                                       self.max_rank, self.deadline.sub(REFINE_SEARCH_SHARE),
+                                       self.bar, self.seed, convex_se=self.search.se[self.lam])
+        self.stats["refinement"] = {
+            "kept": model is not None, "rank_path": rank_path,
+            "convex_validation_mse": convex_err, "time_s": self.deadline.elapsed() - t,
+            "rank": None if model is None else model.rank,
+            "validation_mse": min([r[1] for r in rank_path], default=math.nan)}
+        if model is not None:
+            self.model, self.model_samples = model, "training part"
+
+    def _refit(self) -> None:
+        """The validated rank on all observed entries, from its training fit: the returned
+        model, so it runs before the final convex fit."""
+        refit = refine_cp(self.obs, self.model.factors, deadline=self.deadline.sub(REFIT_SHARE).at)
+        if refit.info["status"] == "time_limit":
+            self.status = "time_limit"
+            self.cut.append("refinement")
+        self.model, self.model_samples = refit, "all observed"
+        self.stats["refinement"]["final"] = refit.info
+        self.bar.step("refinement", f"rank {refit.rank} on all entries")
+
+    def _final_fit(self) -> None:
+        t = self.deadline.elapsed()
+        warm = self.search.fits.get(self.lam) if self.search is not None else None
+        cap = None
+        if self.model is not None and self.deadline.limited:
+            cap = FINAL_FIT_REFINED_SHARE * self.deadline.limit_s
+        limit = self.deadline.sub(1.0, cap_s=cap).seconds()
+        self.final = solve(self.obs, lam=self.lam, seed=self.seed, warm_start=warm,
+                           time_limit=limit, **self.solve_options)
+        self.stats["final_fit_time_s"] = self.deadline.elapsed() - t
+        self.bar.step("final fit", f"lam={self.lam:.4g} {self.final.status} "
+                                   f"({self.stats['final_fit_time_s']:.1f}s)")
+        if self.final.status == "interrupted":
+            raise KeyboardInterrupt
+        if self.final.status == "time_limit":
+            self.cut.append("final fit")
+            if self.model is None:
+                self.status = "time_limit"
+
+    # ------------------------------------------------------------------------------ result
+    def _convex(self):
+        """The convex fit the result stands on and the samples it was fitted to."""
+        if self.final is not None:
+            return self.final, "all observed"
+        if self.search is None or not self.search.fits:
+            return None, None
+        lam = self.lam if self.lam in self.search.fits else self.search.chosen()
+        self.lam = lam
+        return self.search.fits[lam], "training part"
+
+    def _result(self) -> CompletionResult:
+        convex, samples = self._convex()
+        if convex is None:  # interrupted or out of time before any fit finished
+            if self.status == "interrupted":
+                raise KeyboardInterrupt
+            self.status = "time_limit"
+            self._final_fit_unlimited_fallback()
+            convex, samples = self.final, "all observed"
+        cert = Certificate(lam=float(convex.lam), samples=samples,
+                           objective=float(convex.objective),
+                           lower_bound=float(convex.lower_bound), tol=float(convex.tol),
+                           status=convex.status)
+        notes = []
+        if self.status == "interrupted":
+            notes.append(f"interrupted by the user (KeyboardInterrupt) during {self.entry}()")
+        elif self.status == "time_limit":
+            notes.append(f"{self.entry}() ran out of its time_limit "
+                         f"(cut: {', '.join(self.cut) or 'lambda search'})")
+        if self.model is not None:
+            status = self.status if self.status != "finished" else "refined"
+            if self.model_samples != "all observed" and status == "refined":
+                status = "time_limit"
+            where = ("all observed samples" if self.model_samples == "all observed"
+                     else "the training part of the samples only")
+            notes.append(f"the model is a rank-{self.model.rank} nonnegative CP refinement "
+                         f"fitted to {where}; no bound covers it")
+            result = CompletionResult.from_cp(
+                shape=self.obs.shape, factors=self.model.factors, lam=float(convex.lam),
+                objective=objective_of(self.model, self.obs),
+                lower_bound=within_variance_bound(self.obs), certified=False, status=status,
+                tol=math.nan, method="cp_hals", history=list(convex.history),
+                certificate=cert, convex_fit=convex)
+        elif samples == "all observed":
+            result = convex
+            if self.status == "interrupted":
+                result.stats["solve_status"] = result.status
+                result.status, result.certified = "interrupted", False
+        else:  # a validation fit stands in: trained on the training part only
+            notes.append("the model is the best validation fit so far, fitted to the training "
+                         "part of the observations only")
+            result = CompletionResult.from_atom_bits(
+                shape=self.obs.shape, weights=convex.weights, thetas=convex.thetas,
+                lam=float(convex.lam), objective=objective_of(convex, self.obs),
+                lower_bound=within_variance_bound(self.obs), certified=False,
+                status=self.status, tol=math.nan, method=convex.method,
+                history=list(convex.history), certificate=cert)
+        result.stats.update(self.stats)
+        result.stats["call"] = {"entry": self.entry, "status": self.status,
+                                "time_s": self.deadline.elapsed(),
+                                "cut_by_time_limit": list(self.cut)}
+        if notes:
+            result.message = "; ".join(([result.message] if result.message else []) + notes)
+        if not self.bar.quiet:
+            logger.info("%s: %s in %.1fs, lam=%.4g, model %s, status %s", self.entry,
+                        self.status, self.deadline.elapsed(), result.lam, result.model,
+                        result.status)
+        return result
+
+    def _final_fit_unlimited_fallback(self) -> None:
+        """Nothing was fitted before the deadline: one short final fit, so the call returns a
+        model fitted to the data rather than nothing."""
+        self.lam = self.lam if isinstance(self.lam, float) else \
+            float(np.max(np.abs(self.obs.means))) or 1.0
+        self.final = solve(self.obs, lam=self.lam, seed=self.seed, time_limit=1e-3,
+                           **self.solve_options)
+        self.cut.append("final fit")

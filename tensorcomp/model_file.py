@@ -1,15 +1,17 @@
 """``CompletionResult`` on disk: one versioned ``.npz`` (no pickle), loadable across releases.
 
-Layout (format "tensorcomp.result", version 1): arrays ``weights`` (m,) float64,
-``thetas_packed`` (m, ceil(rho/8)) uint8 = the 0/1 atom bits packed 8 to a byte (``np.packbits``
-along each atom), ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s, objective,
-lower_bound; thinned: every oracle step, at most HISTORY_LOCAL_ROWS local steps),
+Layout (format "tensorcomp.result", version 2): arrays ``weights`` (m,) float64, the model's
+factors -- for ``model="atoms"`` ``thetas_packed`` (m, ceil(rho/8)) uint8, the 0/1 atom bits
+packed 8 to a byte (``np.packbits`` along each atom); for ``model="cp"`` ``factor_<k>``
+(r_k, m) float64, one per mode -- ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s,
+objective, lower_bound; thinned: every oracle step, at most HISTORY_LOCAL_ROWS local steps),
 ``history_step_codes`` (k,) uint8 (each row's step as an index into
-``meta["history_step_names"]``, e.g. "fw_oracle:altmin"; optional: absent from early files),
-``label_<k>`` (one per labelled mode) and ``meta``: a JSON string with lam, status, objective,
-lower_bound, certified, tol, method, message, stats, dims, value_name and the
-format/version/library version. Readers ignore keys they do not know (files from newer minor
-releases load); a newer *format version* is refused with a message naming the file.
+``meta["history_step_names"]``, e.g. "fw_oracle:altmin"), ``label_<k>`` (one per labelled mode)
+and ``meta``: a JSON string with model, lam, status, objective, lower_bound, certified, tol,
+method, message, certificate, stats, dims, value_name and the format/version/library
+version. Version 1 files (convex fits only, no certificate record) load as before. Readers
+ignore keys they do not know; a newer *format version* is refused with a message naming the
+file.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from ._validation import InputError
 __all__ = ["save_result", "load_result", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "tensorcomp.result"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _jsonable(obj):
@@ -94,7 +96,8 @@ def save_result(result, path) -> Path:
         path = path.with_name(path.name + ".npz")
     if not path.parent.is_dir():
         raise InputError(f"cannot save to {path}: directory {path.parent} does not exist")
-    thetas = result.atom_bits()
+    cp = result.model == "cp"
+    thetas = None if cp else result.atom_bits()
     history = thin_history(result.history)
     # each history row's step, as a small code into a list of names (a fixed-width string per
     # row would take ~90 bytes per iteration in memory while saving)
@@ -106,7 +109,9 @@ def save_result(result, path) -> Path:
         "lam": result.lam, "status": result.status, "objective": result.objective,
         "lower_bound": result.lower_bound, "certified": bool(result.certified),
         "tol": result.tol, "method": result.method, "message": result.message,
-        "rho": int(thetas.shape[1]), "stats": result.stats,
+        "rho": int(sum(result.shape)), "stats": result.stats, "model": result.model,
+        "certificate": None if result.certificate is None else
+        dict(result.certificate.__dict__),
         "dims": None if result.dims is None else [str(d) for d in result.dims],
         "value_name": result.value_name,
         "labelled_modes": [] if result.labels is None else
@@ -116,7 +121,6 @@ def save_result(result, path) -> Path:
     arrays = {
         "meta": np.array(json.dumps(_jsonable(meta))),
         "weights": np.asarray(result.weights, dtype=np.float64),
-        "thetas_packed": np.packbits(thetas.astype(bool), axis=1),
         "shape": np.asarray(result.shape, dtype=np.int64),
         "history": np.asarray([tuple(h[:3]) for h in history], dtype=np.float64)
         .reshape(-1, 3),
@@ -124,6 +128,11 @@ def save_result(result, path) -> Path:
         # before it
         "history_step_codes": codes.astype(np.uint8 if len(names) <= 256 else np.uint16),
     }
+    if cp:
+        for k, f in enumerate(result.factors):
+            arrays[f"factor_{k}"] = np.asarray(f, dtype=np.float64)
+    else:
+        arrays["thetas_packed"] = np.packbits(thetas.astype(bool), axis=1)
     for k in meta["labelled_modes"]:
         arrays[f"label_{k}"] = _label_array(result.labels[k])
     # write to a temporary name first: an interrupted save never leaves a truncated model
@@ -136,7 +145,7 @@ def save_result(result, path) -> Path:
 
 def load_result(path):
     """Read a file written by ``save_result`` (any release with format version <= ours)."""
-    from .result import CompletionResult
+    from .result import Certificate, CompletionResult
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -161,10 +170,20 @@ def load_result(path):
         shape = tuple(int(r) for r in data["shape"])
         weights = np.array(data["weights"], dtype=np.float64)
         rho = int(meta["rho"])
-        thetas = np.unpackbits(data["thetas_packed"], axis=1, count=rho).astype(bool)
-        if thetas.shape != (weights.size, sum(shape)):
-            raise InputError(f"{path} is inconsistent: atom bits {thetas.shape} for "
-                             f"{weights.size} weights and shape {shape}")
+        kind = meta.get("model", "atoms")
+        if kind == "cp":
+            thetas = None
+            factors = [np.array(data[f"factor_{k}"], dtype=np.float64)
+                       for k in range(len(shape))]
+            if any(f.shape != (r, weights.size) for f, r in zip(factors, shape)):
+                raise InputError(f"{path} is inconsistent: factors "
+                                 f"{[f.shape for f in factors]} for {weights.size} weights "
+                                 f"and shape {shape}")
+        else:
+            thetas = np.unpackbits(data["thetas_packed"], axis=1, count=rho).astype(bool)
+            if thetas.shape != (weights.size, sum(shape)):
+                raise InputError(f"{path} is inconsistent: atom bits {thetas.shape} for "
+                                 f"{weights.size} weights and shape {shape}")
         history = [tuple(float(v) for v in row) for row in data["history"]]
         step_names = meta.get("history_step_names")
         if (step_names is not None and "history_step_codes" in data.files
@@ -179,11 +198,16 @@ def load_result(path):
     stats = meta.get("stats") or {}
     if "lam_path" in stats:  # tuples in memory, lists in JSON
         stats["lam_path"] = [tuple(p) for p in stats["lam_path"]]
-    return CompletionResult.from_atom_bits(
-        shape=shape, lam=float(meta["lam"]), weights=weights, thetas=thetas,
+    cert = meta.get("certificate")
+    fields = dict(
+        shape=shape, lam=float(meta["lam"]), weights=weights,
         objective=float(meta["objective"]), lower_bound=float(meta["lower_bound"]),
         certified=bool(meta["certified"]), status=str(meta["status"]), tol=float(meta["tol"]),
         method=str(meta["method"]), stats=stats, history=history,
         message=str(meta.get("message", "")), labels=labels,
         dims=None if meta.get("dims") is None else tuple(meta["dims"]),
-        value_name=meta.get("value_name"))
+        value_name=meta.get("value_name"),
+        certificate=None if cert is None else Certificate(**cert))
+    if kind == "cp":
+        return CompletionResult(factors=factors, thetas=None, model="cp", **fields)
+    return CompletionResult.from_atom_bits(thetas=thetas, **fields)

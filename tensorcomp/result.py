@@ -1,4 +1,4 @@
-"""The record every solve returns."""
+"""The record every solve and every ``fit``/``complete`` call returns, and its certificate."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,43 +7,98 @@ import numpy as np
 
 from tensorcomp.oracles.base import atom_offsets
 
+from . import _cp_kernels as CK
 from . import _kernels as K
 from ._validation import InputError, as_index_array
 from .dense import fill_dense
 
-__all__ = ["CompletionResult", "STATUSES", "DEFAULT_MAX_DENSE_BYTES"]
+__all__ = ["CompletionResult", "Certificate", "STATUSES", "MODELS", "DEFAULT_MAX_DENSE_BYTES"]
 
-#: status -> meaning. ``optimal`` is the only status whose gap <= tol is proven; every status
-#: returns the best point found, and ``lower_bound`` is always a proof.
+#: status -> what it proves about the model the result describes. ``lower_bound`` is always a
+#: proof; every status returns the best point found.
 STATUSES = {
-    "optimal": "proven: objective - lower_bound <= tol",
+    "optimal": "proven: objective - lower_bound <= tol, for this model on all its samples",
+    "refined": "the model is the nonnegative CP refinement, returned because it validated "
+               "better than the convex fit; no optimality bound covers it (the convex fit's "
+               "is in ``certificate``)",
     "uncertified": "the papers' shortcut (gap_reset='published') estimated the gap <= tol by "
-                   "treating a heuristic's best atom as the minimum; not proven (the estimate is "
-                   "stats['estimated_lower_bound'])",
-    "iteration_limit": "max_iter reached; best point so far",
-    "time_limit": "time_limit reached; best point so far",
-    "interrupted": "Ctrl-C (or the oracle was interrupted); best point so far",
+                   "treating a heuristic's best atom as the minimum; not proven (the estimate "
+                   "is stats['estimated_lower_bound'])",
+    "iteration_limit": "max_iter reached; best point so far; gap not proven <= tol",
+    "time_limit": "time_limit reached; best point so far; gap not proven <= tol",
+    "interrupted": "Ctrl-C (or the oracle was interrupted); best point so far; never certified",
     "callback": "callback asked to stop; best point so far",
     "stalled": "no oracle found an improving atom at the tolerance's resolution, but the gap "
                "could not be proven (oracle budgets, a non-certifying oracle, or a tol below "
                "the floating-point resolution); see message",
 }
 
+#: model -> what ``weights`` and ``factors`` hold
+MODELS = {
+    "atoms": "the convex fit: lam-scaled 0/1 rank-1 atoms (factors are 0/1 uint8, weights sum "
+             "to at most lam)",
+    "cp": "a nonnegative CP model (factors float64 >= 0, weights 1): the refinement",
+}
+
 DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What was proven about the convex problem
+
+        minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam
+
+    over the samples named by ``samples``: "all observed" (the final fit) or "training part"
+    (a validation fit, when the call ended before its final fit). ``objective`` is the convex
+    fit's value, ``lower_bound`` a proven lower bound on that problem's optimum, ``status`` the
+    convex solve's own status. It covers the convex fit only, never a refined model.
+    """
+
+    lam: float
+    samples: str
+    objective: float
+    lower_bound: float
+    tol: float
+    status: str
+
+    @property
+    def gap(self) -> float:
+        return self.objective - self.lower_bound
+
+    @property
+    def certified(self) -> bool:
+        """The convex fit is proven within ``tol`` of the optimum of its problem."""
+        return self.status == "optimal" and self.gap <= self.tol
+
+    def __str__(self) -> str:
+        return (f"convex problem (lam={self.lam:.6g}, {self.samples} samples): "
+                f"objective {self.objective:.6g}, proven lower bound {self.lower_bound:.6g}, "
+                f"gap {self.gap:.3g} ({'proven <= ' if self.certified else 'NOT proven <= '}"
+                f"tol {self.tol:.3g}), status {self.status}")
 
 
 @dataclass
 class CompletionResult:
-    """psi_hat = sum_j weights[j] * outer(factors[0][:, j], ..., factors[p-1][:, j]).
+    """One fitted model and what is proven about it.
 
-    objective: (1/n) sum_i (y_i - psi_hat[x_i])^2 over the observed samples.
-    lower_bound: a proven lower bound on the optimal objective over {||psi||_+ <= lam} (within-entry
-        variance, exact oracle answers, IP dual bounds; shaded for rounding and SCIP's tolerances).
-    certified: True when the proven gap objective - lower_bound is <= tol (status "optimal").
-    tol: the tolerance that applied at the end: max(absolute tol, rel_tol * lower_bound)
-        (``solve``'s ``tol`` and ``rel_tol``, kept in ``stats["tol_absolute"]`` and
-        ``stats["rel_tol"]``).
-    gap: objective - lower_bound. status: see STATUSES.
+    psi_hat = sum_j weights[j] * outer(factors[0][:, j], ..., factors[p-1][:, j]); ``model``
+    says what the factors are (see MODELS): "atoms" (the convex fit) or "cp" (the refinement).
+    ``predict``, ``to_dense``, ``save``/``load``, ``to_tensorly`` and the plots all act on
+    this model: what ``complete()`` returns is ``to_dense()`` with observed entries kept.
+
+    objective: (1/n) sum_i (y_i - psi_hat[x_i])^2 over all the observed samples of the call.
+    lower_bound: a proven lower bound on the least objective of any model of this kind: for
+        "atoms", the optimum over {||psi||_+ <= lam} (within-entry variance, exact oracle
+        answers, IP dual bounds; shaded for rounding and SCIP's tolerances); for "cp", the
+        within-entry variance (no tensor fits two values at one entry), the only bound that
+        covers a model outside the norm ball.
+    gap: objective - lower_bound. certified: True only when this model's gap is proven <= tol
+        (status "optimal"). tol: the gap tolerance that applied (NaN for a refined model).
+    status: see STATUSES. certificate: the convex problem's record (``Certificate``): for a
+        convex fit, its own numbers; for a refined model, the convex fit's, which do not cover
+        this model. convex_fit: the convex CompletionResult behind a refined model (in memory
+        only; None when this result is the convex fit).
     """
 
     shape: tuple
@@ -65,6 +120,26 @@ class CompletionResult:
     #: mode names (xarray dims, table columns) and the value's name; None when unnamed
     dims: tuple | None = None
     value_name: str | None = None
+    #: "atoms" or "cp" (MODELS)
+    model: str = "atoms"
+    certificate: Certificate | None = None
+    convex_fit: "CompletionResult | None" = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.certificate is None and self.model == "atoms":
+            self.certificate = Certificate(
+                lam=float(self.lam), samples="all observed", objective=float(self.objective),
+                lower_bound=float(self.lower_bound), tol=float(self.tol), status=self.status)
+
+    @classmethod
+    def from_cp(cls, *, shape, factors, **fields) -> "CompletionResult":
+        """A result holding a nonnegative CP model (``model="cp"``, unit weights)."""
+        factors = [np.ascontiguousarray(f, dtype=np.float64) for f in factors]
+        rank = factors[0].shape[1] if factors else 0
+        return cls(shape=tuple(int(r) for r in shape), weights=np.ones(rank), factors=factors,
+                   thetas=None, model="cp", **fields)
 
     @classmethod
     def from_atom_bits(cls, *, shape, weights, thetas, **fields) -> "CompletionResult":
@@ -77,7 +152,10 @@ class CompletionResult:
                    thetas=thetas, **fields)
 
     def atom_bits(self) -> np.ndarray:
-        """(m, rho) bool: atom j's 0/1 vectors of all modes, concatenated."""
+        """(m, rho) bool: atom j's 0/1 vectors of all modes, concatenated (convex fits only)."""
+        if self.model != "atoms":
+            raise InputError("a refined CP model has no 0/1 atoms; its convex fit is "
+                             "result.convex_fit")
         if self.thetas is not None:
             return np.ascontiguousarray(self.thetas, dtype=bool)
         if not self.factors:
@@ -110,6 +188,10 @@ class CompletionResult:
         numpy.ndarray, shape (N,)
         """
         idx = as_index_array(indices, tuple(self.shape), name="indices")
+        if self.model == "cp":
+            stacked = np.vstack([np.asarray(f, dtype=np.float64) for f in self.factors])
+            stacked = np.ascontiguousarray(stacked * self.weights[None, :])
+            return CK.cp_values(stacked, self.offsets, idx)
         return K.predict_cp(self.atom_bits(), self.weights, self.offsets, idx)
 
     def to_dense(self, *, force: bool = False, max_bytes: int = DEFAULT_MAX_DENSE_BYTES):
@@ -259,34 +341,44 @@ class CompletionResult:
 
     def __repr__(self) -> str:
         dims = "" if self.dims is None else f", dims={tuple(self.dims)}"
-        return (f"CompletionResult(shape={tuple(self.shape)}{dims}, lam={self.lam:.6g}, "
-                f"status={self.status!r}, objective={self.objective:.6g}, "
+        return (f"CompletionResult(shape={tuple(self.shape)}{dims}, model={self.model!r}, "
+                f"n_atoms={self.n_atoms}, "
+                f"lam={self.lam:.6g}, status={self.status!r}, objective={self.objective:.6g}, "
                 f"lower_bound={self.lower_bound:.6g}, gap={self.gap:.3g}, tol={self.tol:.3g}, "
-                f"certified={self.certified}, n_atoms={self.n_atoms}, method={self.method!r})")
+                f"certified={self.certified}, method={self.method!r})")
 
     def summary(self) -> str:
+        """What the model is, what is proven about it, and how the call went."""
         s = self.stats
-        text = (f"status={self.status}  objective={self.objective:.6g}  "
-                f"lower_bound={self.lower_bound:.6g}  gap={self.gap:.3g} "
-                f"({'proven <= tol' if self.certified else 'NOT proven <= tol'}; "
-                f"tol={self.tol:.3g})  "
-                f"atoms={self.n_atoms}  iterations={s.get('iterations')}  "
-                f"time={s.get('time_s', float('nan')):.2f}s")
-        if "complete_time_s" in s:  # a complete() call: the whole call, not only this fit
+        if self.model == "cp":
+            head = (f"model: nonnegative CP of rank {self.n_atoms} (refinement), status "
+                    f"{self.status}; objective {self.objective:.6g} on all observed samples; "
+                    f"NOT covered by a certificate")
+        else:
+            head = (f"model: convex fit, {self.n_atoms} atoms, lambda {self.lam:.4g}; status "
+                    f"{self.status}; objective {self.objective:.6g}, proven lower bound "
+                    f"{self.lower_bound:.6g}, gap {self.gap:.3g} "
+                    f"({'proven <= tol' if self.certified else 'NOT proven <= tol'}; "
+                    f"tol={self.tol:.3g})")
+        lines = [head]
+        if self.certificate is not None and (self.model != "atoms"
+                                             or self.certificate.samples != "all observed"):
+            lines.append(f"certificate: {self.certificate}")
+        call = s.get("call")
+        if call:
             search = s.get("lam_search") or {}
+            line = (f"{call['entry']}(): {call['status']} in {call['time_s']:.2f}s "
+                    f"(lambda search {search.get('time_s', 0.0):.2f}s, "
+                    f"{search.get('fits', 0)} fits")
+            ref = s.get("refinement") or {}
+            if ref.get("rank_path"):
+                line += f"; refinement ranks {[r[0] for r in ref['rank_path']]}"
             final = s.get("final_fit_time_s")
-            text += (f"\ncomplete(): {s['complete_status']} in {s['complete_time_s']:.2f}s total "
-                     f"(lambda search {search.get('time_s', 0.0):.2f}s, "
-                     f"{search.get('fits', 0)} fits, lam={self.lam:.4g}; final fit "
-                     f"{'not run' if final is None else f'{final:.2f}s'})")
-            if s.get("cut_by_time_limit"):
-                text += f"; cut by the time limit: {', '.join(s['cut_by_time_limit'])}"
-            ref = s.get("refinement")
-            if s.get("returned") == "refined_cp":
-                text += (f"\nreturned: nonnegative CP refinement of rank {ref['rank']} "
-                         f"(validation MSE {ref['validation_mse']:.4g} vs convex "
-                         f"{ref['convex_validation_mse']:.4g}); NOT covered by the bound above, "
-                         f"which refers to the convex fit")
-            else:
-                text += "\nreturned: the convex fit above"
-        return text
+            line += f"; final fit {'not run' if final is None else f'{final:.2f}s'})"
+            if call.get("cut_by_time_limit"):
+                line += f"; cut by the time limit: {', '.join(call['cut_by_time_limit'])}"
+            lines.append(line)
+        elif "iterations" in s:
+            lines.append(f"iterations={s.get('iterations')}  "
+                         f"time={s.get('time_s', float('nan')):.2f}s")
+        return "\n".join(lines)

@@ -9,8 +9,8 @@ from tensorcomp.synthetic import published_instance
 def test_demo_prints_what_a_user_wants(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    for label in ("held-out NMSE", "objective", "lower bound", "gap", "active atoms",
-                  "solve time", "status"):
+    for label in ("held-out NMSE", "model", "objective", "lower bound", "gap", "active atoms",
+                  "call", "status"):
         assert label in out
     nmse = float(out.split("held-out NMSE (missing entries)")[1].split()[0])
     assert nmse < 0.05
@@ -208,3 +208,50 @@ def test_npz_input_with_tensor_and_mask(tmp_path, capsys):
     np.savez(tmp_path / "two.npz", a=dense, b=dense)
     assert main(["complete", str(tmp_path / "two.npz"), "--out", str(tmp_path / "o.npy")]) == 2
     assert "name the tensor 'tensor'" in capsys.readouterr().err
+
+
+def _small_input(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.random((6, 5, 4))
+    X[rng.random(X.shape) < 0.5] = np.nan
+    np.save(tmp_path / "x.npy", X)
+    return str(tmp_path / "x.npy")
+
+
+def test_ctrl_c_exits_130_with_the_best_model(tmp_path, capsys, monkeypatch):
+    """Regression: the command exited 0 after Ctrl-C ("status interrupted"), so scripts took
+    it for success."""
+    from tensorcomp import fitting
+    fitting.warm_up()
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fitting._Call, "_final_fit", interrupted)
+    code = main(["complete", _small_input(tmp_path), "--out", str(tmp_path / "y.npy")])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert "interrupted" in out and (tmp_path / "y.npy").exists()
+    assert out.count("interrupted by the user") == 1
+
+
+def test_require_certified_and_default_time_limit(tmp_path, capsys):
+    from tensorcomp.cli import build_parser
+    args = build_parser().parse_args(["complete", "x.npy", "--out", "y.npy"])
+    assert args.time_limit == "auto" and args.refine is True  # the API's defaults
+    x = _small_input(tmp_path)
+    assert main(["complete", x, "--out", str(tmp_path / "a.npy"), "--no-refine",
+                 "--require-certified", "--time-limit", "none"]) == 0
+    assert "status" in capsys.readouterr().out
+    rng = np.random.default_rng(0)
+    shape = (12, 11, 10)
+    F = [rng.random((r, 3)) for r in shape]
+    X = np.einsum("ir,jr,kr->ijk", *F) + 0.01 * rng.standard_normal(shape)
+    X[rng.random(shape) < 0.7] = np.nan
+    np.save(tmp_path / "lr.npy", X)
+    code = main(["complete", str(tmp_path / "lr.npy"), "--out", str(tmp_path / "b.npy"),
+                 "--require-certified", "--time-limit", "8"])
+    out = capsys.readouterr().out
+    if "nonnegative CP refinement" in out:  # the uncertified model was returned
+        assert code == 3
+    else:
+        assert code == (0 if "proven <= tol" in out else 3)

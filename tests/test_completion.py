@@ -1,16 +1,20 @@
-"""complete() on noisy data: time budget, Ctrl-C, lambda search, refinement; the CP kernels
-against NumPy twins and a brute-force dense model; the active set after swap-remove drops."""
+"""complete()/fit() on noisy data: one pipeline, the result describes the returned model, time
+budget, Ctrl-C, lambda search, refinement; the CP kernels against NumPy twins and a brute-force
+dense model; the active set after swap-remove drops."""
 import itertools
 import time
 
 import numpy as np
 import pytest
 
-from tensorcomp import InputError, Observations, complete
+from tensorcomp import CompletionResult, InputError, Observations, complete, fit
 from tensorcomp import _cp_kernels as CK
 from tensorcomp import _kernels as K
 from tensorcomp.active_set import ActiveSet
-from tensorcomp.completion import _split, auto_time_limit
+from tensorcomp import fitting
+from tensorcomp.fitting import auto_time_limit
+from tensorcomp.oracles.deadline import Deadline
+from tensorcomp.selection import Split
 from tensorcomp.refine import CPModel, refine_cp
 from tensorcomp.synthetic import published_instance
 
@@ -155,15 +159,118 @@ def test_complete_noisy_low_rank_beats_convex_and_labels_the_refinement():
     out, res = complete(X, return_result=True, time_limit=8)
     assert np.array_equal(X, X_before, equal_nan=True)
     s = res.stats
-    assert s["returned"] == "refined_cp" and s["refinement"]["kept"]
+    assert res.model == "cp" and res.status == "refined" and not res.certified
+    assert s["refinement"]["kept"] and res.n_atoms == s["refinement"]["rank"]
     assert s["refinement"]["validation_mse"] < s["refinement"]["convex_validation_mse"]
-    assert "NOT covered by the bound" in res.summary()
+    assert "NOT covered by a certificate" in res.summary()
     assert "lambda search" in res.summary()
     refined = heldout_nmse(out, truth, mask)
     convex_out, convex_res = complete(X, return_result=True, time_limit=5, refine=False)
-    assert convex_res.stats["returned"] == "convex"
+    assert convex_res.model == "atoms"
     assert refined < 0.5 * heldout_nmse(convex_out, truth, mask)
     assert refined < 2e-3
+
+
+def test_result_describes_the_returned_model(tmp_path):
+    """Regression: the result of complete() used to predict, save and certify the convex fit
+    while the tensor returned was the refined CP model (held-out 4.8e-2 against 3.05e-3)."""
+    truth, noisy, mask = smooth_low_rank()
+    X = np.where(mask, noisy, np.nan)
+    out, res = complete(X, return_result=True, time_limit=None)
+    assert res.model == "cp"
+    miss = np.argwhere(~mask)
+    pred = res.predict(miss)
+    scale = float(np.max(np.abs(out)))
+    assert np.max(np.abs(pred - out[~mask])) <= 1e-12 * scale
+    assert np.allclose(res.to_dense()[~mask], out[~mask], rtol=0, atol=1e-12 * scale)
+    # the objective is the returned model's, on all observed samples
+    obs = Observations.from_dense(X)
+    r = obs.means - res.predict(obs.entries)
+    assert res.objective == pytest.approx(float(np.sum(obs.counts * r * r) / obs.n_samples),
+                                          rel=1e-12)
+    # never certified; its bound covers every tensor; the certificate is the convex fit's
+    assert not res.certified and res.lower_bound <= res.objective
+    cert = res.certificate
+    assert cert.samples == "all observed" and cert.lam == res.lam
+    assert res.convex_fit is not None and res.convex_fit.model == "atoms"
+    assert cert.objective == res.convex_fit.objective
+    assert cert.lower_bound == res.convex_fit.lower_bound
+    # the convex fit is a different model: what the old result described
+    assert np.max(np.abs(res.convex_fit.predict(miss) - pred)) > 1e-6
+    # save/load keeps the returned model, bit for bit
+    back = CompletionResult.load(res.save(tmp_path / "m.npz"))
+    assert back.model == "cp" and back.status == res.status and not back.certified
+    assert np.array_equal(back.predict(miss), pred)
+    assert back.certificate == cert
+    tl = pytest.importorskip("tensorly")
+    assert np.allclose(tl.cp_to_tensor(res.to_tensorly()), res.to_dense(), rtol=1e-12)
+
+
+def test_fit_complete_and_cli_return_the_same_tensor(tmp_path):
+    """One pipeline, one answer: fit() on Observations and the command line give complete()'s
+    tensor (no time limit: nothing depends on the machine's speed)."""
+    from tensorcomp.cli import main
+    truth, noisy, mask = smooth_low_rank(shape=(10, 9, 8), frac=0.35, seed=4)
+    X = np.where(mask, noisy, np.nan)
+    out, res = complete(X, return_result=True, time_limit=None, progress=False)
+    via_fit = fit(Observations.from_dense(X), time_limit=None, progress=False)
+    dense = via_fit.to_dense()
+    dense[mask] = noisy[mask]
+    assert np.array_equal(dense, out)
+    assert via_fit.model == res.model and via_fit.lam == res.lam
+    assert via_fit.stats["call"]["entry"] == "fit"
+    np.save(tmp_path / "x.npy", X)
+    assert main([ "complete", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"),
+                  "--time-limit", "none"]) == 0
+    assert np.array_equal(np.load(tmp_path / "y.npy"), out)
+
+
+def test_entries_without_information_are_filled_with_a_warning():
+    rng = np.random.default_rng(0)
+    X = rng.random((6, 5, 4))
+    X[:, 2, :] = np.nan  # a whole slice unobserved
+    X[rng.random(X.shape) < 0.3] = np.nan
+    with pytest.warns(UserWarning, match=r"24 of 120 entries lie on slices with no "
+                                         r"observation \(mode 1 index 2\).*filled with 0.0"):
+        out = complete(X, time_limit=3, progress=False)
+    assert np.all(out[:, 2, :] == 0.0)
+    v = np.array([1.0, np.nan, 2.0, np.nan, 3.0])
+    with pytest.warns(UserWarning, match="2 of 5 entries"):
+        complete(v, time_limit=3, progress=False)
+
+
+def test_ctrl_c_during_warm_up_ends_the_call(monkeypatch):
+    """Regression: Ctrl-C during the first call's kernel warm-up was swallowed and the call
+    then ran in full."""
+    monkeypatch.setattr(fitting, "_WARM", False)
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fitting, "refine_cp", interrupted)
+    monkeypatch.setattr("tensorcomp.selection.refine_cp", interrupted)
+    truth, noisy, mask = smooth_low_rank(shape=(6, 5, 4))
+    with pytest.raises(KeyboardInterrupt):
+        complete(np.where(mask, noisy, np.nan), time_limit=5, progress=False)
+    assert fitting._WARM is False
+
+
+def test_interrupt_during_refinement_is_never_certified(monkeypatch):
+    """Regression: complete() interrupted during the refinement returned status 'interrupted'
+    with certified=True, the certificate of the search fit on the training part."""
+    fitting.warm_up()
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fitting, "refine_cp", interrupted)
+    monkeypatch.setattr("tensorcomp.selection.refine_cp", interrupted)
+    truth, noisy, mask = smooth_low_rank()
+    out, res = complete(np.where(mask, noisy, np.nan), return_result=True, time_limit=10,
+                        progress=False)
+    assert res.status == "interrupted" and not res.certified
+    assert res.stats["call"]["status"] == "interrupted"
+    assert res.certificate.samples == "training part"
+    assert res.model == "atoms" and np.isfinite(out).all()
+    obs = Observations.from_dense(np.where(mask, noisy, np.nan))
+    r = obs.means - res.predict(obs.entries)
+    assert res.objective == pytest.approx(float(np.sum(obs.counts * r * r) / obs.n_samples))
 
 
 def test_lambda_search_uses_training_entries_and_goes_below_max():
@@ -176,7 +283,7 @@ def test_lambda_search_uses_training_entries_and_goes_below_max():
     dense = np.full(shape, np.nan)
     dense[tuple(obs.entries.T)] = obs.means
     _, res = complete(dense, return_result=True, time_limit=8, refine=False)
-    train, *_ = _split(Observations.from_dense(dense), 0.2, 0)
+    train = Split(Observations.from_dense(dense), 0.2, 0).train
     search = res.stats["lam_search"]
     assert search["base"] == pytest.approx(float(np.max(train.means)))
     lams = [row[0] for row in res.stats["lam_path"]]
@@ -201,9 +308,9 @@ def test_time_limit_covers_the_whole_call():
     out, res = complete(X, return_result=True, time_limit=2.0)
     took = time.perf_counter() - t
     assert took < 2.0 + 1.5  # overshoot: one heuristic call / HALS sweep / dense output
-    assert res.stats["complete_time_s"] <= took
+    assert res.stats["call"]["time_s"] <= took
     assert np.isfinite(out).all()
-    assert res.stats["complete_status"] in ("finished", "time_limit")
+    assert res.stats["call"]["status"] in ("finished", "time_limit")
     assert auto_time_limit(30**3) < 10 and auto_time_limit(10**6) == pytest.approx(60.0)
 
 
@@ -220,8 +327,8 @@ def test_ctrl_c_ends_the_whole_call_with_its_best_state():
     t = time.perf_counter()
     out, res = complete(X, return_result=True, time_limit=60, callback=interrupt_in_second_fit)
     assert time.perf_counter() - t < 30
-    assert res.stats["complete_status"] == "interrupted"
-    assert res.status == "interrupted"
+    assert res.stats["call"]["status"] == "interrupted"
+    assert res.status == "interrupted" and not res.certified
     assert "interrupted by the user" in res.message
     assert len(res.stats["lam_path"]) == 2  # the search stopped: no third fit, no final fit
     assert "final_fit_time_s" not in res.stats
@@ -235,7 +342,9 @@ def test_ctrl_c_ends_the_whole_call_with_its_best_state():
     (dict(max_rank=0), "max_rank must be a positive integer"),
     (dict(validation_fraction=1.5), "validation_fraction must be a number in (0, 1)"),
     (dict(progress="yes"), "progress must be True, False or None"),
-    (dict(warm_start=None), "complete()'s own arguments"),
+    (dict(warm_start=None), "warm_start is set by complete"),
+    (dict(refine_cp=True), "unknown option 'refine_cp'"),
+    (dict(lam_grid=[1.0, -2.0]), "lam_grid entry"),
 ])
 def test_complete_rejects_bad_options_before_work(kwargs, needle):
     with pytest.raises(InputError, match=needle.replace("(", r"\(").replace(")", r"\)")):
@@ -262,23 +371,23 @@ def test_demo_tensor_with_defaults_finishes_certified():
     data = np.load(Path(tensorcomp.__file__).parent / "data" / "default.npz")
     truth, mask = data["truth"], data["mask"]
     out, res = complete(np.where(mask, truth, np.nan), return_result=True, progress=False)
-    assert res.stats["complete_status"] == "finished", res.stats["cut_by_time_limit"]
-    assert res.status == "optimal" and res.certified
+    assert res.stats["call"]["status"] == "finished", res.stats["call"]["cut_by_time_limit"]
+    assert res.status == "optimal" and res.certified and res.model == "atoms"
     assert heldout_nmse(out, truth, mask) < 1e-8
-    assert res.stats["complete_time_s"] < auto_time_limit(truth.size)
+    assert res.stats["call"]["time_s"] < auto_time_limit(truth.size)
 
 
 def test_warm_up_runs_once_outside_the_budget():
-    from tensorcomp.completion import warm_up
+    from tensorcomp.fitting import warm_up
     warm_up()
     assert warm_up() == 0.0  # once per process
     truth, noisy, mask = smooth_low_rank(shape=(6, 5, 4))
     _, res = complete(np.where(mask, noisy, np.nan), return_result=True, time_limit=2)
-    assert res.stats["warmup_time_s"] == 0.0
+    assert res.stats["call"]["warmup_time_s"] == 0.0
 
 
 def test_rank_schedule_and_subsample():
-    from tensorcomp.completion import _subsample, rank_schedule
+    from tensorcomp.selection import _subsample, rank_schedule
     assert rank_schedule(10) == [1, 2, 3, 4, 5, 6, 8, 10]
     assert rank_schedule(7) == [1, 2, 3, 4, 5, 6, 7]
     assert rank_schedule(1) == [1]
@@ -314,14 +423,15 @@ def test_extrapolated_hals_reaches_the_same_fit_in_fewer_sweeps():
 
 def test_rank_search_tries_the_best_ranks_neighbours():
     from tensorcomp import solve
-    from tensorcomp.completion import _Clock, _refine_search
     from tensorcomp.progress import Progress
+    from tensorcomp.selection import rank_search
     truth, noisy, mask = smooth_low_rank(shape=(16, 15, 14), rank=7, noise=0.002, frac=0.5)
     obs = Observations.from_dense(noisy, mask)
-    train, *val = _split(obs, 0.2, 0)
+    data = Split(obs, 0.2, 0)
+    train = data.train
     convex = solve(train, lam=2 * float(np.max(train.means)), oracle="altmin", time_limit=2)
-    model, path = _refine_search(train, tuple(val), convex, np.inf, 20, _Clock(None),
-                                 Progress(False, False, None), None)
+    model, path = rank_search(data, convex, np.inf, 20, Deadline(None),
+                              Progress(False, False, None))
     tried = [row[0] for row in path]
     best = min(path, key=lambda row: row[1])[0]
     assert model is not None and model.rank == best
