@@ -103,10 +103,10 @@ def run_ours(X, idx, values, seed):
     s = res.stats
     ref = s.get("refinement") or {}
     return {"nmse": nmse(out[tuple(idx.T)], values), "time_s": took,
-            "status": f"{s['complete_status']}/{res.status}",
-            "detail": {"lam": res.lam, "returned": s["returned"], "rank": ref.get("rank"),
+            "status": f"{s['call']['status']}/{res.status}",
+            "detail": {"lam": res.lam, "model": res.model, "rank": ref.get("rank"),
                        "search_fits": (s.get("lam_search") or {}).get("fits"),
-                       "final_fit_status": res.status}}
+                       "final_fit_status": res.certificate.status}}
 
 
 def run_peer(name, X, idx, values, seed, time_limit_s):
