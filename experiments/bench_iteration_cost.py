@@ -1,10 +1,11 @@
-"""Per-iteration cost when the norm ball binds: the issue-9 30^3 example (rank 3, noise sd 0.01,
+"""Per-iteration cost when the norm ball binds: a 30^3 example (rank 3, noise sd 0.01,
 20 % observed), ``solve(lam, max_iter)`` with two source trees side by side in one session.
 
     python experiments/bench_iteration_cost.py --trees /path/to/base,. --lam 1.66 --iters 25000
 
-Each run is a fresh process with that tree first on ``sys.path`` (the library of a git worktree
-of the base revision, e.g. ``git worktree add /tmp/base <rev>``); trees alternate, ``--reps``
+Each run is a fresh process with that tree's library first on ``sys.path`` (made importable
+with its own oracles by ``source_tree.importable``; e.g. a git worktree of the base revision,
+``git worktree add /tmp/base <rev>``); trees alternate, ``--reps``
 rounds. Identical iterations / oracle calls / atoms / objective mean identical trajectories.
 """
 from __future__ import annotations
@@ -12,7 +13,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from source_tree import importable  # noqa: E402
 
 CHILD = r'''
 import sys, time, numpy as np
@@ -39,13 +44,15 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=25_000)
     ap.add_argument("--reps", type=int, default=2)
     a = ap.parse_args()
-    trees = [str(Path(t).resolve()) for t in a.trees.split(",")]
+    trees = [Path(t).resolve() for t in a.trees.split(",")]
     print("| tree | lam | time s | status | iterations | oracle calls | atoms | objective |")
     print("|---|---|---|---|---|---|---|---|")
-    for _ in range(a.reps):
-        for tree in trees:
-            subprocess.run([sys.executable, "-c", CHILD, tree, str(a.lam), str(a.iters)],
-                           check=True)
+    with tempfile.TemporaryDirectory(prefix="tensorcomp_trees_") as tmp:
+        sites = [importable(tree, Path(tmp) / f"site{i}") for i, tree in enumerate(trees)]
+        for _ in range(a.reps):
+            for site in sites:
+                subprocess.run([sys.executable, "-c", CHILD, str(site), str(a.lam),
+                                str(a.iters)], check=True)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from source_tree import importable  # noqa: E402
 
 
 def run_set(tree: Path, set_id: str, reps: int, out: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    site = out.with_suffix(".site")
+    if not site.exists():
+        importable(tree, site)
+    env = dict(os.environ, PYTHONPATH=str(site))
     subprocess.run([sys.executable, str(tree / "experiments" / "bench_published.py"), "--sets",
                     set_id, "--reps", str(reps), "--out", str(out)], env=env, check=True,
                    stdout=subprocess.DEVNULL)

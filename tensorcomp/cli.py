@@ -370,7 +370,7 @@ def cmd_synthetic(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
     fmt = _Formatter
     parser = argparse.ArgumentParser(prog="tensorcomp", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,8 @@
 """Labelled data in and out: pandas long tables, xarray DataArrays, scipy.sparse / pydata sparse.
 
+The readers build the class they are given (``Observations.from_frame`` passes itself), so this
+module depends on no other of the package but validation.
+
 Labels are kept per mode (``labels[k][i]`` is the label of index i in mode k) with the mode
 names (``dims``), so a result predicts, exports and plots in the user's own terms. pandas,
 xarray and sparse are optional (``pip install tensorcomp[io]``) and imported only when used.
@@ -45,8 +48,9 @@ def _mode_codes(column, name):
     return codes, labels
 
 
-def observations_from_frame(frame, modes=None, value=None):
-    """Observations from a long table: one column per mode (labels), one value column.
+def observations_from_frame(cls, frame, modes=None, value=None):
+    """Observations (of class ``cls``) from a long table: one column per mode (labels), one
+    value column.
 
     Parameters
     ----------
@@ -61,7 +65,6 @@ def observations_from_frame(frame, modes=None, value=None):
     sorted distinct values. Repeated label tuples are repeated samples.
     """
     pd = _need("pandas")
-    from .observations import Observations
     if not isinstance(frame, pd.DataFrame):
         raise InputError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
     columns = list(frame.columns)
@@ -96,29 +99,27 @@ def observations_from_frame(frame, modes=None, value=None):
         raise InputError(f"value column {value!r} is not finite at row {row!r}: {y[inf][0]}")
     indices = np.stack([c[keep] for c in codes], axis=1)
     shape = tuple(int(lab.size) for lab in labels)
-    obs = Observations(indices, y[keep], shape)
+    obs = cls(indices, y[keep], shape)
     return attach_labels(obs, labels=list(labels), dims=tuple(modes), value_name=value)
 
 
-def observations_from_xarray(array):
-    """Observations from an ``xarray.DataArray``: NaN entries are missing; dimension names and
-    coordinates become the result's ``dims`` and ``labels``."""
+def observations_from_xarray(cls, array):
+    """Observations (of class ``cls``) from an ``xarray.DataArray``: NaN entries are missing;
+    dimension names and coordinates become the result's ``dims`` and ``labels``."""
     xr = _need("xarray")
-    from .observations import Observations
     if not isinstance(array, xr.DataArray):
         raise InputError(f"array must be an xarray DataArray, got {type(array).__name__}")
-    obs = Observations.from_dense(array.values)
+    obs = cls.from_dense(array.values)
     labels = [np.asarray(array.coords[d].values) if d in array.coords else None
               for d in array.dims]
     return attach_labels(obs, labels=labels, dims=tuple(str(d) for d in array.dims),
                          value_name=None if array.name is None else str(array.name))
 
 
-def observations_from_sparse(array, shape=None):
-    """Observations from the *stored* entries of a scipy.sparse matrix/array or a pydata
-    ``sparse.COO`` (explicitly stored zeros are observations; entries not stored are missing).
-    """
-    from .observations import Observations
+def observations_from_sparse(cls, array, shape=None):
+    """Observations (of class ``cls``) from the *stored* entries of a scipy.sparse
+    matrix/array or a pydata ``sparse.COO`` (explicitly stored zeros are observations; entries
+    not stored are missing)."""
     module = type(array).__module__
     if module.startswith("scipy.sparse"):
         coo = array.tocoo()
@@ -138,7 +139,7 @@ def observations_from_sparse(array, shape=None):
         raise InputError(f"array must hold real numbers, got dtype {values.dtype}")
     if values.size == 0:
         raise InputError("array stores no entries: at least one observation is needed")
-    return Observations(np.asarray(indices, dtype=np.int64), values.astype(np.float64),
+    return cls(np.asarray(indices, dtype=np.int64), values.astype(np.float64),
                         full_shape if shape is None else shape)
 
 

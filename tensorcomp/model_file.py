@@ -15,6 +15,7 @@ file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import numpy as np
 
 from ._validation import InputError
 
-__all__ = ["save_result", "load_result", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_result", "read_result_fields", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "tensorcomp.result"
 FORMAT_VERSION = 2
@@ -90,7 +91,7 @@ def thin_history(history) -> list:
 
 def save_result(result, path) -> Path:
     """Write ``result`` to ``path`` (".npz" appended if missing); returns the path written."""
-    from . import __version__
+    from .version import __version__
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
@@ -111,7 +112,7 @@ def save_result(result, path) -> Path:
         "tol": result.tol, "method": result.method, "message": result.message,
         "rho": int(sum(result.shape)), "stats": result.stats, "model": result.model,
         "certificate": None if result.certificate is None else
-        dict(result.certificate.__dict__),
+        dataclasses.asdict(result.certificate),
         "dims": None if result.dims is None else [str(d) for d in result.dims],
         "value_name": result.value_name,
         "labelled_modes": [] if result.labels is None else
@@ -143,9 +144,10 @@ def save_result(result, path) -> Path:
     return path
 
 
-def load_result(path):
-    """Read a file written by ``save_result`` (any release with format version <= ours)."""
-    from .result import Certificate, CompletionResult
+def read_result_fields(path) -> dict:
+    """The fields of a result written by ``save_result`` (any release with format version <=
+    ours): ``CompletionResult``'s constructor arguments, with ``certificate`` as a dict (or
+    None) and, for ``model="atoms"``, ``thetas`` instead of ``factors``."""
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -198,16 +200,12 @@ def load_result(path):
     stats = meta.get("stats") or {}
     if "lam_path" in stats:  # tuples in memory, lists in JSON
         stats["lam_path"] = [tuple(p) for p in stats["lam_path"]]
-    cert = meta.get("certificate")
-    fields = dict(
-        shape=shape, lam=float(meta["lam"]), weights=weights,
+    kind_fields = (dict(factors=factors, thetas=None) if kind == "cp" else dict(thetas=thetas))
+    return dict(
+        shape=shape, lam=float(meta["lam"]), weights=weights, model=kind,
         objective=float(meta["objective"]), lower_bound=float(meta["lower_bound"]),
         certified=bool(meta["certified"]), status=str(meta["status"]), tol=float(meta["tol"]),
         method=str(meta["method"]), stats=stats, history=history,
         message=str(meta.get("message", "")), labels=labels,
         dims=None if meta.get("dims") is None else tuple(meta["dims"]),
-        value_name=meta.get("value_name"),
-        certificate=None if cert is None else Certificate(**cert))
-    if kind == "cp":
-        return CompletionResult(factors=factors, thetas=None, model="cp", **fields)
-    return CompletionResult.from_atom_bits(thetas=thetas, **fields)
+        value_name=meta.get("value_name"), certificate=meta.get("certificate"), **kind_fields)

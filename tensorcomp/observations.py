@@ -190,19 +190,19 @@ class Observations:
         mapped to indices and kept (``labels``, ``dims``). See
         ``tensorcomp.frames.observations_from_frame``."""
         from .frames import observations_from_frame
-        return observations_from_frame(frame, modes, value)
+        return observations_from_frame(cls, frame, modes, value)
 
     @classmethod
     def from_xarray(cls, array) -> "Observations":
         """Observed (non-NaN) entries of an ``xarray.DataArray``; dims and coordinates kept."""
         from .frames import observations_from_xarray
-        return observations_from_xarray(array)
+        return observations_from_xarray(cls, array)
 
     @classmethod
     def from_sparse(cls, array, shape=None) -> "Observations":
         """The stored entries of a scipy.sparse matrix or a pydata ``sparse`` array."""
         from .frames import observations_from_sparse
-        return observations_from_sparse(array, shape)
+        return observations_from_sparse(cls, array, shape)
 
 
 def _warn_negative(values: np.ndarray) -> None:

@@ -259,8 +259,13 @@ class CompletionResult:
         InputError
             Not a tensorcomp model file, or written by a newer format version.
         """
-        from .model_file import load_result
-        return load_result(path)
+        from .model_file import read_result_fields
+        fields = read_result_fields(path)
+        cert = fields.pop("certificate")
+        fields["certificate"] = None if cert is None else Certificate(**cert)
+        if fields["model"] == "atoms":
+            return cls.from_atom_bits(**fields)
+        return cls(**fields)
 
     def to_tensorly(self):
         """The model as a tensorly ``CPTensor``; needs tensorly.
