@@ -1,6 +1,6 @@
 """Certificates on noisy data: the default solver with the branch-and-bound exact stage
 ("auto") against the same solver with the integer program as its only exact stage ("scip
-path"), side by side on the same instances (issue 10).
+path"), side by side on the same instances.
 
 Instances: the published generator (10 Bernoulli(1/2) atoms, uniform samples) plus
 N(0, noise^2) per observed entry, lambda = 0.5 (below the truth's norm: the constraint binds
@@ -53,7 +53,7 @@ def build(path: str, obs: Observations, seed: int, escalation: int | None = None
         auto.escalation = escalation
     if path == "auto":
         return auto
-    # the solver before issue 10: heuristic, then the integer program
+    # the earlier exact stage: heuristic, then the integer program
     return ChainOracle(auto.heuristic, auto.stages[1], exact_time_limit_s=ORACLE_TIME_LIMIT_S,
                        escalation=auto.escalation)
 
@@ -88,7 +88,7 @@ def main() -> None:
                     help="search threads of the branch and bound (default: the factory's)")
     ap.add_argument("--rel-tol", type=float, default=None,
                     help="solve()'s relative tolerance (default: solve's, 1e-2; 0 = the absolute "
-                         "tol alone, as the issue-10 table was measured)")
+                         "tol alone, as the certification table in docs/performance.md was measured)")
     a = ap.parse_args()
     oracle_factory.BRANCH_BOUND_THREADS = a.bb_threads
     paths = a.paths.split(",")

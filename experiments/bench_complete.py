@@ -1,16 +1,16 @@
 """complete() with its defaults against the peers at their best rank by validation, side by side
-in one process on the same instances (issue 9). Held-out NMSE over the entries no method saw,
+in one process on the same instances. Held-out NMSE over the entries no method saw,
 wall-clock time (the peers' includes their rank search, ours the lambda search and refinement),
 status.
 
 Instances: smooth nonnegative low-rank tensors (factors uniform [0, 1], Gaussian noise of sd
-``noise`` x RMS(truth) clipped at 0, a uniform fraction observed), the issue's 30^3 example
+``noise`` x RMS(truth) clipped at 0, a uniform fraction observed), the 30^3 example
 (noise sd 0.01 absolute), the published generator with noise, and IL2 (20 % of the measured
 entries held out; scored against the measured values).
 
     python -m experiments.bench_complete --out bench_complete.jsonl          # run (resumable)
     python -m experiments.bench_complete --out bench_complete.jsonl --table  # markdown table
-    python -m experiments.bench_complete --out x.jsonl --only issue-30 --peers pyttb_gcp
+    python -m experiments.bench_complete --out x.jsonl --only example-30 --peers pyttb_gcp
     python -m experiments.bench_complete --out x --solver-lam 3.33   # one solve, phase timers
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .instances import MaskedData, load_dataset
 
 #: (id, kind, spec): smooth = (shape, rank, noise relative to RMS, fraction observed)
 INSTANCES = [
-    ("issue-30", "issue", {}),
+    ("example-30", "example", {}),
     ("s22-r2-n0-10%", "smooth", dict(shape=(22, 22, 22), rank=2, noise=0.0, frac=0.10)),
     ("s30-r3-n10-20%", "smooth", dict(shape=(30, 30, 30), rank=3, noise=0.10, frac=0.20)),
     ("s40-r5-n5-5%", "smooth", dict(shape=(40, 40, 40), rank=5, noise=0.05, frac=0.05)),
@@ -57,7 +57,7 @@ EXACT_NMSE = 1e-10
 def make_instance(kind: str, spec: dict, seed: int):
     """(observed tensor with NaN, truth for scoring or None, scored indices, scored values)."""
     rng = np.random.default_rng(seed)
-    if kind == "issue":  # the issue's example verbatim (its own seed)
+    if kind == "example":  # the 30^3 example verbatim (its own seed)
         rng = np.random.default_rng(1)
         A, B, C = (rng.random((30, 3)) for _ in range(3))
         truth = np.einsum("ir,jr,kr->ijk", A, B, C)
@@ -175,11 +175,11 @@ def table(path):
 
 
 def solver_run(lam: float, time_limit: float, max_iter: int | None) -> None:
-    """One ``solve`` on the issue's example at a fixed lambda: where the time goes (phase timers
+    """One ``solve`` on the 30^3 example at a fixed lambda: where the time goes (phase timers
     and the rest). Run it from an older checkout (PYTHONPATH) for before/after numbers."""
     from tensorcomp import solve
 
-    X, _, _, _ = make_instance("issue", {}, 0)
+    X, _, _, _ = make_instance("example", {}, 0)
     obs = Observations.from_dense(X)
     solve(obs, lam=lam, max_iter=50)  # compile outside the timed run
     t = time.perf_counter()
@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--solver-lam", type=float, default=None,
-                    help="instead: one solve of the issue example at this lambda")
+                    help="instead: one solve of the 30^3 example at this lambda")
     ap.add_argument("--solver-time-limit", type=float, default=120.0)
     ap.add_argument("--solver-max-iter", type=int, default=None)
     a = ap.parse_args()

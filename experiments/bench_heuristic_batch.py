@@ -1,4 +1,4 @@
-"""Heuristic batch size and early stop, side by side in one process (issue 12).
+"""Heuristic batch size and early stop, side by side in one process.
 
 The published instance (as ``bench_scale.py`` draws it) is built once; then ``solve(obs,
 lam=1)`` runs with the heuristic's ``min_restarts`` and ``batch_size`` set to each given pair

@@ -1,5 +1,5 @@
 """Per-iteration cost when the norm ball binds: a 30^3 example (rank 3, noise sd 0.01,
-20 % observed), ``solve(lam, max_iter)`` with two source trees side by side in one session.
+20 % observed), ``solve(lam, max_iter)`` with two source trees side by side in one run.
 
     python experiments/bench_iteration_cost.py --trees /path/to/base,. --lam 1.66 --iters 25000
 

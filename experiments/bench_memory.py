@@ -5,7 +5,7 @@ peak), in this order, each step measured on its own:
 
   samples       the user's input: (n, p) uint8 indices and (n,) float64 values (the published
                 generator's draws, mode by mode, stored compact; values of a 10-atom planted
-                tensor). ``--int64`` keeps int64 indices, as before issue 12
+                tensor). ``--int64`` keeps int64 indices (the earlier layout)
   observations  ``Observations(indices, values, shape)``: resident arrays after aggregation and
                 the transient peak while aggregating (samples still alive, as in user code)
   oracle        the heuristic's index structures (``make_oracle("auto", ...)``: the

@@ -1,4 +1,4 @@
-"""Oracle phase, 1 thread against 2 (issue 12): the heuristic calls of a real solve, replayed.
+"""Oracle phase, 1 thread against 2: the heuristic calls of a real solve, replayed.
 
 One process: the published instance (p, n samples, as ``bench_scale.py`` draws it), one
 ``solve(obs, lam=1)`` with the default oracle whose heuristic calls are recorded (direction,

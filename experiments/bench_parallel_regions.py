@@ -11,7 +11,7 @@ environment variables:
     GOMP_SPINCOUNT=200000 python experiments/bench_parallel_regions.py
     OMP_WAIT_POLICY=ACTIVE python experiments/bench_parallel_regions.py
 
-Measured on the 2-core VM (issue 12): ~50 microseconds per region with sleeping waiters, 1-20
+Measured on the 2-core VM: ~50 microseconds per region with sleeping waiters, 1-20
 with spinning ones; a heuristic round at p=9, 1e7 entries holds 10-40 ms of work.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Tighter LP relaxations of the p=3 oracle problem: do they close the root gap? (issue 10)
+"""Tighter LP relaxations of the p=3 oracle problem: do they close the root gap?
 
 The exact oracle minimises ``sum_x c_x a_i b_j c_k`` over 0/1 bits (x = (i, j, k) observed).
 On the hard noisy queries (20^3, n=4000) every bound the search and SCIP use is far above the
-minimum high in the tree (README, issue-10 section). This script measures, on real exact-oracle
+minimum high in the tree (docs/performance.md). This script measures, on real exact-oracle
 queries recorded from default solves, the root LP bound / minimum for
 
   std      the standard linearisation SCIP solves now (``oracles/scip.py``: phi_x <= each bit,

@@ -1,4 +1,4 @@
-"""Scale benchmark (issue 12): time, peak memory and threads on the published generator.
+"""Scale benchmark: time, peak memory and threads on the published generator.
 
 Each (instance, thread count) runs in a fresh process with ``NUMBA_NUM_THREADS`` set, in this
 order: imports and a tiny warm-up solve (the baseline RSS: interpreter, NumPy, Numba, SciPy,

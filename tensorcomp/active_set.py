@@ -39,8 +39,8 @@ class ActiveSet:
         self.rho = int(self.offsets[-1])
         self._cap = 0
         self._thetas = np.zeros((0, self.rho), dtype=bool)
-        #: supports as np.packbits rows: 1 bit per entry and atom (issue 12: a bool row per atom
-        #: was the largest solver state at 1e7 entries, 8x this)
+        #: supports as np.packbits rows: 1 bit per entry and atom (a bool row per atom would be
+        #: 8x this, the largest solver state at 1e7 entries)
         self._packed = np.zeros((0, (obs.n_entries + 7) // 8), dtype=np.uint8)
         self._G = np.zeros((0, 0))
         self.m = 0

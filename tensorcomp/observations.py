@@ -30,7 +30,7 @@ class Observations:
       n_samples, shape, order; labels, dims, value_name (set by the labelled constructors
       ``from_frame`` / ``from_xarray``, else None).
 
-    Memory (issue 12): the samples are read in place (any integer dtype, memory-mapped files
+    Memory: the samples are read in place (any integer dtype, memory-mapped files
     too) and aggregated with 16 bytes of scratch per sample (``_aggregate_kernels``); the
     resident arrays take p + 8 + (1..8) bytes per distinct entry. The heuristic oracle and the
     data passes read ``by_mode`` itself, not a copy.
@@ -57,7 +57,7 @@ class Observations:
         self.n_samples = int(idx.shape[0])
         if AK.key_strides(shape) is not None:
             parts = AK.aggregate(idx, vals, shape)
-            if vals.dtype == np.float64:  # BLAS's order, as before issue 12 (no copy)
+            if vals.dtype == np.float64:  # BLAS's order (no copy)
                 parts = (*parts[:4], float(vals @ vals))
         else:  # more than 2**64 entries: no packed key; sort rows lexicographically
             parts = _aggregate_lexsort(idx, vals, shape)

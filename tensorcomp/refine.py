@@ -119,7 +119,7 @@ def balance_columns(factors) -> None:
 def _objective(F, offsets, obs: Observations) -> float:
     r = obs.means - CK.cp_values(F, offsets, obs.entries)
     # an elementwise sum, not ``counts @ r**2``: above 1e4 entries OpenBLAS threads a dot
-    # product, and on a busy machine waking its pool cost ~15 ms per call (most of a sweep)
+    # product, and waking its pool on a busy machine can cost most of a sweep
     return (obs.within_ss + float(np.sum(obs.counts * (r * r)))) / obs.n_samples
 
 

@@ -8,7 +8,7 @@ gzip. See http://frostt.io/tensors/file-formats.html.
 Reading never holds the file twice: a first pass counts lines (a byte count of newlines, no
 parsing), then the (n, p) uint32 index and (n,) float64 value arrays are allocated once and
 filled chunk by chunk; the only other memory is one chunk of lines. (uint32, not int64: 12 bytes
-per sample less at p = 3, issue 12; int64 only if a coordinate exceeds 2**32.)
+per sample less at p = 3; int64 only if a coordinate exceeds 2**32.)
 """
 from __future__ import annotations
 
