@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow clean
 
 # setuptools prints an "Editable installation." notice for every editable install of a layout
 # other than src/ (here: tensorcomp/ beside oracles/, which installs as tensorcomp.oracles); it

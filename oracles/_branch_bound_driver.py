@@ -100,8 +100,9 @@ class _Shared:
 class _Worker:
     """One thread's copy of the search state, searching the subtrees it takes in turn."""
 
-    def __init__(self, problem, shared, timer, time_limit_s, chunk_s):
+    def __init__(self, problem, shared, timer, time_limit_s, chunk_s, interrupt):
         self.p, self.shared = problem, shared
+        self.interrupt = interrupt
         self.timer, self.time_limit_s, self.chunk_s = timer, time_limit_s, chunk_s
         self.val = problem.val0.copy()
         self.S = np.zeros(problem.n_groups, dtype=np.int64)
@@ -181,7 +182,7 @@ class _Worker:
     def _stop_reason(self):
         if self.shared.stop:
             return self.shared.stop
-        if USER_INTERRUPT.is_set():  # a Ctrl-C that some callback swallowed
+        if self.interrupt.is_set():  # the calling solve's Ctrl-C (perhaps swallowed)
             return "userinterrupt"
         if self.time_limit_s is not None and self.timer.elapsed() >= self.time_limit_s:
             return "timelimit"
@@ -201,16 +202,19 @@ def open_bound(state, tried, bound_at, root_bound) -> int:
 
 
 def run_search(problem, incumbent, theta, *, threads, max_nodes, timer, time_limit_s,
-               chunk_s) -> SearchOutcome:
+               chunk_s, interrupt=None) -> SearchOutcome:
     """Search ``problem`` (attributes: order, first_val, val0, cint, leaf_start, n_groups,
     parent, gbit, bit_ptr, bit_groups, level0_bits, cert_k, target_k, split, root_bound)
-    starting from the incumbent (integer value, bits)."""
+    starting from the incumbent (integer value, bits). ``interrupt``: the caller's flag,
+    checked between chunks (None: the process-wide ``USER_INTERRUPT``)."""
+    if interrupt is None:
+        interrupt = USER_INTERRUPT
     n_subtrees = 1 << problem.split
     shared = _Shared(n_subtrees, incumbent, theta, max_nodes)
     if incumbent <= problem.target_k:
         return SearchOutcome(incumbent, shared.theta, min(incumbent, problem.root_bound), 0, 0,
                              "target_reached")
-    workers = [_Worker(problem, shared, timer, time_limit_s, chunk_s)
+    workers = [_Worker(problem, shared, timer, time_limit_s, chunk_s, interrupt)
                for _ in range(max(1, min(threads, n_subtrees)))]
     errors = []
 

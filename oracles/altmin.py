@@ -61,7 +61,8 @@ class AltMinRun:
     starts_run: how many of them were descended from before stopping.
     mode_updates: block updates summed over the restarts run.
     best_start: index (in run order) of the restart that produced the answer.
-    status: "target_reached", "restarts_exhausted", "time_limit" or "no_entries".
+    status: "target_reached", "restarts_exhausted", "time_limit", "userinterrupt" (the
+        query's interrupt flag was set) or "no_entries".
     """
 
     starts_available: int
@@ -250,6 +251,9 @@ class AltMinOracle:
             updates_total += int(updates.sum())
             if best_value <= query.target and run >= self.min_restarts:
                 status = "target_reached"
+                break
+            if query.interrupted():  # the caller is being interrupted: what we have
+                status = "userinterrupt"
                 break
             if run < starts.shape[0] and timer.remaining(query.time_limit_s) <= 0:
                 status = "time_limit"

@@ -34,10 +34,10 @@ __all__ = [
 
 _EPS = float(np.finfo(np.float64).eps)
 
-#: Set while a Ctrl-C is pending for the running solve. The solver's SIGINT handler sets it
-#: before raising KeyboardInterrupt, so an interrupt that lands in a callback that swallows
-#: exceptions (a weakref finaliser, a __del__) still stops the run at its next check; oracles
-#: that wait (SCIP's worker thread) poll it.
+#: Interrupt flag of queries that carry none of their own (``SeparationQuery.interrupt`` is
+#: None: an oracle called directly, outside ``solve``). ``solve`` never sets or clears it: each
+#: solve owns an event, passed in every query, which its SIGINT handler sets, so concurrent
+#: solves cannot clear each other's pending interrupt.
 USER_INTERRUPT = threading.Event()
 
 
@@ -60,6 +60,9 @@ class SeparationQuery:
     hints: (k, rho) bool array of atoms to start from / warm-start with (may be empty).
     exact_allowed: False asks composite oracles to answer from their cheap stages only (the
         driver defers integer programs until a proof can matter).
+    interrupt: the calling solve's interrupt flag (None: the process-wide ``USER_INTERRUPT``).
+        Oracles that run long poll it (``interrupted()``) and then answer with status
+        "userinterrupt" and what they have; composite oracles pass it on to their stages.
     """
 
     direction: np.ndarray
@@ -69,6 +72,14 @@ class SeparationQuery:
     time_limit_s: float | None = None
     hints: np.ndarray | None = None
     exact_allowed: bool = True
+    interrupt: threading.Event | None = None
+
+    def interrupt_event(self) -> threading.Event:
+        """The flag this query's oracle polls."""
+        return USER_INTERRUPT if self.interrupt is None else self.interrupt
+
+    def interrupted(self) -> bool:
+        return self.interrupt_event().is_set()
 
 
 @dataclass

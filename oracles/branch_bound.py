@@ -268,7 +268,8 @@ class BranchBoundOracle:
             root_bound=int(cneg.sum()))
         out = run_search(problem, incumbent, best_theta, threads=self.threads,
                          max_nodes=self.max_nodes, timer=timer,
-                         time_limit_s=query.time_limit_s, chunk_s=CHUNK_S)
+                         time_limit_s=query.time_limit_s, chunk_s=CHUNK_S,
+                         interrupt=query.interrupt_event())
         k_bound, best_theta, status = out.bound, out.theta, out.status
         lower_bound = proven_real_bound(k_bound, s, margin)
         theta = best_theta.astype(bool)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -67,6 +68,9 @@ class ChainOracle:
             answer = self.heuristic.separate(query)
         if answer.is_positive(query) or not self.stages or not query.exact_allowed:
             return answer
+        if query.interrupted():  # no exact stage for a run that is being interrupted
+            answer.status = "userinterrupt"
+            return answer
         limit = query.time_limit_s
         if self.exact_time_limit_s is not None:
             limit = self.exact_time_limit_s if limit is None else min(limit,
@@ -81,11 +85,9 @@ class ChainOracle:
                 stage_limit = max(limit - timer.elapsed(), 0.0)
                 if stage is not self.stages[-1]:
                     stage_limit *= float(getattr(stage, "time_share", 1.0))
-            stage_query = SeparationQuery(
-                direction=query.direction, current_value=query.current_value,
-                target=query.target, certify_level=query.certify_level,
-                time_limit_s=stage_limit, hints=hints,
-            )
+            # the caller's query (thresholds, interrupt flag) with this stage's budget and hints
+            stage_query = replace(query, time_limit_s=stage_limit, hints=hints,
+                                  exact_allowed=True)
             answer = merge_answers(answer, stage.separate(stage_query), timer.elapsed())
             if answer.is_positive(query) or answer.is_certified_negative(query) \
                     or answer.status == "userinterrupt":

@@ -96,7 +96,7 @@ class ComponentOracle:
                 target=query.target - (values.sum() - values[i]),
                 certify_level=query.certify_level - (bounds.sum() - bounds[i]),
                 time_limit_s=None if remaining == math.inf else max(remaining, 0.0),
-                hints=hints,
+                hints=hints, exact_allowed=query.exact_allowed, interrupt=query.interrupt,
             )
             ans = block.oracle.separate(sub)
             ip_calls += ans.ip_calls

@@ -149,6 +149,8 @@ class ScipOracle:
         emphasis: str | None = None,
     ) -> None:
         self._model = None  # first, so that close()/__del__ work even if the constructor fails
+        #: the interrupt flag of the call in progress (``SeparationQuery.interrupt_event``)
+        self._interrupt = USER_INTERRUPT
         self._theta_vars: list = []
         self._phi_vars: list = []
         self._phi_terms: list = []
@@ -332,6 +334,7 @@ class ScipOracle:
             raise ValueError(f"direction must have shape ({self.u},), got {c.shape}")
         if not np.all(np.isfinite(c)):
             raise ValueError("direction has non-finite entries")
+        self._interrupt = query.interrupt_event()
 
         hint_theta, hint_value = self._best_hint(c, query.hints)
         if hint_theta is not None and hint_value <= query.target:
@@ -461,14 +464,13 @@ class ScipOracle:
         """Solve in a worker thread without the GIL, so that Ctrl-C reaches Python at once.
 
         SCIP, run from Python, never sees SIGINT (Python's handler takes it and only sets a
-        flag); the solve would run to its time limit. Here the main thread waits, and on
-        KeyboardInterrupt asks SCIP to stop; the status then reads "userinterrupt" and the
-        dual bound stays valid.
+        flag); the solve would run to its time limit. Here the calling thread waits, polling
+        the call's interrupt flag (the calling solve's, set by its SIGINT handler whatever
+        thread that solve runs in), and on KeyboardInterrupt or the flag asks SCIP to stop;
+        the status then reads "userinterrupt" and the dual bound stays valid.
         """
         model = self._model
-        if threading.current_thread() is not threading.main_thread():
-            model.optimizeNogil()
-            return
+        interrupt = self._interrupt
         done = threading.Event()  # not Thread.join/is_alive: an exception landing inside join
         # can leave a running thread marked as stopped (CPython 3.11, measured here)
 
@@ -482,7 +484,7 @@ class ScipOracle:
         try:
             worker.start()
             while not done.wait(0.05):
-                if USER_INTERRUPT.is_set():
+                if interrupt.is_set():
                     raise KeyboardInterrupt
         except BaseException as exc:
             # Ctrl-C, or any other exception raised in this thread (a signal handler's,

@@ -17,12 +17,15 @@ Contract
   delta = floor / (2K) (the curvature of f along v - phi is at most 2 lam^2: |v_x - phi_x| <= 1
   and sum_x m_x = n).
 * **Negative answers are finite.** Phi starts at most (<g, phi_0> - sum_x min(g_x, 0)) / 2, never
-  grows, halves on each negative answer and stops at ``floor``. At the floor a negative answer ends
-  the run: with a proof at level <g, phi> - max(Phi, 0.9 tol) the gap is <= tol (``"optimal"``;
-  with a relative tolerance, tol here is ``tol_at(f)`` and the gap is <= rel_tol * L);
-  without one, if the exact stage was asked (or the oracle cannot certify), ``"stalled"``; if it
-  was not asked yet, the next query asks it (escalation: the composite oracle first tries more
-  heuristic starts, then the integer program).
+  grows, halves on each negative answer and stops at ``floor``. A negative answer to a query
+  *asked* at the floor ends the run: with a proof at that query's level
+  <g, phi> - max(Phi, 0.9 tol_at(f)) the gap is <= ``stop_tol()`` (``"optimal"``); without
+  one, if the exact stage was asked (or the oracle cannot certify), ``"stalled"``; if it was not
+  asked yet, the next query asks it (escalation: the composite oracle first tries more
+  heuristic starts, then the integer program). What decides is the Phi the answered query was
+  asked with (``asked_phi``), not Phi after the answer: ``rescale_first`` may lower Phi to the
+  floor between a query and its answer, and a proof at the coarse level that query asked for
+  says nothing about the gap at the floor (that query is then followed by one at the floor).
 * **Bound on oracle calls** (no time limit needed): with f_0 the first objective and
   Delta = min(delta / 2, delta^2 / (4 lam^2)), delta = floor / (2K),
 
@@ -69,14 +72,19 @@ class Thresholds:
 class GapPolicy:
     """Phi, the proven lower bound and the shortcut's estimate, and the stopping decisions.
 
-    tol: absolute tolerance on the proven gap. rel_tol: relative tolerance, as MIP solvers
-    report it: the run also stops once f - L <= rel_tol * L (L the proven lower bound), so the
-    gap that ends it is ``stop_tol()`` = max(tol, rel_tol * L). An exact query is asked to
-    prove the level that would end the run, f - L <= ``tol_at(f)`` = max(tol, rel_tol * f /
-    (1 + rel_tol)) (the same condition written with f). The floor of Phi (and so the
-    termination bound) depends on the absolute tol only, and so does the lazy trigger until a
-    proof makes L > 0: a relative tolerance can only end a run sooner, never ask the exact
-    stage where the absolute one would not (with L = 0, as on noiseless data, nothing changes).
+    tol: absolute tolerance on the proven gap. within_bound: W, a proven bound on the part of
+    the objective that no tensor can fit (the within-entry variance); the proven lower bound
+    starts there. rel_tol: relative tolerance on the *fittable* part of the objective: the run
+    also stops once f - L <= rel_tol * (L - W) (L the proven lower bound), so the gap that ends
+    it is ``stop_tol()`` = max(tol, rel_tol * (L - W)). Measured against L itself, the
+    irreducible W (say 9 with sigma = 3 and many repeats per entry) would allow gaps many times
+    the part of f the fit can change. "optimal" proves f - f* <= f - L <= stop_tol(); with
+    rel_tol > 0 that is f - f* <= max(tol, rel_tol * (f* - W)) since L <= f*. An exact query
+    is asked to prove the level that would end the run, f - L <= ``tol_at(f)`` = max(tol,
+    rel_tol * (f - W) / (1 + rel_tol)) (the same condition written with f). The floor of Phi
+    (and so the termination bound) depends on the absolute tol only, and so does the lazy
+    trigger until a proof makes L > W: a relative tolerance can only end a run sooner, never
+    ask the exact stage where the absolute one would not.
     lazy: ask the exact stage only once Phi <= stop_tol() (a proof above that scale cannot end
     the run); otherwise on every query. published: the papers' uncertified shortcut.
     certifies: can the oracle prove bounds at all.
@@ -88,11 +96,15 @@ class GapPolicy:
         self.tol = float(tol)
         self.rel_tol = float(rel_tol)
         self.lazy, self.published, self.certifies = lazy, published, certifies
+        #: proven bound on the part of f no tensor can fit; rel_tol applies to f - within_bound
+        self.within_bound = float(within_bound)
         #: proven lower bound on f*
-        self.lower_bound = float(within_bound)
+        self.lower_bound = self.within_bound
         #: the published shortcut's bound (heuristic minima treated as exact): NOT a proof
         self.estimated_bound = -math.inf
         self.phi = math.inf
+        #: Phi of the last query (its thresholds): what a negative answer to it can prove
+        self.asked_phi = math.inf
         self.floor = FLOOR_FRACTION * self.tol
         self.force_exact = False
         self.no_progress = 0
@@ -107,15 +119,16 @@ class GapPolicy:
             self.lower_bound = max(self.lower_bound, f + bound_on_min - gphi - shade)
 
     def stop_tol(self, bound: float | None = None) -> float:
-        """The gap that ends the run: max(tol, rel_tol * L), L the proven lower bound (or
-        ``bound``)."""
+        """The gap that ends the run: max(tol, rel_tol * (L - W)), L the proven lower bound (or
+        ``bound``), W ``within_bound``."""
         bound = self.lower_bound if bound is None else bound
-        return max(self.tol, self.rel_tol * max(bound, 0.0))
+        return max(self.tol, self.rel_tol * max(bound - self.within_bound, 0.0))
 
     def tol_at(self, f: float) -> float:
-        """The gap a new proof must reach at objective f to end the run: f - L <= rel_tol * L
-        is f - L <= rel_tol * f / (1 + rel_tol)."""
-        return max(self.tol, self.rel_tol * max(f, 0.0) / (1.0 + self.rel_tol))
+        """The gap a new proof must reach at objective f to end the run: f - L <= rel_tol *
+        (L - W) is f - L <= rel_tol * (f - W) / (1 + rel_tol)."""
+        return max(self.tol,
+                   self.rel_tol * max(f - self.within_bound, 0.0) / (1.0 + self.rel_tol))
 
     def stop_bound(self) -> float:
         """The bound the stopping test uses: the proven one, or the shortcut's estimate."""
@@ -149,6 +162,7 @@ class GapPolicy:
         if self.published:  # the papers: heuristics after the first call's optional IP
             exact = self.force_exact
         certify_gap = max(self.phi, CERTIFY_FRACTION * self.tol_at(f))
+        self.asked_phi = self.phi
         return Thresholds(target=gphi - self.phi / ACCURACY_K,
                           certify_level=gphi - certify_gap, exact_allowed=exact)
 
@@ -182,11 +196,13 @@ class GapPolicy:
 
     def on_negative(self, gphi: float, certified: bool, exact_asked: bool,
                     proven_min: float) -> str | None:
-        """After a negative answer (no atom beat the target). Halves Phi (never below the
-        floor, and to the proven Frank-Wolfe gap when that is smaller). Returns "stalled" when
-        the run must stop without a proof of gap <= tol (the caller tests for "optimal" first:
-        a certified answer at the floor normally is one)."""
-        at_floor = self.phi <= self.floor
+        """After a negative answer (no atom beat the target) to the last query. Halves Phi
+        (never below the floor, and to the proven Frank-Wolfe gap when that is smaller).
+        Returns "stalled" when the run must stop without a proof of gap <= stop_tol(): only
+        when that query was asked at the floor (``asked_phi``), since only then was its certify
+        level the one that ends the run (the caller tests for "optimal" first: a certified
+        answer to such a query normally is one)."""
+        at_floor = self.asked_phi <= self.floor
         self.phi = max(self.phi / 2.0, self.floor)
         if proven_min > -math.inf:
             self.phi = max(min(self.phi, (gphi - proven_min) / 2.0), self.floor)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tensorcomp.oracles.base import (USER_INTERRUPT, SeparationQuery, observed_bit_mask,
-                                     rounding_error, trivial_lower_bound)
+from tensorcomp.oracles.base import (SeparationQuery, observed_bit_mask, rounding_error,
+                                     trivial_lower_bound)
 
 from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
@@ -38,10 +38,14 @@ __all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL", "DEFAULT_REL_TOL"]
 
 #: default tol = DEFAULT_RELATIVE_TOL * mean(y^2), the objective of the zero tensor
 DEFAULT_RELATIVE_TOL = 1e-4
-#: default rel_tol: a run may also stop at a proven gap of 1 % of the proven lower bound. On
-#: noisy data the objective at the optimum is about the noise variance; an absolute tol of
-#: 1e-4 mean(y^2) would there ask for proofs far below the noise floor (0.1 % of f at 30 %
-#: noise). It changes nothing where f < 100 tol (noiseless or low-noise data).
+#: rel_tol when neither tol nor rel_tol is given: the run may also stop at a proven gap of 1 %
+#: of the fittable part of the optimum, f - f* <= 1e-2 (f* - W) (W: within-entry variance).
+#: The gap bounds the sample-weighted mean square distance from the returned tensor to the
+#: optimal one (f is quadratic with that curvature, minimised at f*), so the fit is within
+#: sqrt(1e-2) = 10 % RMS of the residual scale of the fittable part. On noisy data that part
+#: is about the noise variance, and an absolute tol of 1e-4 mean(y^2) would ask for proofs
+#: far below the noise floor. It changes nothing where f* - W < 100 tol (noiseless or
+#: low-noise data). An explicit tol means what it says: rel_tol is then 0 unless given.
 DEFAULT_REL_TOL = 1e-2
 #: how many active atoms (largest weights) are handed to the oracle as warm starts
 N_HINTS = 4
@@ -59,7 +63,10 @@ class IterationState:
     from that oracle stage, e.g. "fw_oracle:altmin"), "fw_shortcut:<source>" (the published
     variant's uncertified step) or "negative:<source>" (the oracle found no atom below the
     target; the gap estimate was halved). The same label is the fourth field of each
-    ``result.history`` row."""
+    ``result.history`` row. Rows are (time_s, objective, proven lower bound, step), the bound
+    being the one proven by that time; an oracle call that ends the run has its row too, and
+    the last row, step "final", is the result itself (its objective and lower_bound, with the
+    proofs made after the last iteration)."""
 
     iteration: int
     time_s: float
@@ -78,10 +85,12 @@ def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time
                          f"Observations.from_dense), got {type(observations).__name__}")
     lam = as_positive_float(lam, "lam")
     tol = as_optional_positive_float(tol, "tol")
+    if rel_tol is None:  # an explicit tol is the tolerance; the default tol comes with rel_tol
+        rel_tol = DEFAULT_REL_TOL if tol is None else 0.0
     if (isinstance(rel_tol, bool) or not isinstance(rel_tol, (int, float, np.floating, np.integer))
             or not 0.0 <= float(rel_tol) < 1.0):
-        raise InputError(f"rel_tol must be a number in [0, 1) (0: absolute tol only), got "
-                         f"{describe(rel_tol)}")
+        raise InputError(f"rel_tol must be None or a number in [0, 1) (0: absolute tol only), "
+                         f"got {describe(rel_tol)}")
     max_iter = as_optional_positive_int(max_iter, "max_iter")
     time_limit = as_optional_positive_float(time_limit, "time_limit")
     oracle_time_limit = as_optional_positive_float(oracle_time_limit, "oracle_time_limit")
@@ -93,7 +102,7 @@ def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time
 
 
 def solve(observations: Observations, *, lam, method: str | None = None, oracle="auto",
-          tol=None, rel_tol=DEFAULT_REL_TOL, max_iter=None, time_limit=None, seed: int = 0,
+          tol=None, rel_tol=None, max_iter=None, time_limit=None, seed: int = 0,
           callback=None,
           verbose: bool = False, oracle_time_limit=30.0, ip_policy: str | None = None,
           warm_start=None, check: bool = False, preset: str | None = None,
@@ -113,20 +122,25 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     tol: absolute tolerance on the proven gap, in objective units. Default:
         1e-4 * mean(y^2) (the objective of the zero tensor), so it scales with the data.
         Every call terminates, with or without limits (see ``gap_policy``); the result's
-        ``lower_bound`` is always a proof, and ``status == "optimal"`` (``certified``) means the
-        proven gap is <= ``result.tol`` (see rel_tol). lam above sum_x max(mean_x, 0) cannot
-        bind and is solved at that value (``stats["lam_effective"]``).
-    rel_tol: relative tolerance (default 1e-2), as MIP solvers report gaps: the run also stops
-        once objective - lower_bound <= rel_tol * lower_bound. It matters only on noisy data
-        (where f, about the noise variance, exceeds 100 tol): a fit stops at a proven 1 % gap
-        instead of chasing an absolute tol far below the noise floor. 0 uses the absolute tol
-        alone. ``result.tol`` is the tolerance that applied at the end, max(tol, rel_tol *
-        lower_bound);
-        ``stats["tol_absolute"]`` and ``stats["rel_tol"]`` are the two inputs. The exact
-        stage is not asked sooner than with tol alone until a proof makes lower_bound > 0
-        (noiseless runs are unchanged).
-    oracle_time_limit: seconds per exact call (branch and bound, then the integer program, share
-        it; the heuristic is not limited).
+        ``lower_bound`` is always a proof (lower_bound <= f*, the optimal value). What a status
+        proves: "optimal" (``certified``): objective - lower_bound <= ``result.tol``, hence
+        objective - f* <= result.tol. Every other status proves nothing beyond lower_bound
+        (see ``tensorcomp.result.STATUSES``). lam above sum_x max(mean_x, 0) cannot bind and is
+        solved at that value (``stats["lam_effective"]``).
+    rel_tol: relative tolerance on the fittable part of the objective: the run also stops once
+        objective - lower_bound <= rel_tol * (lower_bound - W), W = ``stats["within_bound"]``
+        (the within-entry variance of repeated samples, which no tensor can fit). Default None:
+        0 when ``tol`` is given (the run then stops only at a proven gap <= tol), 1e-2
+        (DEFAULT_REL_TOL) when tol is left at its default, so that on noisy data a fit stops at
+        a proven 1 % of f* - W instead of chasing an absolute tol far below the noise floor.
+        ``result.tol`` is the tolerance that applied at the end, max(tol, rel_tol *
+        (lower_bound - W)); since lower_bound <= f*, "optimal" then proves objective - f* <=
+        max(tol, rel_tol * (f* - W)). ``stats["tol_absolute"]`` and ``stats["rel_tol"]`` are
+        the inputs as applied. The exact stage is not asked sooner than with tol alone until a
+        proof makes lower_bound > W (noiseless runs are unchanged).
+    oracle_time_limit: seconds per oracle call, whatever the oracle (None: no limit); a call
+        gets min(oracle_time_limit, time left of time_limit). For "auto" the exact stages
+        (branch and bound, then the integer program) share what the heuristic left of it.
     ip_policy: "lazy" (default) calls the exact stage of a composite oracle only once the gap
         estimate Phi is at the tolerance's scale, i.e. when a proof can end the run; above it a
         heuristic failure just halves Phi. "eager" calls it on every heuristic failure (the
@@ -160,19 +174,24 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
     lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
                       heuristic_indexing=opts.heuristic_indexing,
                       heuristic_restarts=opts.heuristic_restarts)
-    driver = _Driver(obs, lam, opts, lmo, (tol, rel_tol), max_iter, time_limit, callback, verbose,
-                     check)
+    driver = _Driver(obs, lam, opts, lmo, (tol, rel_tol), max_iter, (time_limit, oracle_time_limit),
+                     callback, verbose, check)
     return driver.run(warm_start)
 
 
 class _Driver:
-    def __init__(self, obs, lam, opts, lmo, tols, max_iter, time_limit, callback, verbose, check):
+    def __init__(self, obs, lam, opts, lmo, tols, max_iter, limits, callback, verbose, check):
         tol, rel_tol = tols
+        time_limit, oracle_time_limit = limits
         # lam as asked (reported) and the bound actually solved at (see effective_lam)
         self.lam_requested, self.lam = lam, effective_lam(obs, lam)
         self.obs, self.opts, self.lmo = obs, opts, lmo
         self.method = opts.method
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
+        self.oracle_time_limit = oracle_time_limit
+        #: this solve's interrupt flag: set by the SIGINT handler (every running solve's), read
+        #: by the loop and by the oracles through each query; no other solve sets or clears it
+        self.interrupt = threading.Event()
         self.callback, self.verbose, self.check = callback, verbose, check
         if verbose:  # iteration log on the "tensorcomp" logger, shown on stderr by default
             ensure_log_handler()
@@ -193,14 +212,16 @@ class _Driver:
         self.stats = {
             "iterations": 0, "local_steps": 0, "fw_steps": 0, "oracle_calls": 0,
             "oracle_positive": {}, "oracle_negative": {}, "ip_calls": 0, "ip_time_s": 0.0,
-            "oracle_time_s": 0.0, "data_pass_time_s": 0.0, "local_time_s": 0.0, "drops": 0,
-            "phi_halvings": 0, "certified_negatives": 0, "oracle_failures": [],
+            "oracle_time_s": 0.0, "oracle_max_time_s": 0.0, "data_pass_time_s": 0.0,
+            "local_time_s": 0.0, "drops": 0, "phi_halvings": 0, "certified_negatives": 0,
+            "oracle_failures": [],
         }
         if self.lam < lam:
             self.stats["lam_effective"] = self.lam
         # (time_s, objective, proven lower bound, step): step is "local", "fw_active",
         # "fw_oracle:<source>", "fw_shortcut:<source>" or "negative:<source>" (the oracle stage
-        # that answered), so a convergence plot can mark where each oracle worked
+        # that answered), so a convergence plot can mark where each oracle worked; the bound is
+        # the one proven by that row's time, and the last row ("final") is the result's
         self.history: list[tuple[float, float, float, str]] = []
         self.status = None
         self.message = ""
@@ -237,7 +258,7 @@ class _Driver:
         return f, g, gphi, resolution
 
     def _limit_status(self):
-        if USER_INTERRUPT.is_set():
+        if self.interrupt.is_set():
             raise KeyboardInterrupt
         if self.max_iter is not None and self.stats["iterations"] >= self.max_iter:
             return "iteration_limit"
@@ -249,7 +270,7 @@ class _Driver:
     def run(self, warm_start) -> CompletionResult:
         self.t0 = time.perf_counter()
         try:
-            with _interrupt_flag():
+            with _interrupt_scope(self.interrupt):
                 self._run(warm_start)
         except KeyboardInterrupt:
             self.status = "interrupted"
@@ -297,7 +318,11 @@ class _Driver:
                 step = "fw_active"
             else:
                 step = self._oracle_step(f_quad)
-                if step == "stop":
+                if step is None:  # stopped before calling the oracle
+                    return
+                if self.status is not None:  # the answer ended the run: its row, no iteration
+                    self.history.append((self._elapsed(), aset.objective_quadratic(),
+                                         self.lower_bound, step))
                     return
             stats["iterations"] += 1
             if self.check:
@@ -306,29 +331,35 @@ class _Driver:
             if self._after_iteration(step, f_quad):
                 return
 
-    def _oracle_step(self, f_before: float) -> str:
+    def _oracle_step(self, f_before: float) -> str | None:
+        """One oracle call and its step. Returns the step's label, or None when the run stopped
+        before the call; a call whose answer ends the run sets ``self.status``."""
         aset, stats, policy = self.aset, self.stats, self.policy
         f, g, gphi, resolution = self._data_pass()
         self.policy.prove(f, trivial_lower_bound(g), gphi, resolution)
         status = policy.stop_status(f)
         if status:
             self.status = status
-            return "stop"
+            return None
         first = stats["oracle_calls"] == 0
         exact_first = first and self.opts.exact_first
         thresholds = policy.query(f, gphi, resolution)
-        remaining = None if self.time_limit is None else max(self.time_limit - self._elapsed(), 0)
+        budget = self.oracle_time_limit
+        if self.time_limit is not None:
+            remaining = max(self.time_limit - self._elapsed(), 0.0)
+            budget = remaining if budget is None else min(budget, remaining)
         order = np.argsort(-aset.weights)[:N_HINTS]
         query = SeparationQuery(
             direction=g, current_value=gphi, target=thresholds.target,
-            certify_level=thresholds.certify_level, time_limit_s=remaining,
+            certify_level=thresholds.certify_level, time_limit_s=budget,
             hints=aset.thetas[order].copy(),
-            exact_allowed=thresholds.exact_allowed or exact_first,
+            exact_allowed=thresholds.exact_allowed or exact_first, interrupt=self.interrupt,
         )
         if exact_first:  # an exact minimum: no threshold to stop at
             query = replace(query, target=-math.inf, certify_level=math.inf)
         answer = self.lmo.separate(query)
         stats["oracle_calls"] += 1
+        stats["oracle_max_time_s"] = max(stats["oracle_max_time_s"], answer.time_s)
         stats["oracle_time_s"] += answer.time_s
         stats["ip_calls"] += answer.ip_calls
         stats["ip_time_s"] += answer.ip_time_s
@@ -351,11 +382,11 @@ class _Driver:
             j = aset.find_or_add(answer.theta, support)
             stats["drops"] += frank_wolfe_step(aset, j, aset.directional())
             stats["fw_steps"] += 1
+            label = f"fw_oracle:{answer.source}"
             stop = policy.on_progress(aset.objective_quadratic() < f_before)
             if stop:
                 self.status, self.message = stop, policy.message
-                return "stop"
-            return f"fw_oracle:{answer.source}"
+            return label
         self._count("oracle_negative", answer.source)
         certified = proven_min >= query.certify_level
         stats["certified_negatives"] += int(certified)
@@ -368,16 +399,16 @@ class _Driver:
             stats["fw_steps"] += 1
             stats["uncertified_resets"] = stats.get("uncertified_resets", 0) + 1
             return f"fw_shortcut:{answer.source}"
+        label = f"negative:{answer.source}"
         status = policy.stop_status(f)
         if status:
             self.status = status
-            return "stop"
+            return label
         stats["phi_halvings"] += 1
         stop = policy.on_negative(gphi, certified, query.exact_allowed, proven_min)
         if stop:
             self.status, self.message = stop, policy.message
-            return "stop"
-        return f"negative:{answer.source}"
+        return label
 
     def _pairwise_run(self, f_quad: float) -> float:
         """A run of pairwise steps in one compiled call (O(m) per step): the same steps as
@@ -440,6 +471,10 @@ class _Driver:
         self.stats["gap_estimate"] = policy.phi
         self.stats["gap_floor"] = policy.floor
         self.stats["tol_absolute"], self.stats["rel_tol"] = policy.tol, policy.rel_tol
+        self.stats["within_bound"] = policy.within_bound
+        # the last row is the final state: the objective and the bound the result reports
+        # (the proofs made above, after the last iteration, included)
+        self.history.append((self._elapsed(), f, self.lower_bound, "final"))
         self.stats["options"] = dict(self.opts.__dict__, local_step=self.opts.resolved_local_step)
         thetas = aset.thetas.copy()
         factors = [thetas[:, aset.offsets[k]:aset.offsets[k + 1]].T.astype(np.uint8)
@@ -455,25 +490,41 @@ class _Driver:
         )
 
 
+#: the interrupt events of the solves running now, in any thread
+_RUNNING: set = set()
+_RUNNING_LOCK = threading.RLock()  # re-entrant: the SIGINT handler runs in the main thread
+
+
+def _interrupt_running_solves(signum, frame):
+    """SIGINT during a solve: flag every running solve (so an interrupt swallowed by a callback
+    still ends each run at its next check, and oracles that wait poll their query's flag), then
+    raise KeyboardInterrupt as Python's default handler does."""
+    with _RUNNING_LOCK:
+        events = tuple(_RUNNING)
+    for event in events:
+        event.set()
+    raise KeyboardInterrupt
+
+
 @contextmanager
-def _interrupt_flag():
-    """During a solve, Ctrl-C also sets ``USER_INTERRUPT`` (checked every iteration), so an
-    interrupt swallowed by a callback still ends the run. Only where Python's default SIGINT
-    handler is installed, in the main thread; a caller's own handler is left alone."""
-    USER_INTERRUPT.clear()
+def _interrupt_scope(event: threading.Event):
+    """Registers this solve's ``event`` while it runs. The SIGINT handler that sets the running
+    solves' events is installed only where Python's default handler is, from the main thread
+    (the only one that may install handlers); a caller's own handler is left alone. Leaving
+    the scope unregisters this solve's event only: another solve's flag is never cleared."""
     install = (threading.current_thread() is threading.main_thread()
                and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    if install:
-        def handler(signum, frame):
-            USER_INTERRUPT.set()
-            raise KeyboardInterrupt
-        signal.signal(signal.SIGINT, handler)
     try:
+        with _RUNNING_LOCK:
+            _RUNNING.add(event)
+        if install:
+            signal.signal(signal.SIGINT, _interrupt_running_solves)
         yield
     finally:
         if install:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        USER_INTERRUPT.clear()
+        with _RUNNING_LOCK:
+            _RUNNING.discard(event)
 
 
 def within_variance_bound(obs: Observations) -> float:

@@ -42,7 +42,24 @@ def aggregate(samples: Samples):
 
 
 def atom_vectors(entries, shape) -> np.ndarray:
-    """Every atom's 0/1 values on the given entries, duplicates removed: (V, u)."""
+    """Every atom's 0/1 values on the given entries, duplicates removed: (V, u), rows sorted.
+
+    Mode by mode: the values of every bit pattern of mode k on the entries (one row per
+    pattern, duplicates dropped: only the observed indices matter), combined with the rows so
+    far by an elementwise AND (an atom's value is the product of its modes' bits)."""
+    entries = np.asarray(entries, dtype=np.int64).reshape(-1, len(shape))
+    rows = np.ones((1, entries.shape[0]), dtype=bool)
+    for k, r in enumerate(shape):
+        patterns = np.array(list(itertools.product((False, True), repeat=r)), dtype=bool)
+        mode_rows = np.unique(patterns[:, entries[:, k]], axis=0)
+        rows = np.unique((rows[:, None, :] & mode_rows[None, :, :]).reshape(-1, rows.shape[1]),
+                         axis=0)
+    return rows.astype(float)
+
+
+def atom_vectors_slow(entries, shape) -> np.ndarray:
+    """The same set as ``atom_vectors`` by the definition, one atom at a time (a cross-check on
+    tiny shapes)."""
     per_mode = [list(itertools.product((0, 1), repeat=r)) for r in shape]
     rows = set()
     for bits in itertools.product(*per_mode):
@@ -93,7 +110,10 @@ def optimum(samples: Samples, lam: float) -> tuple[float, float]:
     A = atom_vectors(keys, samples.shape)  # (V, u)
     root = np.sqrt(m)
     # (1/n) sum_x m_x (mean_x - lam phi_x)^2 = |lam root*phi - root*mean|^2 / n
-    w = min_norm_point(lam * A * root - root * means)
+    points = lam * A * root - root * means
+    # the minimiser's weights do not depend on the scale; Wolfe's affine solves do: at large
+    # lam (points ~ 1e5) the bordered Gram system mixed 1e10 with the 1s of its border
+    w = min_norm_point(points / max(float(np.abs(points).max()), np.finfo(float).tiny))
     phi = w @ A
 
     def f(ph):

@@ -27,10 +27,17 @@ def test_all_entries_observed_returns_the_data():
     # tensor may be a refined CP model instead when it validated better on held-out entries
     # (with 60 entries and 10 atoms the training fit's interpolant, one of many, decides)
     _, res = complete(dense, lam=1.0, tol=1e-10, keep_observed=False, return_result=True)
-    assert res.status == "optimal"
     everywhere = np.argwhere(np.ones(dense.shape, dtype=bool))
+    # the certificate: the convex fit on all entries of noiseless data from a truth with
+    # ||psi||_+ <= 1 = lam, so f* = 0 exactly, proven to tol; and that fit reproduces the data
+    cert = res.certificate
+    assert cert.samples == "all observed" and cert.status == "optimal" and cert.certified
+    assert cert.lower_bound <= 0.0 and cert.objective <= 1e-10
+    convex = res if res.model == "atoms" else res.convex_fit
+    assert convex.status == "optimal" and convex.objective == cert.objective
+    assert np.max(np.abs(convex.predict(everywhere) - dense[tuple(everywhere.T)])) < 1e-4
+    # the returned model (convex or refined) reproduces the data too
     assert np.max(np.abs(res.predict(everywhere) - dense[tuple(everywhere.T)])) < 1e-4
-    assert res.stats["returned"] in ("convex", "refined_cp")
     filled_convex = complete(dense, lam=1.0, tol=1e-10, keep_observed=False, refine=False)
     assert np.max(np.abs(filled_convex - dense)) < 1e-4
 

@@ -129,16 +129,21 @@ def test_variants_match_brute_force(variant, seed):
 def test_published_shortcut_never_reports_its_estimate_as_a_bound():
     """The published gap shortcut may stop on an estimate that is not a proof: lower_bound stays
     the proven one, the estimate is reported apart, and such a stop has its own status."""
+    statuses, overshoots = [], 0
     for seed in range(40, 46):
         obs, samples, lam = make_instance(seed, True, 0.7)
         upper, lower = optimum(samples, lam)
         res = solve(obs, lam=lam, oracle="altmin", gap_reset="published", tol=1e-6, rel_tol=0.0,
                     heuristic_restarts=1)
+        statuses.append(res.status)
         assert res.lower_bound <= lower + 1e-12
-        assert res.status in ("optimal", "uncertified", "stalled")
-        assert res.certified == (res.status == "optimal")
-        if res.status == "optimal":
+        overshoots += res.stats["estimated_lower_bound"] > upper
+        if res.status == "optimal":  # proven: within tol of the brute-force optimum
             assert res.objective <= upper + 1e-6
-        if res.status == "uncertified":
-            assert res.objective - res.stats["estimated_lower_bound"] <= res.tol
-            assert res.gap > res.tol
+        elif res.status == "uncertified":  # the estimate says within tol, the proof does not
+            assert res.objective - res.stats["estimated_lower_bound"] <= res.tol < res.gap
+        else:  # a proven gap within tol would have been reported as "optimal"
+            assert res.status == "stalled" and res.gap > res.tol and res.message
+    # the shortcut's stop happens here, and its estimate exceeded the true optimum at least
+    # once: exactly why it must never be reported as the bound
+    assert "uncertified" in statuses and overshoots >= 1
