@@ -15,13 +15,16 @@ OUT = Path(__file__).resolve().parent / "api.md"
 
 SECTIONS = [
     ("Fitting", [tensorcomp.complete, tensorcomp.fit, tensorcomp.solve, tensorcomp.choose_lam]),
+    ("Solver options", [tensorcomp.SolverOptions, tensorcomp.SolverOptions.preset,
+                        tensorcomp.SolverOptions.published, tensorcomp.SolverOptions.paper_faithful,
+                        tensorcomp.SolverOptions.from_dict, tensorcomp.SolverOptions.replace]),
     ("Observations", [tensorcomp.Observations, tensorcomp.Observations.from_dense,
                       tensorcomp.Observations.from_tns, tensorcomp.Observations.from_frame,
                       tensorcomp.Observations.from_xarray, tensorcomp.Observations.from_sparse]),
-    ("Results", [tensorcomp.CompletionResult] + [
+    ("Results", [tensorcomp.CompletionResult, tensorcomp.Certificate] + [
         getattr(tensorcomp.CompletionResult, name) for name in (
             "predict", "to_dense", "save", "load", "to_tensorly", "to_xarray", "to_frame",
-            "predict_labels", "plot_convergence", "plot_lambda_path")]),
+            "predict_labels", "plot_convergence", "plot_lambda_path", "summary")]),
     ("Files (FROSTT .tns)", [tns.read_tns, tns.write_tns, tns.write_dense_tns]),
     ("Labelled data", [frames.observations_from_frame, frames.observations_from_xarray,
                        frames.observations_from_sparse, frames.attach_labels]),

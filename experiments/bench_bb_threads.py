@@ -21,6 +21,7 @@ from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.branch_bound import BranchBoundOracle
 from tensorcomp import solve
 from tensorcomp.oracle_factory import make_oracle
+from tensorcomp.options import SolverOptions
 
 
 class Recorder:
@@ -41,7 +42,7 @@ def recorded_queries(obs, lam, time_limit, seed):
     auto = make_oracle("auto", obs, seed=seed, exact_time_limit_s=30.0)
     recorder = Recorder(auto.stages[0])
     auto.stages = (recorder, *auto.stages[1:])
-    solve(obs, lam=lam, oracle=auto, time_limit=time_limit, seed=seed)
+    solve(obs, lam=lam, time_limit=time_limit, seed=seed, options=SolverOptions(oracle=auto))
     return recorder.queries
 
 

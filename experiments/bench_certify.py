@@ -26,6 +26,7 @@ from tensorcomp.oracles.chain import ChainOracle
 from tensorcomp import Observations, oracle_factory, solve
 from tensorcomp.oracle_factory import make_oracle
 from tensorcomp.synthetic import published_instance
+from tensorcomp.options import SolverOptions
 
 ORACLE_TIME_LIMIT_S = 30.0  # solve()'s default oracle_time_limit
 
@@ -62,7 +63,8 @@ def run(path, obs, lam, time_limit, seed=0, escalation=None, rel_tol=None) -> di
     lmo = build(path, obs, seed, escalation)
     extra = {} if rel_tol is None else {"rel_tol": rel_tol}
     t = time.perf_counter()
-    res = solve(obs, lam=lam, oracle=lmo, time_limit=time_limit, seed=seed, **extra)
+    res = solve(obs, lam=lam, time_limit=time_limit, seed=seed, **extra,
+                options=SolverOptions(oracle=lmo))
     elapsed = time.perf_counter() - t
     bbs = branch_bound_oracles(lmo.stages[0]) if path == "auto" else []
     s = res.stats

@@ -23,6 +23,7 @@ import time
 
 import numba
 import numpy as np
+from tensorcomp.options import SolverOptions
 
 
 def _median_time(fn, reps: int) -> float:
@@ -109,7 +110,8 @@ def cluster_measurements(client, obs, truth, reps: int, calls: int) -> dict:
     parted = D.DistributedAltMin(data, seed=0)
     rows = []
     for max_iter in range(1, 1 + calls):
-        res = solve(obs, lam=1.0, oracle="altmin", max_iter=5 * max_iter, seed=0)
+        res = solve(obs, lam=1.0, max_iter=5 * max_iter, seed=0,
+                    options=SolverOptions(oracle="altmin"))
         t0 = time.perf_counter()
         dpass = data.data_pass(res.thetas, res.weights, 1.0)
         t_pass = time.perf_counter() - t0

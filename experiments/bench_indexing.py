@@ -11,6 +11,7 @@ import time
 
 from tensorcomp import solve
 from tensorcomp.synthetic import published_instance
+from tensorcomp.options import SolverOptions
 
 POINTS = [((10,) * 5, 10_000), ((10,) * 7, 10_000), ((10,) * 4, 10_000), ((50,) * 3, 500),
           ((10,) * 7, 100_000)]
@@ -21,7 +22,8 @@ def median_time(indexing: str, shape, n: int, reps: int) -> float:
     for rep in range(reps):
         _, obs = published_instance(shape, n, rep)
         t = time.perf_counter()
-        solve(obs, lam=1.0, tol=1e-4, rel_tol=0.0, heuristic_indexing=indexing)
+        solve(obs, lam=1.0, tol=1e-4, rel_tol=0.0,
+              options=SolverOptions(heuristic_indexing=indexing))
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -34,7 +36,8 @@ def main() -> None:
     a = ap.parse_args()
     layouts = a.layouts.split(",")
     for layout in layouts:  # compile outside the timings
-        solve(published_instance((5, 5, 5), 100, 0)[1], lam=1.0, heuristic_indexing=layout)
+        solve(published_instance((5, 5, 5), 100, 0)[1], lam=1.0,
+              options=SolverOptions(heuristic_indexing=layout))
     print("| round | layout | " + " | ".join(f"p={len(s)}, r={s[0]}, n={n}" for s, n in POINTS)
           + " |")
     print("|---" * (len(POINTS) + 2) + "|")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from tensorcomp.options import SolverOptions
 
 
 def all_atom_values(entries: np.ndarray, shape) -> np.ndarray:
@@ -36,7 +37,8 @@ def direction_at_iterate(obs, lam: float, iterations: int, seed: int) -> np.ndar
     from tensorcomp import solve
     from tensorcomp.active_set import ActiveSet
 
-    res = solve(obs, lam=lam, oracle="altmin", max_iter=iterations, seed=seed)
+    res = solve(obs, lam=lam, max_iter=iterations, seed=seed,
+                options=SolverOptions(oracle="altmin"))
     aset = ActiveSet(obs, lam)
     where = [aset.find_or_add(theta) for theta in res.thetas]
     w = np.zeros(aset.m)

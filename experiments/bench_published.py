@@ -55,15 +55,17 @@ def published_table():
 def run_point(shape, n, reps, options, variant):
     """All repetitions of one variant at one point; the parent gives each variant its own
     process, so peak RSS is the variant's own."""
-    from tensorcomp import solve
+    from tensorcomp import SolverOptions, solve
     from tensorcomp.synthetic import nmse_cp, published_instance
 
     _, warm = published_instance((3, 3, 3), 20, 0)  # compile the kernels outside the timings
-    solve(warm, lam=1.0, oracle="altmin")
+    solve(warm, lam=1.0, options=SolverOptions(oracle="altmin"))
+    limits = {k: v for k, v in options.items() if k in ("tol", "time_limit")}
     if variant == "faithful":
-        options = dict({k: v for k, v in options.items() if k != "method"},
-                       preset="paper_faithful")
-    variants = [(variant, dict(options))]
+        variant_options = SolverOptions.paper_faithful()
+    else:
+        variant_options = SolverOptions(method=options.get("method", "bpcg"))
+    variants = [(variant, dict(limits, options=variant_options))]
     for seed in range(reps):
         truth, obs = published_instance(shape, n, seed)
         for name, opts in variants:

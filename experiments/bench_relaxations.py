@@ -65,6 +65,7 @@ from tensorcomp import solve  # noqa: E402
 from tensorcomp.oracle_factory import make_oracle  # noqa: E402
 from tensorcomp.oracles.base import SeparationQuery  # noqa: E402
 from tensorcomp.oracles.scip import ScipOracle  # noqa: E402
+from tensorcomp.options import SolverOptions
 
 PAIRS = ((0, 1), (0, 2), (1, 2))
 #: key of an index pair (i, j): i * _KEY + j (mode sizes are far below this)
@@ -95,7 +96,7 @@ def record(p, r, n, seed, cache, time_limit=60.0):
         auto = make_oracle("auto", obs, seed=seed, exact_time_limit_s=30.0)
         recorder = _Recorder(auto.stages[0])
         auto.stages = (recorder, *auto.stages[1:])
-        solve(obs, lam=0.5, oracle=auto, time_limit=time_limit, seed=seed)
+        solve(obs, lam=0.5, time_limit=time_limit, seed=seed, options=SolverOptions(oracle=auto))
         rho = int(sum(obs.shape))
         data = dict(entries=obs.entries, shape=np.asarray(obs.shape), count=len(recorder.queries))
         for i, (q, a) in enumerate(zip(recorder.queries, recorder.answers)):

@@ -17,6 +17,7 @@ import numpy as np
 
 from tensorcomp import Observations, solve
 from tensorcomp.synthetic import published_instance
+from tensorcomp.options import SolverOptions
 
 CASES = [("p=4,n=3000 (|U|~2.6e3)", (10,) * 4, 3000), ("p=6,n=1e5 (|U|~1e5)", (10,) * 6, 100_000),
          ("p=7,n=1e6 (|U|~9.5e5)", (10,) * 7, 1_000_000)]
@@ -44,7 +45,8 @@ def main() -> None:
             over, statuses = [], set()
             for _ in range(a.reps):
                 t = time.perf_counter()
-                res = solve(obs, lam=0.5, tol=1e-12, time_limit=limit, ip_policy="eager")
+                res = solve(obs, lam=0.5, tol=1e-12, time_limit=limit,
+                            options=SolverOptions(ip_policy="eager"))
                 over.append(time.perf_counter() - t - limit)
                 statuses.add(res.status)
             print(f"| {label} | time_limit | {limit:g} | {statistics.median(over):.3f} | "
@@ -54,7 +56,8 @@ def main() -> None:
                 timer = threading.Timer(limit, os.kill, args=(os.getpid(), signal.SIGINT))
                 t = time.perf_counter()
                 timer.start()
-                res = solve(obs, lam=0.5, tol=1e-12, time_limit=600, ip_policy="eager")
+                res = solve(obs, lam=0.5, tol=1e-12, time_limit=600,
+                            options=SolverOptions(ip_policy="eager"))
                 timer.cancel()
                 over.append(time.perf_counter() - t - limit)
                 statuses.add(res.status)

@@ -125,11 +125,23 @@ def _solver_stats(stats: dict) -> dict:
     return _jsonable(out)
 
 
+def solve_keywords(table: dict) -> dict:
+    """A config's ``solve`` table as ``solve()`` keywords: the variant's names (method, oracle,
+    preset, ...) become ``options=SolverOptions(...)``, the rest (tol, time_limit, max_iter,
+    rel_tol) stay keywords."""
+    from tensorcomp import SolverOptions
+    from tensorcomp.options import names
+    variant = {k: v for k, v in table.items() if k in names() or k == "preset"}
+    kwargs = {k: v for k, v in table.items() if k not in variant}
+    kwargs["options"] = SolverOptions.from_dict(variant)
+    return kwargs
+
+
 def _run_tensorcomp(inst, method, seed, time_limit_s):
     from tensorcomp import choose_lam, solve
     from .metrics import Estimate, thetas_to_factors
 
-    options = dict(method["solve"])
+    options = solve_keywords(method["solve"])
     if time_limit_s is not None:
         options.setdefault("time_limit", time_limit_s)
     extra = {}
@@ -137,7 +149,9 @@ def _run_tensorcomp(inst, method, seed, time_limit_s):
     if lam == "auto":
         t = time.perf_counter()
         lam, path = choose_lam(inst.train, validation_fraction=method["lam_validation_fraction"],
-                               seed=seed, grid=method["lam_grid"], **options)
+                               seed=seed, lam_grid=method["lam_grid"],
+                               time_limit=options.get("time_limit"), tol=options.get("tol"),
+                               options=options["options"])
         extra["lam_selection_s"] = time.perf_counter() - t
         extra["lam_path"] = [list(p) for p in path]
     res = solve(inst.train, lam=lam, seed=seed, **options)

@@ -22,6 +22,7 @@ from . import _altmin_kernels as kernels
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
+           "DEFAULT_RESTARTS",
            "MIN_RESTARTS", "BATCH_SIZE"]
 
 #: "counts": zero counts and one pass over the entries per block update, p bytes per entry (the
@@ -29,6 +30,8 @@ __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK",
 #: per entry, one index row fewer per pass; "scatter": the papers' per-entry loops; "auto"
 #: (default): "lists" while its lists take at most LISTS_AUTO_MAX_BYTES, else "counts".
 INDEXINGS = ("auto", "counts", "lists", "scatter")
+#: starts per heuristic call by default (the papers used 100)
+DEFAULT_RESTARTS = 16
 #: "counts" saves 4 p bytes per entry, which matters from ~1e7 entries (at p = 9, 1e7 samples:
 #: 36 of the 64 bytes per sample budget). Speed, since both run one kernel (session 4,
 #: experiments/bench_indexing.py, whole solves on 5 published-grid points from 500 to 1e5
@@ -108,7 +111,7 @@ class AltMinOracle:
         indices,
         shape,
         *,
-        restarts: int = 16,
+        restarts: int = DEFAULT_RESTARTS,
         seed: int = 0,
         max_sweeps: int = 100,
         parallel: bool = True,

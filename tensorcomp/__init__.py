@@ -4,6 +4,7 @@ from ._validation import InputError
 from .completion import complete
 from .fitting import fit
 from .observations import Observations
+from .options import SolverOptions
 from .result import Certificate, CompletionResult
 from .selection import choose_lam
 from .solver import solve
@@ -11,4 +12,5 @@ from .tns import read_tns, write_tns
 from .version import __version__
 
 __all__ = ["Observations", "solve", "complete", "fit", "choose_lam", "CompletionResult",
-           "Certificate", "InputError", "read_tns", "write_tns", "__version__"]
+           "Certificate", "SolverOptions", "InputError", "read_tns", "write_tns",
+           "__version__"]

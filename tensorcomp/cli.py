@@ -104,8 +104,9 @@ def _solver_args(p: argparse.ArgumentParser, *, pipeline: bool = True) -> None:
 
 def _options(a) -> dict:
     """The options of fit()/complete() (same defaults as the API where not given)."""
-    opts = dict(method=a.method, oracle=a.oracle, time_limit=a.time_limit, seed=a.seed,
-                verbose=a.verbose >= 2, refine=a.refine)
+    from .options import SolverOptions
+    opts = dict(options=SolverOptions(method=a.method, oracle=a.oracle),
+                time_limit=a.time_limit, seed=a.seed, verbose=a.verbose >= 2, refine=a.refine)
     if a.tol is not None:
         opts["tol"] = a.tol
     if a.max_rank is not None:
@@ -363,8 +364,10 @@ def cmd_synthetic(a) -> int:
     truth, obs = published_instance(a.shape, a.n, a.seed)
     print(f"published instance shape {a.shape}, n={a.n}, seed={a.seed}: {obs.n_entries:,} "
           f"distinct observed entries")
-    res = solve(obs, lam=a.lam, method=a.method, oracle=a.oracle, tol=a.tol,
-                time_limit=a.time_limit, seed=a.seed, verbose=a.verbose >= 2)
+    from .options import SolverOptions
+    res = solve(obs, lam=a.lam, tol=a.tol, time_limit=a.time_limit, seed=a.seed,
+                verbose=a.verbose >= 2,
+                options=SolverOptions(method=a.method, oracle=a.oracle))
     _print_result(res, {"NMSE (all entries)": f"{nmse_cp(res, truth):.4g}"})
     return _exit_code(res, a)
 

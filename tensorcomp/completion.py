@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._validation import InputError, describe
 from .fitting import DEFAULT_MAX_RANK, check_options, run_pipeline
 from .observations import Observations
+from .options import SolverOptions
 
 __all__ = ["complete"]
 
@@ -16,7 +17,8 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
              max_rank: int = DEFAULT_MAX_RANK, validation_fraction: float = 0.2, lam_grid=None,
              validation_oracle="altmin", keep_observed: bool = True,
              return_result: bool = False, seed: int = 0, progress: bool | None = None,
-             verbose: bool = False, **solve_options):
+             verbose: bool = False, tol=None, rel_tol=None, callback=None,
+             options: SolverOptions | None = None, **deprecated):
     """Fill the missing entries of a nonnegative tensor.
 
     tensor: dense array; missing entries are where ``mask`` is False (a boolean or 0/1 array
@@ -30,10 +32,12 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
     ``fit(Observations.from_dense(X))`` run the same pipeline and return the same model.
     Entries on slices with no observation are filled with 0, with a warning.
     """
-    lam, time_limit, lam_grid = check_options(
+    lam, time_limit, lam_grid, solve_kwargs = check_options(
         lam=lam, time_limit=time_limit, refine=refine, max_rank=max_rank,
-        validation_fraction=validation_fraction, lam_grid=lam_grid, progress=progress,
-        verbose=verbose, seed=seed, solve_options=solve_options, entry="complete")
+        validation_fraction=validation_fraction, lam_grid=lam_grid,
+        validation_oracle=validation_oracle, progress=progress, verbose=verbose, seed=seed,
+        tol=tol, rel_tol=rel_tol, callback=callback, options=options, deprecated=deprecated,
+        entry="complete")
     for name, value in (("keep_observed", keep_observed), ("return_result", return_result)):
         if not isinstance(value, bool):
             raise InputError(f"{name} must be True or False, got {describe(value)}")
@@ -41,7 +45,7 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
     result = run_pipeline(obs, lam=lam, time_limit=time_limit, refine=refine,
                           max_rank=max_rank, validation_fraction=validation_fraction,
                           lam_grid=lam_grid, validation_oracle=validation_oracle, seed=seed,
-                          progress=progress, verbose=verbose, solve_options=solve_options,
+                          progress=progress, verbose=verbose, solve_kwargs=solve_kwargs,
                           entry="complete")
     completed = result.to_dense()
     if keep_observed:

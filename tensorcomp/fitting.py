@@ -15,7 +15,6 @@ A stage cut by the deadline or by Ctrl-C leaves the best model so far, and the s
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import warnings
@@ -30,7 +29,8 @@ from .progress import Progress, logger
 from .refine import refine_cp
 from .result import Certificate, CompletionResult
 from .selection import LamSearch, Split, Stop, rank_search, search_options
-from .solver import solve, within_variance_bound
+from .options import SolverOptions
+from .solver import solve, solver_options, within_variance_bound
 
 __all__ = ["fit", "auto_time_limit", "warm_up", "DEFAULT_MAX_RANK"]
 
@@ -52,8 +52,8 @@ REFIT_SHARE = 0.8
 FINAL_FIT_REFINED_SHARE = 0.2
 #: the largest rank the refinement tries by default
 DEFAULT_MAX_RANK = 20
-#: solve()'s own arguments that the pipeline sets itself
-_PIPELINE_OWNED = ("time_limit", "warm_start")
+#: solve()'s arguments that the pipeline sets itself
+_PIPELINE_OWNED = ("time_limit", "warm_start", "max_iter")
 
 
 def auto_time_limit(n_entries: int) -> float:
@@ -62,8 +62,10 @@ def auto_time_limit(n_entries: int) -> float:
 
 
 def check_options(*, lam, time_limit, refine, max_rank, validation_fraction, lam_grid,
-                  progress, verbose, seed, solve_options, entry: str):
-    """Validate every pipeline argument before any work; returns (lam, time_limit, lam_grid)."""
+                  validation_oracle, progress, verbose, seed, tol, rel_tol, callback, options,
+                  deprecated, entry: str):
+    """Validate every pipeline argument before any work; returns (lam, time_limit, lam_grid,
+    solve_kwargs): the keywords of the final convex ``solve``."""
     if isinstance(lam, str):
         if lam != "auto":
             raise InputError(f"lam must be a positive number or 'auto', got {describe(lam)}")
@@ -91,20 +93,26 @@ def check_options(*, lam, time_limit, refine, max_rank, validation_fraction, lam
         raise InputError(f"verbose must be True or False, got {describe(verbose)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {describe(seed)}")
-    known = set(inspect.signature(solve).parameters) - {"observations"}
-    for name in solve_options:
-        if name in _PIPELINE_OWNED:
+    for name in _PIPELINE_OWNED:
+        if name in deprecated:
             raise InputError(f"{name} is set by {entry}() itself; it cannot be passed through")
-        if name not in known:
-            raise InputError(f"{entry}() got an unknown option {name!r}; options passed "
-                             f"through to solve(): {', '.join(sorted(known - set(_PIPELINE_OWNED)))}")
-    return lam, time_limit, lam_grid
+    options = solver_options(options, deprecated, entry)
+    SolverOptions(oracle=validation_oracle)  # validates the name before any work
+    tol = as_optional_positive_float(tol, "tol")
+    if rel_tol is not None and (isinstance(rel_tol, bool) or not isinstance(
+            rel_tol, (int, float, np.floating, np.integer)) or not 0.0 <= rel_tol < 1.0):
+        raise InputError(f"rel_tol must be None or a number in [0, 1), got {describe(rel_tol)}")
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback must be callable or None, got {describe(callback)}")
+    solve_kwargs = dict(tol=tol, rel_tol=rel_tol, callback=callback, options=options)
+    return lam, time_limit, lam_grid, solve_kwargs
 
 
 def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bool = True,
         max_rank: int = DEFAULT_MAX_RANK, validation_fraction: float = 0.2, lam_grid=None,
         validation_oracle="altmin", seed: int = 0, progress: bool | None = None,
-        verbose: bool = False, **solve_options) -> CompletionResult:
+        verbose: bool = False, tol=None, rel_tol=None, callback=None,
+        options: SolverOptions | None = None, **deprecated) -> CompletionResult:
     """Fit the completion model to observed samples; returns the model and what is proven.
 
     Parameters
@@ -131,9 +139,11 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
         A tqdm bar for runs longer than a few seconds (None: when stderr is a terminal).
     verbose : bool
         Log each fit through ``logging`` (logger "tensorcomp").
-    **solve_options
-        Passed to the final convex ``solve`` (``tol``, ``rel_tol``, ``oracle``, ``method``, ...);
-        unknown names are refused before any work.
+    tol, rel_tol, callback, options
+        As in ``solve``, for the final convex fit (the certificate); ``options``
+        (``SolverOptions``) also sets the validation fits' variant, with their oracle
+        ``validation_oracle``. The keywords of earlier releases (method=, oracle=, ...) are
+        accepted for one release with a DeprecationWarning.
 
     Returns
     -------
@@ -144,22 +154,24 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
         "time_limit" / "interrupted", time_s, cut_by_time_limit, warmup_time_s). Ctrl-C ends
         the call with its best model so far and status "interrupted".
     """
-    lam, time_limit, lam_grid = check_options(
+    lam, time_limit, lam_grid, solve_kwargs = check_options(
         lam=lam, time_limit=time_limit, refine=refine, max_rank=max_rank,
-        validation_fraction=validation_fraction, lam_grid=lam_grid, progress=progress,
-        verbose=verbose, seed=seed, solve_options=solve_options, entry="fit")
+        validation_fraction=validation_fraction, lam_grid=lam_grid,
+        validation_oracle=validation_oracle, progress=progress, verbose=verbose, seed=seed,
+        tol=tol, rel_tol=rel_tol, callback=callback, options=options, deprecated=deprecated,
+        entry="fit")
     if not isinstance(observations, Observations):
         raise InputError(f"observations must be a tensorcomp.Observations, got "
                          f"{type(observations).__name__}")
     return run_pipeline(observations, lam=lam, time_limit=time_limit, refine=refine,
                         max_rank=max_rank, validation_fraction=validation_fraction,
                         lam_grid=lam_grid, validation_oracle=validation_oracle, seed=seed,
-                        progress=progress, verbose=verbose, solve_options=solve_options,
+                        progress=progress, verbose=verbose, solve_kwargs=solve_kwargs,
                         entry="fit")
 
 
 def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, validation_fraction,
-                 lam_grid, validation_oracle, seed, progress, verbose, solve_options,
+                 lam_grid, validation_oracle, seed, progress, verbose, solve_kwargs,
                  entry: str) -> CompletionResult:
     """The pipeline on validated arguments (``fit`` and ``complete`` call it)."""
     if time_limit == "auto":
@@ -171,7 +183,7 @@ def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, valida
         call = _Call(obs, Deadline(time_limit), bar, seed=seed, refine=refine,
                      max_rank=max_rank, validation_fraction=validation_fraction,
                      lam_grid=lam_grid, validation_oracle=validation_oracle,
-                     solve_options=solve_options, entry=entry)
+                     solve_kwargs=solve_kwargs, entry=entry)
         result = call.run(lam)
         result.stats["call"]["warmup_time_s"] = warmup_s
         result.labels, result.dims = obs.labels, obs.dims
@@ -227,7 +239,7 @@ def warm_up() -> float:
     obs = Observations(np.argwhere(keep), noisy[keep], shape)
     call = _Call(obs, Deadline(None), Progress(False, False, None, quiet=True), seed=0,
                  refine=True, max_rank=3, validation_fraction=0.2, lam_grid=None,
-                 validation_oracle="altmin", solve_options={}, entry="warm_up")
+                 validation_oracle="altmin", solve_kwargs={}, entry="warm_up")
     result = call.run("auto")
     if result.stats["call"]["status"] == "interrupted":
         raise KeyboardInterrupt
@@ -245,11 +257,11 @@ class _Call:
     """One pipeline run: its stages share ``deadline`` and record what they did."""
 
     def __init__(self, obs, deadline: Deadline, bar: Progress, *, seed, refine, max_rank,
-                 validation_fraction, lam_grid, validation_oracle, solve_options, entry):
+                 validation_fraction, lam_grid, validation_oracle, solve_kwargs, entry):
         self.obs, self.deadline, self.bar, self.seed = obs, deadline, bar, seed
         self.refine, self.max_rank = refine, max_rank
         self.validation_fraction, self.lam_grid = validation_fraction, lam_grid
-        self.validation_oracle, self.solve_options = validation_oracle, solve_options
+        self.validation_oracle, self.solve_kwargs = validation_oracle, solve_kwargs
         self.entry = entry
         self.search: LamSearch | None = None
         self.model = None            # the refined CPModel, when one validated better
@@ -299,7 +311,7 @@ class _Call:
 
     def _search(self, data: Split, lam) -> None:
         t = self.deadline.elapsed()
-        options = search_options(self.solve_options, self.validation_oracle, data.train)
+        options = search_options(self.solve_kwargs, self.validation_oracle, data.train)
         self.search = LamSearch(data, self.seed, options, self.deadline.sub(SEARCH_SHARE),
                                 self.bar)
         try:
@@ -353,7 +365,7 @@ class _Call:
             cap = FINAL_FIT_REFINED_SHARE * self.deadline.limit_s
         limit = self.deadline.sub(1.0, cap_s=cap).seconds()
         self.final = solve(self.obs, lam=self.lam, seed=self.seed, warm_start=warm,
-                           time_limit=limit, **self.solve_options)
+                           time_limit=limit, **self.solve_kwargs)
         self.stats["final_fit_time_s"] = self.deadline.elapsed() - t
         self.bar.step("final fit", f"lam={self.lam:.4g} {self.final.status} "
                                    f"({self.stats['final_fit_time_s']:.1f}s)")
@@ -439,5 +451,5 @@ class _Call:
         self.lam = self.lam if isinstance(self.lam, float) else \
             float(np.max(np.abs(self.obs.means))) or 1.0
         self.final = solve(self.obs, lam=self.lam, seed=self.seed, time_limit=1e-3,
-                           **self.solve_options)
+                           **self.solve_kwargs)
         self.cut.append("final fit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from tensorcomp.oracles.altmin import DEFAULT_RESTARTS
 from tensorcomp.oracles.base import OracleAnswer, Timer
 from tensorcomp.oracles.components import ComponentOracle, entry_components
 
@@ -96,7 +97,7 @@ def _split(indices, shape, factory):
 
 
 def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "auto",
-                heuristic_restarts: int = 16):
+                heuristic_restarts: int = DEFAULT_RESTARTS):
     indices, shape = obs.entries, obs.shape
     if not isinstance(spec, str):
         if hasattr(spec, "separate"):

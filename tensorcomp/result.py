@@ -17,20 +17,24 @@ __all__ = ["CompletionResult", "Certificate", "STATUSES", "MODELS", "DEFAULT_MAX
 #: status -> what it proves about the model the result describes. ``lower_bound`` is always a
 #: proof; every status returns the best point found.
 STATUSES = {
-    "optimal": "proven: objective - lower_bound <= tol, for this model on all its samples",
+    "optimal": "proven: objective - lower_bound <= tol, hence objective - f* <= tol (f* the "
+               "convex problem's optimum on these samples); tol = max(absolute tol, rel_tol * "
+               "(lower_bound - W)), W = stats['within_bound'] the within-entry variance; "
+               "rel_tol is 0 when solve() was given tol",
     "refined": "the model is the nonnegative CP refinement, returned because it validated "
                "better than the convex fit; no optimality bound covers it (the convex fit's "
-               "is in ``certificate``)",
+               "is in ``certificate``); proves only lower_bound <= its objective",
     "uncertified": "the papers' shortcut (gap_reset='published') estimated the gap <= tol by "
                    "treating a heuristic's best atom as the minimum; not proven (the estimate "
-                   "is stats['estimated_lower_bound'])",
-    "iteration_limit": "max_iter reached; best point so far; gap not proven <= tol",
-    "time_limit": "time_limit reached; best point so far; gap not proven <= tol",
-    "interrupted": "Ctrl-C (or the oracle was interrupted); best point so far; never certified",
-    "callback": "callback asked to stop; best point so far",
+                   "is stats['estimated_lower_bound']); proves only lower_bound <= f*",
+    "iteration_limit": "max_iter reached; best point so far; proves only lower_bound <= f*",
+    "time_limit": "time_limit reached; best point so far; proves only lower_bound <= f*",
+    "interrupted": "Ctrl-C (or the oracle was interrupted); best point so far; never "
+                   "certified; proves only lower_bound <= f*",
+    "callback": "callback asked to stop; best point so far; proves only lower_bound <= f*",
     "stalled": "no oracle found an improving atom at the tolerance's resolution, but the gap "
                "could not be proven (oracle budgets, a non-certifying oracle, or a tol below "
-               "the floating-point resolution); see message",
+               "the floating-point resolution); see message; proves only lower_bound <= f*",
 }
 
 #: model -> what ``weights`` and ``factors`` hold
@@ -94,7 +98,8 @@ class CompletionResult:
         within-entry variance (no tensor fits two values at one entry), the only bound that
         covers a model outside the norm ball.
     gap: objective - lower_bound. certified: True only when this model's gap is proven <= tol
-        (status "optimal"). tol: the gap tolerance that applied (NaN for a refined model).
+        (status "optimal"). tol: the gap tolerance that applied, max(absolute tol, rel_tol *
+        (lower_bound - stats['within_bound'])) (NaN for a refined model).
     status: see STATUSES. certificate: the convex problem's record (``Certificate``): for a
         convex fit, its own numbers; for a refined model, the convex fit's, which do not cover
         this model. convex_fit: the convex CompletionResult behind a refined model (in memory

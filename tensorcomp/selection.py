@@ -16,7 +16,8 @@ from ._validation import InputError, as_positive_float
 from .observations import Observations
 from .progress import Progress
 from .refine import convex_start, refine_cp
-from .solver import solve
+from .options import SolverOptions
+from .solver import solve, solver_options
 
 __all__ = ["Stop", "Split", "split", "mse_se", "LamSearch", "choose_lam", "rank_search",
            "rank_schedule", "LAM_PATIENCE", "RANK_SCHEDULE"]
@@ -210,17 +211,20 @@ class LamSearch:
         return self.chosen()
 
 
-def search_options(options: dict, validation_oracle, train: Observations) -> dict:
-    """The path fits' solve options: the caller's, with the validation oracle and, unless the
-    caller gave one, the path tolerance."""
-    fit_options = dict(options, oracle=validation_oracle)
-    fit_options.setdefault("tol", PATH_TOL_REL * max(train.value_scale, np.finfo(float).tiny))
-    fit_options.setdefault("max_iter", PATH_MAX_ITER)
-    return fit_options
+def search_options(solve_kwargs: dict, validation_oracle, train: Observations) -> dict:
+    """The path fits' solve keywords: the caller's, with the validation oracle in the options
+    and, unless the caller gave one, the path tolerance and iteration cap."""
+    kwargs = {k: v for k, v in solve_kwargs.items() if v is not None}
+    options = kwargs.get("options") or SolverOptions()
+    kwargs["options"] = options.replace(oracle=validation_oracle)
+    kwargs.setdefault("tol", PATH_TOL_REL * max(train.value_scale, np.finfo(float).tiny))
+    kwargs.setdefault("max_iter", PATH_MAX_ITER)
+    return kwargs
 
 
 def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int = 0,
-               lam_grid=None, validation_oracle="altmin", time_limit=None, **solve_options):
+               lam_grid=None, validation_oracle="altmin", time_limit=None, tol=None,
+               options: SolverOptions | None = None, **deprecated):
     """Choose lambda by validation MSE on held-out observed entries.
 
     The grid's base is max|y| over the *training* entries. From it the search goes up by sqrt(2)
@@ -229,21 +233,20 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     the base down by sqrt(2) the same way (noisy data: the best lambda can lie below max|y|),
     at most to base/16. The choice: the smallest lambda within one standard error of the best
     validation error. Fits are warm-started and use ``validation_oracle`` (default: the
-    heuristic only; model selection needs good fits, not certificates) at a tolerance of
-    ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given. ``time_limit``: seconds for the whole
-    search. Returns (chosen_lam, path), path a list of (lam, validation_mse, train_objective,
-    status) in the order fitted.
+    heuristic only; model selection needs good fits, not certificates) with the variant of
+    ``options``, at a tolerance of ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given.
+    ``time_limit``: seconds for the whole search. Returns (chosen_lam, path), path a list of
+    (lam, validation_mse, train_objective, status) in the order fitted.
     """
     for old, new in (("grid", "lam_grid"), ("search_time_limit", "time_limit")):
-        if old in solve_options:
+        if old in deprecated:
             raise InputError(f"choose_lam() takes {new}=, not {old}=")
-    if "time_limit" in solve_options or "warm_start" in solve_options:
-        raise InputError("warm_start is choose_lam()'s own")
+    options = solver_options(options, deprecated, "choose_lam")
     if lam_grid is not None:
         lam_grid = [as_positive_float(v, "lam_grid entry") for v in lam_grid]
     data = Split(obs, validation_fraction, seed)
-    search = LamSearch(data, seed, search_options(solve_options, validation_oracle, data.train),
-                       Deadline(time_limit), Progress(False, False, None))
+    kwargs = search_options(dict(tol=tol, options=options), validation_oracle, data.train)
+    search = LamSearch(data, seed, kwargs, Deadline(time_limit), Progress(False, False, None))
     return search.run(lam_grid), search.path
 
 

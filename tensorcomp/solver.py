@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -32,12 +33,13 @@ from .progress import ensure_log_handler, logger
 from .oracle_factory import make_oracle
 from .result import CompletionResult
 from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
-from .variants import resolve_options
+from .options import SolverOptions
 
-__all__ = ["solve", "IterationState", "DEFAULT_RELATIVE_TOL", "DEFAULT_REL_TOL"]
+__all__ = ["solve", "solver_options", "IterationState", "DEFAULT_TOL_SCALE", "DEFAULT_REL_TOL",
+           "LEGACY_KEYWORDS"]
 
-#: default tol = DEFAULT_RELATIVE_TOL * mean(y^2), the objective of the zero tensor
-DEFAULT_RELATIVE_TOL = 1e-4
+#: default tol = DEFAULT_TOL_SCALE * mean(y^2), the objective of the zero tensor
+DEFAULT_TOL_SCALE = 1e-4
 #: rel_tol when neither tol nor rel_tol is given: the run may also stop at a proven gap of 1 %
 #: of the fittable part of the optimum, f - f* <= 1e-2 (f* - W) (W: within-entry variance).
 #: The gap bounds the sample-weighted mean square distance from the returned tensor to the
@@ -77,8 +79,7 @@ class IterationState:
     step: str
 
 
-def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time_limit, callback,
-              seed):
+def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, callback, seed):
     if not isinstance(observations, Observations):
         raise InputError("observations must be a tensorcomp.Observations "
                          f"(build one with Observations(indices, values, shape) or "
@@ -93,32 +94,19 @@ def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time
                          f"got {describe(rel_tol)}")
     max_iter = as_optional_positive_int(max_iter, "max_iter")
     time_limit = as_optional_positive_float(time_limit, "time_limit")
-    oracle_time_limit = as_optional_positive_float(oracle_time_limit, "oracle_time_limit")
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be callable or None, got {describe(callback)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {describe(seed)}")
-    return lam, tol, float(rel_tol), max_iter, time_limit, oracle_time_limit
+    return lam, tol, float(rel_tol), max_iter, time_limit
 
 
-def solve(observations: Observations, *, lam, method: str | None = None, oracle="auto",
-          tol=None, rel_tol=None, max_iter=None, time_limit=None, seed: int = 0,
-          callback=None,
-          verbose: bool = False, oracle_time_limit=30.0, ip_policy: str | None = None,
-          warm_start=None, check: bool = False, preset: str | None = None,
-          local_step: str | None = None, storage: str | None = None,
-          heuristic_indexing: str | None = None, gap_reset: str | None = None,
-          exact_first: bool | None = None, heuristic_restarts: int | None = None
-          ) -> CompletionResult:
+def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=None,
+          time_limit=None, seed: int = 0, callback=None, verbose: bool = False,
+          warm_start=None, options: SolverOptions | None = None,
+          **deprecated) -> CompletionResult:
     """Minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam.
 
-    method: "bpcg" (default; pairwise local steps) or "bcg" (simplex descent local steps).
-    oracle: "auto" (heuristic, then the exact branch and bound, then the SCIP integer program
-        with what the search left of each exact call's budget), "branch_bound", "scip",
-        "altmin" (heuristic only: proves nothing beyond the free bounds), "exhaustive" (tiny
-        shapes), or an object with
-        ``separate(SeparationQuery)`` (its bounds count only if it declares ``certifies = True``;
-        the driver recomputes the value of every atom it returns).
     tol: absolute tolerance on the proven gap, in objective units. Default:
         1e-4 * mean(y^2) (the objective of the zero tensor), so it scales with the data.
         Every call terminates, with or without limits (see ``gap_policy``); the result's
@@ -138,45 +126,66 @@ def solve(observations: Observations, *, lam, method: str | None = None, oracle=
         max(tol, rel_tol * (f* - W)). ``stats["tol_absolute"]`` and ``stats["rel_tol"]`` are
         the inputs as applied. The exact stage is not asked sooner than with tol alone until a
         proof makes lower_bound > W (noiseless runs are unchanged).
-    oracle_time_limit: seconds per oracle call, whatever the oracle (None: no limit); a call
-        gets min(oracle_time_limit, time left of time_limit). For "auto" the exact stages
-        (branch and bound, then the integer program) share what the heuristic left of it.
-    ip_policy: "lazy" (default) calls the exact stage of a composite oracle only once the gap
-        estimate Phi is at the tolerance's scale, i.e. when a proof can end the run; above it a
-        heuristic failure just halves Phi. "eager" calls it on every heuristic failure (the
-        papers' exact lazified algorithm).
     warm_start: a previous CompletionResult on the same shape; its atoms and weights start the run.
     verbose: log progress (every 100 iterations and every oracle step) on the "tensorcomp"
         logger at INFO, shown on stderr unless the application configured logging itself.
-    check: verify active-set invariants after every iteration (slow; for tests).
-    Variant options (see tensorcomp.variants): preset ("default", "paper_faithful",
-        "published_v0" ... "published_v10"), local_step ("pairwise", "simplex_descent",
-        "nesterov"), storage ("gram", "dense", "sparse"), heuristic_indexing ("auto": "lists"
-        up to 256 MiB of lists, else "counts"; "counts", "lists", "scatter"), gap_reset
-        ("certified", "published": the papers' uncertified shortcut; a stop on its estimate
-        has status "uncertified", the estimate is
-        ``stats["estimated_lower_bound"]``), exact_first (an exact IP at the first oracle call),
-        heuristic_restarts (starts per heuristic call, default 16; the papers used 100).
+    options: a ``SolverOptions`` (tensorcomp.options): the algorithm, its local step, the
+        oracle ("auto" default: heuristic, then branch and bound, then SCIP) and its per-call
+        time limit (every oracle gets min(options.oracle_time_limit, time left)), the storage,
+        the heuristic's layout, the gap policy; the published variants are
+        ``SolverOptions.published(k)``. None: ``SolverOptions()``.
+    The keywords of earlier releases (method, oracle, oracle_time_limit, ip_policy, check,
+    preset, local_step, storage, heuristic_indexing, gap_reset, exact_first,
+    heuristic_restarts) are accepted for one release with a DeprecationWarning naming the
+    ``options=`` spelling.
     """
-    lam, tol, rel_tol, max_iter, time_limit, oracle_time_limit = _validate(
-        observations, lam, tol, rel_tol, max_iter, time_limit, oracle_time_limit, callback, seed)
-    opts = resolve_options(preset, method=method, local_step=local_step, storage=storage,
-                           heuristic_indexing=heuristic_indexing, gap_reset=gap_reset,
-                           exact_first=exact_first, ip_policy=ip_policy,
-                           heuristic_restarts=heuristic_restarts)
+    options = solver_options(options, deprecated, "solve")
+    lam, tol, rel_tol, max_iter, time_limit = _validate(
+        observations, lam, tol, rel_tol, max_iter, time_limit, callback, seed)
     obs = observations
     if tol is None:
-        tol = DEFAULT_RELATIVE_TOL * max(obs.value_scale, np.finfo(float).tiny)
+        tol = DEFAULT_TOL_SCALE * max(obs.value_scale, np.finfo(float).tiny)
     if warm_start is not None and (not isinstance(warm_start, CompletionResult)
-                                   or tuple(warm_start.shape) != obs.shape):
-        raise InputError("warm_start must be a CompletionResult for the same shape "
-                         f"{obs.shape}, got {describe(warm_start)}")
-    lmo = make_oracle(oracle, obs, seed=seed, exact_time_limit_s=oracle_time_limit,
-                      heuristic_indexing=opts.heuristic_indexing,
-                      heuristic_restarts=opts.heuristic_restarts)
-    driver = _Driver(obs, lam, opts, lmo, (tol, rel_tol), max_iter, (time_limit, oracle_time_limit),
-                     callback, verbose, check)
+                                   or tuple(warm_start.shape) != obs.shape
+                                   or warm_start.model != "atoms"):
+        raise InputError("warm_start must be a convex CompletionResult (model 'atoms') for the "
+                         f"same shape {obs.shape}, got {describe(warm_start)}")
+    lmo = make_oracle(options.oracle, obs, seed=seed,
+                      exact_time_limit_s=options.oracle_time_limit,
+                      heuristic_indexing=options.heuristic_indexing,
+                      heuristic_restarts=options.heuristic_restarts)
+    driver = _Driver(obs, lam, options, lmo, (tol, rel_tol), max_iter,
+                     (time_limit, options.oracle_time_limit), callback, verbose, options.check)
     return driver.run(warm_start)
+
+
+#: solve()'s keywords before SolverOptions, accepted for one release
+LEGACY_KEYWORDS = ("method", "oracle", "oracle_time_limit", "ip_policy", "check", "preset",
+                   "local_step", "storage", "heuristic_indexing", "gap_reset", "exact_first",
+                   "heuristic_restarts")
+
+
+def solver_options(options, deprecated: dict, who: str) -> SolverOptions:
+    """``options`` (or the default), or one built from the earlier keywords with a
+    DeprecationWarning; unknown keywords and a mix of both spellings are errors."""
+    unknown = sorted(set(deprecated) - set(LEGACY_KEYWORDS))
+    if unknown:
+        raise InputError(f"{who}() got unexpected keyword argument(s) {unknown}")
+    if options is not None and not isinstance(options, SolverOptions):
+        raise InputError(f"options must be a tensorcomp.SolverOptions, got {describe(options)}")
+    given = {k: v for k, v in deprecated.items() if v is not None or k == "oracle_time_limit"}
+    if not given:
+        return SolverOptions() if options is None else options
+    if options is not None:
+        raise InputError(f"{who}() got options= and the keyword(s) {sorted(given)}: put them "
+                         f"in the options object, e.g. options.replace({sorted(given)[0]}=...)")
+    preset = given.pop("preset", None)
+    spelled = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    new = (f"SolverOptions.preset({preset!r}{', ' + spelled if spelled else ''})" if preset
+           else f"SolverOptions({spelled})")
+    warnings.warn(f"{who}({', '.join(sorted(deprecated))}=...) is deprecated; pass "
+                  f"options={new}", DeprecationWarning, stacklevel=3)
+    return SolverOptions.preset(preset, **given) if preset else SolverOptions(**given)
 
 
 class _Driver:

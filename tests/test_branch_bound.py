@@ -15,6 +15,7 @@ import pytest
 from tensorcomp.oracles import _branch_bound_kernels as K
 from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.branch_bound import BranchBoundOracle, quantise
+from tensorcomp.options import SolverOptions
 
 INF = math.inf
 
@@ -369,7 +370,7 @@ def test_auto_builds_the_search_on_first_use_only():
                          .standard_normal(obs.n_entries), obs.shape)
     auto = make_oracle("auto", noisy, seed=0, exact_time_limit_s=10.0)
     assert auto.stages[0].oracle is None  # nothing built before an exact call
-    res = solve(noisy, lam=0.5, oracle=auto)
+    res = solve(noisy, lam=0.5, options=SolverOptions(oracle=auto))
     assert res.status == "optimal" and res.certified and res.stats["ip_calls"] == 0
     assert auto.stages[0].oracle is not None
 

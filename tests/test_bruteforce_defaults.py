@@ -22,6 +22,7 @@ import pytest
 
 from ground_truth import Samples, aggregate, all_entries, optimum
 from tensorcomp import Observations, solve
+from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
@@ -123,7 +124,8 @@ def run_oracle(oracle: str, seeds, tight: bool) -> dict:
         samples, lam = instance(seed)
         f_star, scale = brute_force(samples, lam)
         options = dict(tol=1e-9 * scale, rel_tol=0.0) if tight else {}
-        res = solve(Observations(*samples), lam=lam, oracle=oracle, **options)
+        res = solve(Observations(*samples), lam=lam, **options,
+                    options=SolverOptions(oracle=oracle))
         where = f"oracle={oracle} tight={tight} seed={seed} shape={samples.shape} lam={lam:.3g}"
         check_sound(res, f_star, scale, where)
         if not tight:  # the defaults promise max(tol, rel_tol * (f* - W)) at most

@@ -5,6 +5,7 @@ import pytest
 from ground_truth import Samples, optimum
 from tensorcomp import Observations, complete, solve
 from tensorcomp.synthetic import nmse_cp, published_instance
+from tensorcomp.options import SolverOptions
 
 
 def test_single_observation_below_and_above_lambda():
@@ -68,8 +69,8 @@ def test_small_modes_and_orders(shape):
     idx = np.stack([rng.integers(0, r, n) for r in shape], 1)
     y = rng.random(n)
     upper, _ = optimum(Samples(idx, y, shape), 2.0)
-    res = solve(Observations(idx, y, shape), lam=2.0, tol=1e-6, rel_tol=0.0, oracle="auto",
-                ip_policy="eager", check=True)
+    res = solve(Observations(idx, y, shape), lam=2.0, tol=1e-6, rel_tol=0.0,
+                options=SolverOptions(oracle="auto", ip_policy="eager", check=True))
     assert res.status == "optimal" and res.certified
     assert res.lower_bound <= upper and res.objective <= upper + 1e-6
     assert res.to_dense().shape == shape

@@ -26,6 +26,7 @@ from tensorcomp.active_set import ActiveSet  # noqa: E402
 from tensorcomp.distributed import (DistributedAltMin, DistributedData,  # noqa: E402
                                     PartitionedObservations, entry_hash, partition_labels)
 from tensorcomp.synthetic import published_instance  # noqa: E402
+from tensorcomp.options import SolverOptions
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_bad_inputs_are_named(client):
 def iterates(obs, steps):
     """Active sets of real solver iterates (``oracle="altmin"``, stopped after ``steps``)."""
     for max_iter in steps:
-        res = solve(obs, lam=1.0, oracle="altmin", max_iter=max_iter, seed=0)
+        res = solve(obs, lam=1.0, max_iter=max_iter, seed=0, options=SolverOptions(oracle="altmin"))
         aset = ActiveSet(obs, 1.0)
         where = [aset.find_or_add(theta) for theta in res.thetas]
         w = np.zeros(aset.m)

@@ -10,6 +10,7 @@ from tensorcomp.oracles import AltMinOracle, ChainOracle
 from tensorcomp.oracles.scip import ScipOracle
 from tensorcomp import Observations, solve
 from tensorcomp.synthetic import published_instance
+from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
@@ -56,7 +57,8 @@ def chain(obs, scip):
 def test_every_ip_call_fails(noisy_instance):
     noisy, f_star = noisy_instance
     scip = FlakyScip(noisy.entries, noisy.shape, fail_on=range(1, 1000))
-    res = solve(noisy, lam=0.6, tol=1e-7, oracle=chain(noisy, scip), ip_policy="eager")
+    res = solve(noisy, lam=0.6, tol=1e-7,
+                options=SolverOptions(oracle=chain(noisy, scip), ip_policy="eager"))
     assert scip.calls >= 1
     failures = res.stats["oracle_failures"]
     assert len(failures) == scip.calls and "injected SCIP failure" in failures[0]
@@ -64,7 +66,7 @@ def test_every_ip_call_fails(noisy_instance):
     assert res.status == "stalled" and not res.certified and res.gap > res.tol
     # nothing from the failed calls became a bound, and the run still optimised
     assert res.lower_bound <= f_star
-    clean = solve(noisy, lam=0.6, tol=1e-7, oracle="auto")
+    clean = solve(noisy, lam=0.6, tol=1e-7, options=SolverOptions(oracle="auto"))
     assert clean.status == "optimal" and clean.objective - f_star <= 1e-7
     assert res.objective <= f_star * 1.05
 
@@ -72,7 +74,8 @@ def test_every_ip_call_fails(noisy_instance):
 def test_some_ip_calls_fail_run_still_correct(noisy_instance):
     noisy, f_star = noisy_instance
     scip = FlakyScip(noisy.entries, noisy.shape, fail_on={1, 3})
-    res = solve(noisy, lam=0.6, tol=1e-5, oracle=chain(noisy, scip), ip_policy="eager")
+    res = solve(noisy, lam=0.6, tol=1e-5,
+                options=SolverOptions(oracle=chain(noisy, scip), ip_policy="eager"))
     assert len(res.stats["oracle_failures"]) == 2
     # the later calls succeed: the run still proves its tolerance, against brute force
     assert res.status == "optimal"
@@ -98,7 +101,8 @@ def test_ip_time_outs_are_not_proofs(noisy_instance):
     scip = ScipStatuses(noisy.entries, noisy.shape)
     lmo = ChainOracle(AltMinOracle(noisy.entries, noisy.shape, seed=0), scip,
                       exact_time_limit_s=0.01)
-    res = solve(noisy, lam=LAM, tol=1e-9, oracle=lmo, ip_policy="eager", time_limit=20)
+    res = solve(noisy, lam=LAM, tol=1e-9, time_limit=20,
+                options=SolverOptions(oracle=lmo, ip_policy="eager"))
     assert res.stats["ip_calls"] >= 1 and "timelimit" in scip.statuses
     # bounds from timed-out calls are SCIP's dual bounds: below the brute-force optimum
     assert res.lower_bound <= f_star
@@ -112,7 +116,7 @@ def test_integer_program_too_large_is_skipped_and_reported(noisy_instance, monke
     noisy, f_star = noisy_instance
     from tensorcomp import oracle_factory
     monkeypatch.setattr(oracle_factory, "MAX_IP_ROWS", 10)
-    res = solve(noisy, lam=LAM, tol=1e-9, oracle="scip", ip_policy="eager")
+    res = solve(noisy, lam=LAM, tol=1e-9, options=SolverOptions(oracle="scip", ip_policy="eager"))
     assert res.stats["ip_calls"] == 0
     assert any("exceed MAX_IP_ROWS" in f for f in res.stats["oracle_failures"])
     assert res.status == "stalled" and res.gap > res.tol
@@ -124,7 +128,8 @@ def test_no_build_when_the_budget_is_too_short(noisy, monkeypatch):
     from tensorcomp import oracle_factory
     monkeypatch.setattr(oracle_factory, "IP_BUILD_S_PER_ROW", 10.0)
     t = time.perf_counter()
-    res = solve(noisy, lam=0.6, tol=1e-9, oracle="scip", ip_policy="eager", time_limit=3.0)
+    res = solve(noisy, lam=0.6, tol=1e-9, time_limit=3.0,
+                options=SolverOptions(oracle="scip", ip_policy="eager"))
     assert time.perf_counter() - t < 3.5
     assert res.stats["ip_calls"] == 0
     assert any("below the estimated build time" in f for f in res.stats["oracle_failures"])

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tensorcomp import InputError, Observations, complete, solve
+from tensorcomp.options import SolverOptions
 
 GOOD_IDX = np.array([[0, 1, 2], [1, 0, 0], [0, 1, 2]])
 GOOD_VAL = np.array([0.5, 1.0, 0.7])
@@ -59,7 +60,7 @@ def test_inputs_not_modified():
     tensor = np.full(SHAPE, np.nan)
     tensor[0, 1, 2], tensor[1, 0, 0] = 0.5, 1.0
     before = tensor.copy()
-    out = complete(tensor, lam=1.0, oracle="exhaustive")
+    out = complete(tensor, lam=1.0, options=SolverOptions(oracle="exhaustive"))
     assert np.array_equal(tensor, before, equal_nan=True)
     assert np.isfinite(out).all()
 
@@ -87,15 +88,37 @@ def test_inputs_not_modified():
     (dict(lam=1, oracle_time_limit=-5), "oracle_time_limit must be a positive finite number"),
 ])
 def test_solve_rejects(kwargs, match):
+    """Each bad value is refused before any work, naming the argument: the variant's through
+    SolverOptions, and (for one release) through solve()'s earlier keywords too."""
+    from tensorcomp import SolverOptions
+    from tensorcomp.options import names
     obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
+    variant = {k: v for k, v in kwargs.items() if k in names() or k == "preset"}
+    plain = {k: v for k, v in kwargs.items() if k not in variant}
     with pytest.raises(InputError, match=match):
-        solve(obs, **kwargs)
+        solve(obs, **plain, options=SolverOptions.from_dict(variant))
+    if variant:
+        with pytest.raises(InputError, match=match), pytest.warns(DeprecationWarning):
+            solve(obs, **kwargs)
 
 
 def test_solve_rejects_unknown_option():
     obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'tolerance'"):
+    with pytest.raises(InputError, match=r"unexpected keyword argument\(s\) \['tolerance'\]"):
         solve(obs, lam=1, tolerance=1e-3)
+
+
+def test_solve_has_a_small_surface_and_old_keywords_name_the_new_spelling():
+    import inspect
+    from tensorcomp import SolverOptions
+    assert len(inspect.signature(solve).parameters) <= 12
+    obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
+    with pytest.warns(DeprecationWarning, match=r"options=SolverOptions\(oracle='exhaustive'\)"):
+        old = solve(obs, lam=1.0, oracle="exhaustive", tol=1e-6)
+    new = solve(obs, lam=1.0, tol=1e-6, options=SolverOptions(oracle="exhaustive"))
+    assert old.objective == new.objective and old.status == new.status
+    with pytest.raises(InputError, match="put them in the options object"):
+        solve(obs, lam=1.0, method="bcg", options=SolverOptions())
 
 
 def test_solve_rejects_raw_arrays():
@@ -156,7 +179,7 @@ def test_complete_accepts_a_float_mask():
     tensor = rng.random(SHAPE)
     mask = (rng.random(SHAPE) < 0.6).astype(float)
     mask[0, 0, 0] = 1.0
-    out = complete(tensor, mask, lam=1.0, oracle="exhaustive", refine=False)
+    out = complete(tensor, mask, lam=1.0, refine=False, options=SolverOptions(oracle="exhaustive"))
     observed = mask == 1
     assert out.shape == SHAPE and np.array_equal(out[observed], tensor[observed])
 
@@ -175,7 +198,7 @@ def test_complete_rejects_bad_lam():
 
 def test_predict_and_to_dense_checks():
     obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
-    res = solve(obs, lam=1.0, oracle="exhaustive")
+    res = solve(obs, lam=1.0, options=SolverOptions(oracle="exhaustive"))
     with pytest.raises(InputError, match="out of range"):
         res.predict(np.array([[2, 0, 0]]))
     with pytest.raises(InputError, match="would allocate 96 bytes"):

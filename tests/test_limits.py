@@ -9,6 +9,7 @@ import pytest
 
 from tensorcomp import CompletionResult, Observations, complete, solve
 from tensorcomp.synthetic import published_instance
+from tensorcomp.options import SolverOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
 
@@ -62,7 +63,7 @@ def test_time_limit_returns_best_so_far(known_optimum):
     obs, lam, f_star = known_optimum
     t = time.perf_counter()
     # every oracle call an integer program: the last one must get only the remaining time
-    res = solve(obs, lam=lam, tol=1e-9, time_limit=2.0, oracle="scip")
+    res = solve(obs, lam=lam, tol=1e-9, time_limit=2.0, options=SolverOptions(oracle="scip"))
     elapsed = time.perf_counter() - t
     assert res.status == "time_limit"
     assert res.stats["ip_calls"] >= 2
@@ -95,7 +96,7 @@ def test_ctrl_c_returns_best_point(known_optimum, delay_s):
     t = time.perf_counter()
     timer.start()
     try:
-        res = solve(obs, lam=lam, tol=1e-9, time_limit=30, oracle="scip")
+        res = solve(obs, lam=lam, tol=1e-9, time_limit=30, options=SolverOptions(oracle="scip"))
     finally:
         timer.cancel()
     elapsed = time.perf_counter() - t
@@ -267,8 +268,8 @@ def test_every_oracle_honours_oracle_time_limit(oracle, monkeypatch):
 
     monkeypatch.setattr(solver, "make_oracle", spying)
     budget = 0.25
-    res = solve(obs, lam=2.0, oracle=oracle, tol=1e-12, time_limit=2.5,
-                oracle_time_limit=budget, **options)
+    res = solve(obs, lam=2.0, tol=1e-12, time_limit=2.5,
+                options=SolverOptions(oracle=oracle, oracle_time_limit=budget, **options))
     assert res.status == "time_limit"
     assert calls and all(limit <= budget for limit, _, _ in calls)
     assert max(wall for _, wall, _ in calls) <= budget + 0.35

@@ -10,6 +10,7 @@ from tensorcomp.synthetic import published_instance
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from tensorcomp.options import SolverOptions
 
 
 def test_plot_convergence_shows_a_zero_bound(tmp_path):
@@ -67,7 +68,7 @@ def test_oracle_sources_are_marked_from_the_solvers_history():
     objective, negative answers hollow on the bound line; rows without steps plot unmarked."""
     from dataclasses import replace
     _, obs = published_instance((6, 5, 4), 80, 0)
-    res = solve(obs, lam=1.0, oracle="scip")
+    res = solve(obs, lam=1.0, options=SolverOptions(oracle="scip"))
     steps = [h[3] for h in res.history]
     assert all(len(h) == 4 for h in res.history)
     positives = [s for s in steps if s.startswith("fw_oracle:")]

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from ground_truth import Samples, all_entries, optimum
 from tensorcomp import Observations, solve
 import pytest
+from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
@@ -34,8 +35,8 @@ def test_bounds_and_objective_against_brute_force(instance):
     obs = Observations(*samples)
     upper, lower = optimum(samples, lam)
     tol = 1e-6
-    res = solve(obs, lam=lam, oracle=oracle, method=method, tol=tol, rel_tol=0.0, ip_policy="eager",
-                check=True)
+    res = solve(obs, lam=lam, tol=tol, rel_tol=0.0,
+                options=SolverOptions(oracle=oracle, method=method, ip_policy="eager", check=True))
     assert res.certified
     assert res.lower_bound <= upper + 1e-10
     assert res.objective >= lower - 1e-10

@@ -4,6 +4,7 @@ import pytest
 
 from tensorcomp import solve
 from tensorcomp.synthetic import nmse_cp, nmse_sampled, published_instance
+from tensorcomp.options import SolverOptions
 
 PUBLISHED_NMSE = 0.0167  # mean over 100 repetitions, s.e. 0.0011 (sd ~ 0.011)
 PUBLISHED_SD = 0.011
@@ -15,7 +16,7 @@ def test_published_p3_nmse(method):
     values = []
     for seed in range(k):
         truth, obs = published_instance((10, 10, 10), 500, seed)
-        res = solve(obs, lam=1.0, tol=1e-4, method=method, seed=seed)
+        res = solve(obs, lam=1.0, tol=1e-4, seed=seed, options=SolverOptions(method=method))
         assert res.status == "optimal" and res.certified and res.gap <= 1e-4
         values.append(nmse_cp(res, truth))
     mean = float(np.mean(values))

@@ -4,6 +4,7 @@ import pytest
 
 from tensorcomp import solve
 from tensorcomp.synthetic import published_instance
+from tensorcomp.options import SolverOptions
 
 
 def fingerprint(res):
@@ -15,8 +16,8 @@ def fingerprint(res):
 @pytest.mark.parametrize("method", ["bpcg", "bcg"])
 def test_same_seed_same_run(method):
     _, obs = published_instance((10,) * 5, 5000, 11)
-    a = solve(obs, lam=1.0, method=method, seed=3)
-    b = solve(obs, lam=1.0, method=method, seed=3)
+    a = solve(obs, lam=1.0, seed=3, options=SolverOptions(method=method))
+    b = solve(obs, lam=1.0, seed=3, options=SolverOptions(method=method))
     assert fingerprint(a) == fingerprint(b)
 
 

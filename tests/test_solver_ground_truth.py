@@ -5,6 +5,7 @@ import pytest
 from tensorcomp import Observations, solve
 from tensorcomp.oracles.exhaustive import enumerate_atoms
 from ground_truth import Samples, all_entries, optimum
+from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
@@ -40,7 +41,8 @@ def test_matches_brute_force(method, noisy, lam_factor, seed):
     upper, lower = optimum(samples, lam)
     assert upper - lower < 1e-7, "ground truth itself not solved precisely"
     tol = 1e-6
-    res = solve(obs, lam=lam, method=method, oracle="exhaustive", tol=tol, rel_tol=0.0, check=True)
+    res = solve(obs, lam=lam, tol=tol, rel_tol=0.0,
+                options=SolverOptions(method=method, oracle="exhaustive", check=True))
     assert res.status == "optimal"
     assert res.certified
     assert res.objective <= upper + tol + 1e-12
@@ -60,7 +62,7 @@ def test_matches_brute_force(method, noisy, lam_factor, seed):
 def test_history_lower_bound_monotone_and_valid():
     obs, samples, lam = make_instance(7, True, 1.0)
     upper, _ = optimum(samples, lam)
-    res = solve(obs, lam=lam, oracle="exhaustive", tol=1e-8, rel_tol=0.0)
+    res = solve(obs, lam=lam, tol=1e-8, rel_tol=0.0, options=SolverOptions(oracle="exhaustive"))
     bounds = np.array([h[2] for h in res.history])
     assert np.all(np.diff(bounds) >= 0)
     assert bounds.max() <= upper + 1e-12
@@ -74,8 +76,8 @@ def test_ip_oracle_paths_match_brute_force(oracle, method, seed):
     obs, samples, lam = make_instance(10 + seed, True, 0.8)
     upper, lower = optimum(samples, lam)
     tol = 1e-6
-    res = solve(obs, lam=lam, method=method, oracle=oracle, tol=tol, rel_tol=0.0, ip_policy="eager",
-                check=True)
+    res = solve(obs, lam=lam, tol=tol, rel_tol=0.0,
+                options=SolverOptions(method=method, oracle=oracle, ip_policy="eager", check=True))
     assert res.status == "optimal" and res.certified
     assert lower - 1e-12 <= res.objective <= upper + tol
     assert res.lower_bound <= upper + 1e-12
@@ -85,7 +87,8 @@ def test_ip_oracle_paths_match_brute_force(oracle, method, seed):
 def test_heuristic_only_never_claims_a_false_bound(seed):
     obs, samples, lam = make_instance(20 + seed, True, 1.2)
     upper, _ = optimum(samples, lam)
-    res = solve(obs, lam=lam, oracle="altmin", tol=1e-6, rel_tol=0.0, check=True)
+    res = solve(obs, lam=lam, tol=1e-6, rel_tol=0.0,
+                options=SolverOptions(oracle="altmin", check=True))
     assert res.lower_bound <= upper + 1e-12
     assert res.status in ("optimal", "stalled")
     if res.status == "optimal":
@@ -105,7 +108,8 @@ def test_disconnected_observations_split_exactly():
     n_comp, _ = entry_components(obs.entries, shape)
     assert n_comp == 2
     upper, lower = optimum(samples, 1.3)
-    res = solve(obs, lam=1.3, oracle="scip", tol=1e-7, rel_tol=0.0, ip_policy="eager", check=True)
+    res = solve(obs, lam=1.3, tol=1e-7, rel_tol=0.0,
+                options=SolverOptions(oracle="scip", ip_policy="eager", check=True))
     assert res.status == "optimal"
     assert lower - 1e-12 <= res.objective <= upper + 1e-7
     assert res.lower_bound <= upper + 1e-12
@@ -119,7 +123,8 @@ def test_disconnected_observations_split_exactly():
 def test_variants_match_brute_force(variant, seed):
     obs, samples, lam = make_instance(30 + seed, True, 0.7)
     upper, lower = optimum(samples, lam)
-    res = solve(obs, lam=lam, oracle="exhaustive", tol=1e-6, rel_tol=0.0, check=True, **variant)
+    res = solve(obs, lam=lam, tol=1e-6, rel_tol=0.0,
+                options=SolverOptions(oracle="exhaustive", check=True, **variant))
     assert res.status == "optimal" and res.certified
     assert lower - 1e-12 <= res.objective <= upper + 1e-6
     assert res.lower_bound <= upper + 1e-12
@@ -133,8 +138,9 @@ def test_published_shortcut_never_reports_its_estimate_as_a_bound():
     for seed in range(40, 46):
         obs, samples, lam = make_instance(seed, True, 0.7)
         upper, lower = optimum(samples, lam)
-        res = solve(obs, lam=lam, oracle="altmin", gap_reset="published", tol=1e-6, rel_tol=0.0,
-                    heuristic_restarts=1)
+        res = solve(obs, lam=lam, tol=1e-6, rel_tol=0.0,
+                    options=SolverOptions(oracle="altmin", gap_reset="published",
+                                          heuristic_restarts=1))
         statuses.append(res.status)
         assert res.lower_bound <= lower + 1e-12
         overshoots += res.stats["estimated_lower_bound"] > upper

@@ -19,6 +19,7 @@ from ground_truth import Samples, aggregate, all_entries, optimum
 from tensorcomp.oracles.base import OracleAnswer
 from tensorcomp import InputError, Observations, solve
 from tensorcomp.gap_policy import ACCURACY_K, GapPolicy
+from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
@@ -106,8 +107,9 @@ def test_tight_tolerance_terminates_with_proof(oracle, ip_policy):
         samples, lam = random_instance(seed)
         upper, lower = optimum(samples, lam)
         with watchdog():
-            res = solve(Observations(*samples), lam=lam, oracle=oracle, ip_policy=ip_policy,
-                        tol=1e-9 * max(np.mean(samples.values ** 2), 1e-12), rel_tol=0.0)
+            res = solve(Observations(*samples), lam=lam,
+                        tol=1e-9 * max(np.mean(samples.values ** 2), 1e-12), rel_tol=0.0,
+                        options=SolverOptions(oracle=oracle, ip_policy=ip_policy))
         assert res.lower_bound <= upper
         assert res.status in ("optimal", "stalled"), res.status
         if res.status == "optimal":
@@ -126,7 +128,7 @@ def test_zero_progress_loop_of_the_review_terminates(oracle):
     samples = Samples(np.array(REVIEW_IDX), np.array(REVIEW_Y), (3, 3, 3))
     upper, _ = optimum(samples, 0.3)
     with watchdog():
-        res = solve(Observations(*samples), lam=0.3, oracle=oracle)
+        res = solve(Observations(*samples), lam=0.3, options=SolverOptions(oracle=oracle))
     assert res.status == "optimal"
     assert res.lower_bound <= upper <= res.objective + 1e-15
     assert res.objective <= upper + res.tol
@@ -140,8 +142,9 @@ def test_published_shortcut_of_the_review_is_not_optimal():
     samples = Samples(idx, y, (4, 4, 4))
     upper, lower = optimum(samples, 0.8)
     with watchdog():
-        res = solve(Observations(*samples), lam=0.8, oracle="altmin", gap_reset="published",
-                    heuristic_restarts=1, tol=1e-6)
+        res = solve(Observations(*samples), lam=0.8, tol=1e-6,
+                    options=SolverOptions(oracle="altmin", gap_reset="published",
+                                          heuristic_restarts=1))
     assert res.lower_bound <= lower
     # what "uncertified" means: the estimated gap is within tol, the proven one is not
     assert res.objective - res.stats["estimated_lower_bound"] <= res.tol < res.gap
@@ -172,7 +175,7 @@ def test_a_lying_non_certifying_oracle_proves_nothing_and_terminates():
     obs = Observations(*samples)
     liar = LyingOracle(sum(samples.shape))
     with watchdog():
-        res = solve(obs, lam=lam, oracle=liar, tol=1e-12, rel_tol=0.0)
+        res = solve(obs, lam=lam, tol=1e-12, rel_tol=0.0, options=SolverOptions(oracle=liar))
     assert res.lower_bound <= upper
     assert res.status in ("stalled", "optimal")
     assert liar.calls < 100
@@ -191,8 +194,8 @@ def test_an_oracle_without_a_certifies_declaration_proves_nothing():
             return OracleAnswer(theta=None, value=math.inf, lower_bound=1e9, source="x",
                                 time_s=0.0)
     with watchdog():
-        res = solve(Observations(*samples), lam=lam, oracle=Undeclared(sum(samples.shape)),
-                    tol=1e-12)
+        res = solve(Observations(*samples), lam=lam, tol=1e-12,
+                    options=SolverOptions(oracle=Undeclared(sum(samples.shape))))
     assert res.lower_bound <= upper
     assert res.status == "stalled"
 
@@ -222,7 +225,7 @@ def test_never_observed_slices_predict_zero():
     """One rule for bits no observation uses: 0 in every atom, the start atom included."""
     idx = np.array([[0, 0], [0, 1], [1, 0]])
     obs = Observations(idx, np.array([1.0, 1.0, 1.0]), (3, 3))  # row 2 and column 2 unseen
-    res = solve(obs, lam=1.0, oracle="exhaustive")
+    res = solve(obs, lam=1.0, options=SolverOptions(oracle="exhaustive"))
     assert res.status == "optimal"
     assert np.all(res.predict(np.array([[2, 0], [0, 2], [2, 2], [1, 2]])) == 0.0)
     assert not res.factors[0][2].any() and not res.factors[1][2].any()
@@ -366,7 +369,7 @@ def test_first_answer_equal_to_the_iterate_does_not_stall(oracle):
     samples = Samples(np.array(STALL_IDX), np.array(STALL_Y), (3, 3, 3, 3))
     upper, lower = optimum(samples, 0.6)
     with watchdog():
-        res = solve(Observations(*samples), lam=0.6, oracle=oracle)
+        res = solve(Observations(*samples), lam=0.6, options=SolverOptions(oracle=oracle))
     assert res.status == "optimal", (res.status, res.message)
     assert res.gap <= res.tol
     assert res.lower_bound <= upper and res.objective <= upper + res.tol
@@ -420,7 +423,7 @@ def test_history_ends_with_the_final_proven_bound():
     samples = Samples(np.array(STALL_IDX), np.array(STALL_Y), (3, 3, 3, 3))
     upper, _ = optimum(samples, 0.6)
     for oracle in ("exhaustive", "branch_bound", "auto"):
-        res = solve(Observations(*samples), lam=0.6, oracle=oracle)
+        res = solve(Observations(*samples), lam=0.6, options=SolverOptions(oracle=oracle))
         assert res.status == "optimal" and res.lower_bound > 0.5
         last = res.history[-1]
         assert last[1] == res.objective and last[2] == res.lower_bound and last[3] == "final"
