@@ -22,6 +22,7 @@ from tensorcomp.oracles.branch_bound import BranchBoundOracle
 from tensorcomp import solve
 from tensorcomp.oracle_factory import make_oracle
 from tensorcomp.options import SolverOptions
+from tensorcomp.oracles.deadline import Deadline
 
 
 class Recorder:
@@ -48,7 +49,7 @@ def recorded_queries(obs, lam, time_limit, seed):
 
 def replay(oracle, query, time_limit):
     q = SeparationQuery(query.direction, query.current_value, query.target,
-                        query.certify_level, time_limit_s=time_limit, hints=query.hints)
+                        query.certify_level, deadline=Deadline(time_limit), hints=query.hints)
     wall, cpu = time.perf_counter(), time.process_time()
     answer = oracle.separate(q)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -66,6 +66,7 @@ from tensorcomp.oracle_factory import make_oracle  # noqa: E402
 from tensorcomp.oracles.base import SeparationQuery  # noqa: E402
 from tensorcomp.oracles.scip import ScipOracle  # noqa: E402
 from tensorcomp.options import SolverOptions
+from tensorcomp.oracles.deadline import Deadline
 
 PAIRS = ((0, 1), (0, 2), (1, 2))
 #: key of an index pair (i, j): i * _KEY + j (mode sizes are far below this)
@@ -346,7 +347,7 @@ def scip_settle(relax, extra, c, level, theta, time_limit):
 def scip_library(entries, shape, c, target, level, theta, time_limit):
     """The library's ScipOracle on the same question (standard model)."""
     with ScipOracle(entries, shape) as oracle:
-        q = SeparationQuery(c, 0.0, target, level, time_limit_s=time_limit, hints=theta[None, :])
+        q = SeparationQuery(c, 0.0, target, level, deadline=Deadline(time_limit), hints=theta[None, :])
         t = time.perf_counter()
         answer = oracle.separate(q)
         stats = oracle.last_stats

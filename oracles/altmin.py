@@ -100,7 +100,7 @@ class AltMinOracle:
         for measurements.
     batch_size: restarts run together between two stopping checks (target, time limit). Fixed,
         not tied to the thread count, so that the answers do not depend on the machine. The first
-        batch always runs, so a call can overrun ``query.time_limit_s`` by one batch.
+        batch always runs, so a call can overrun ``query.deadline`` by one batch.
     """
 
     name = "altmin"
@@ -237,7 +237,7 @@ class AltMinOracle:
         while True:
             if run >= starts.shape[0]:
                 if escalated or extra_random <= 0 or best_value <= query.target \
-                        or timer.remaining(query.time_limit_s) <= 0:
+                        or query.deadline.expired():
                     break
                 escalated = True  # the regular starts missed the target: more random ones
                 more = self._rng.integers(0, 2, size=(extra_random, self.rho), dtype=np.uint8)
@@ -258,7 +258,7 @@ class AltMinOracle:
             if query.interrupted():  # the caller is being interrupted: what we have
                 status = "userinterrupt"
                 break
-            if run < starts.shape[0] and timer.remaining(query.time_limit_s) <= 0:
+            if run < starts.shape[0] and query.deadline.expired():
                 status = "time_limit"
                 break
         return best_theta, best_value, AltMinRun(starts.shape[0], run, updates_total, best_start,

@@ -19,6 +19,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .deadline import Deadline
+
 __all__ = [
     "SeparationQuery",
     "OracleAnswer",
@@ -56,7 +58,7 @@ class SeparationQuery:
     current_value: <c, phi> at the current iterate (informational; thresholds are absolute).
     target: a vertex with <c, v> <= target answers positively.
     certify_level: a proof that min_v <c, v> >= certify_level answers negatively.
-    time_limit_s: wall-clock budget for this call (None: no limit).
+    deadline: when this call must return (``Deadline``; the caller's own, or a share of it).
     hints: (k, rho) bool array of atoms to start from / warm-start with (may be empty).
     exact_allowed: False asks composite oracles to answer from their cheap stages only (the
         driver defers integer programs until a proof can matter).
@@ -69,7 +71,7 @@ class SeparationQuery:
     current_value: float
     target: float
     certify_level: float
-    time_limit_s: float | None = None
+    deadline: Deadline = field(default_factory=Deadline.never)
     hints: np.ndarray | None = None
     exact_allowed: bool = True
     interrupt: threading.Event | None = None

@@ -25,7 +25,7 @@ or the best hint (each completed by the closed form on mode L). The branching or
 ``branching``) tries the incumbent's value of each bit first.
 
 The search runs in chunks of nodes from Python (:mod:`oracles._branch_bound_driver`), which
-checks ``query.time_limit_s`` and the node limit between chunks and catches Ctrl-C (Numba code
+checks ``query.deadline`` and the node limit between chunks and catches Ctrl-C (Numba code
 cannot see KeyboardInterrupt). With ``threads > 1`` the tree is cut into subtrees that threads
 search in parallel, sharing the incumbent. A cut search returns its best atom and the proven
 bound ``min(incumbent, pruned bounds, bounds of the open subtrees)``. Memory: O(p u + rho)
@@ -268,7 +268,8 @@ class BranchBoundOracle:
             root_bound=int(cneg.sum()))
         out = run_search(problem, incumbent, best_theta, threads=self.threads,
                          max_nodes=self.max_nodes, timer=timer,
-                         time_limit_s=query.time_limit_s, chunk_s=CHUNK_S,
+                         time_limit_s=None if not query.deadline.limited
+                         else timer.elapsed() + query.deadline.remaining(), chunk_s=CHUNK_S,
                          interrupt=query.interrupt_event())
         k_bound, best_theta, status = out.bound, out.theta, out.status
         lower_bound = proven_real_bound(k_bound, s, margin)

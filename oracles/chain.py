@@ -71,22 +71,16 @@ class ChainOracle:
         if query.interrupted():  # no exact stage for a run that is being interrupted
             answer.status = "userinterrupt"
             return answer
-        limit = query.time_limit_s
-        if self.exact_time_limit_s is not None:
-            limit = self.exact_time_limit_s if limit is None else min(limit,
-                                                                      self.exact_time_limit_s)
+        # the exact stages share at most exact_time_limit_s, never past the caller's deadline
+        exact = query.deadline.sub(cap_s=self.exact_time_limit_s)
         for stage in self.stages:
             hints = query.hints
             if answer.theta is not None:
                 extra = answer.theta[None, :]
                 hints = extra if hints is None or len(hints) == 0 else np.vstack([extra, hints])
-            stage_limit = None
-            if limit is not None:
-                stage_limit = max(limit - timer.elapsed(), 0.0)
-                if stage is not self.stages[-1]:
-                    stage_limit *= float(getattr(stage, "time_share", 1.0))
-            # the caller's query (thresholds, interrupt flag) with this stage's budget and hints
-            stage_query = replace(query, time_limit_s=stage_limit, hints=hints,
+            share = 1.0 if stage is self.stages[-1] else float(getattr(stage, "time_share", 1.0))
+            # the caller's query (thresholds, interrupt flag) with this stage's share and hints
+            stage_query = replace(query, deadline=exact.sub(share), hints=hints,
                                   exact_allowed=True)
             answer = merge_answers(answer, stage.separate(stage_query), timer.elapsed())
             if answer.is_positive(query) or answer.is_certified_negative(query) \

@@ -89,13 +89,12 @@ class ComponentOracle:
             hints = None
             if query.hints is not None and len(query.hints):
                 hints = np.ascontiguousarray(query.hints[:, block.global_bits])
-            remaining = timer.remaining(query.time_limit_s)
             sub = SeparationQuery(
                 direction=np.ascontiguousarray(c[block.entries_pos]),
                 current_value=float(values[i]),
                 target=query.target - (values.sum() - values[i]),
                 certify_level=query.certify_level - (bounds.sum() - bounds[i]),
-                time_limit_s=None if remaining == math.inf else max(remaining, 0.0),
+                deadline=query.deadline,
                 hints=hints, exact_allowed=query.exact_allowed, interrupt=query.interrupt,
             )
             ans = block.oracle.separate(sub)

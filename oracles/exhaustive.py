@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .base import OracleAnswer, SeparationQuery, Timer, rounding_error
+from .deadline import Deadline
 
 __all__ = ["ExhaustiveOracle", "enumerate_atoms", "MAX_EXHAUSTIVE_BITS"]
 
@@ -46,17 +47,16 @@ class ExhaustiveOracle:
 
     def minimise(self, direction: np.ndarray) -> tuple[np.ndarray, float]:
         """(theta, value) of an exact minimiser."""
-        theta, value, _ = self._enumerate(direction, None, None)
+        theta, value, _ = self._enumerate(direction, Deadline.never(), None)
         return theta, value
 
-    def _enumerate(self, direction: np.ndarray, time_limit_s: float | None,
+    def _enumerate(self, direction: np.ndarray, deadline: Deadline,
                    interrupt) -> tuple[np.ndarray, float, bool]:
         """(theta, value, complete): the best atom over the enumerated ones. The atoms are
         enumerated in chunks of about CHUNK_ATOMS, each a run of blocks of the first mode
         combined with every combination of the other modes; between chunks the call stops once
-        ``time_limit_s`` is spent or ``interrupt`` is set (complete is then False and the atom
+        ``deadline`` has passed or ``interrupt`` is set (complete is then False and the atom
         is the best of the chunks done; the first chunk always runs)."""
-        timer = Timer()
         c = np.asarray(direction, dtype=np.float64)
         # rest[j, x] = prod_{k >= 1} block_k[x_k] for every combination j of the other modes
         rest, rest_combos = self._rest_products(c.size)
@@ -65,7 +65,7 @@ class ExhaustiveOracle:
         step = max(1, CHUNK_ATOMS // rest.shape[0])
         best_value, best_theta, complete = np.inf, None, True
         for lo in range(0, first.shape[0], step):
-            if lo > 0 and ((time_limit_s is not None and timer.elapsed() >= time_limit_s)
+            if lo > 0 and (deadline.expired()
                            or (interrupt is not None and interrupt.is_set())):
                 complete = False
                 break
@@ -96,7 +96,7 @@ class ExhaustiveOracle:
         """The exact minimum, or, when the time limit or the interrupt flag cuts the
         enumeration short, the best atom enumerated and no bound."""
         timer = Timer()
-        theta, value, complete = self._enumerate(query.direction, query.time_limit_s,
+        theta, value, complete = self._enumerate(query.direction, query.deadline,
                                                  query.interrupt_event())
         c = np.asarray(query.direction, dtype=np.float64)
         if not complete:

@@ -363,7 +363,7 @@ class ScipOracle:
         ip_timer = Timer()
         try:
             status, scip_theta, dual = self._solve(
-                c_scip, unit, query.target / unit, query.certify_level / unit, query.time_limit_s,
+                c_scip, unit, query.target / unit, query.certify_level / unit, query.deadline,
                 hint_theta, scale, margin, timer,
             )
         except Exception as exc:  # SCIP errors must not kill the caller's run
@@ -397,7 +397,7 @@ class ScipOracle:
             ip_calls=1, ip_time_s=ip_time,
         )
 
-    def _solve(self, c, unit, target, level, time_limit_s, hint_theta, scale, margin, timer):
+    def _solve(self, c, unit, target, level, deadline, hint_theta, scale, margin, timer):
         """Run SCIP once on the normalised direction ``c`` (target and level in its units).
 
         Returns (status, incumbent bits or None, SCIP's dual bound in normalised units).
@@ -429,7 +429,7 @@ class ScipOracle:
         model.setParam("limits/primal", primal_limit)
         model.setParam("limits/dual", dual_limit)
 
-        remaining = timer.remaining(time_limit_s)
+        remaining = deadline.remaining()
         if remaining <= 0.0:
             return "timelimit", None, -math.inf
         model.setParam("limits/time", min(remaining, _SCIP_INFINITY))

@@ -349,7 +349,7 @@ class _Call:
     def _refit(self) -> None:
         """The validated rank on all observed entries, from its training fit: the returned
         model, so it runs before the final convex fit."""
-        refit = refine_cp(self.obs, self.model.factors, deadline=self.deadline.sub(REFIT_SHARE).at)
+        refit = refine_cp(self.obs, self.model.factors, deadline=self.deadline.sub(REFIT_SHARE))
         if refit.info["status"] == "time_limit":
             self.status = "time_limit"
             self.cut.append("refinement")
@@ -363,9 +363,8 @@ class _Call:
         cap = None
         if self.model is not None and self.deadline.limited:
             cap = FINAL_FIT_REFINED_SHARE * self.deadline.limit_s
-        limit = self.deadline.sub(1.0, cap_s=cap).seconds()
         self.final = solve(self.obs, lam=self.lam, seed=self.seed, warm_start=warm,
-                           time_limit=limit, **self.solve_kwargs)
+                           time_limit=self.deadline.sub(1.0, cap_s=cap), **self.solve_kwargs)
         self.stats["final_fit_time_s"] = self.deadline.elapsed() - t
         self.bar.step("final fit", f"lam={self.lam:.4g} {self.final.status} "
                                    f"({self.stats['final_fit_time_s']:.1f}s)")

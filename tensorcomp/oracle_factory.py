@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from tensorcomp.oracles.altmin import DEFAULT_RESTARTS
 from tensorcomp.oracles.base import OracleAnswer, Timer
@@ -76,15 +75,12 @@ class _Deferred:
             if self.rows > MAX_IP_ROWS:
                 return self._skip(f"integer program not built: {self.rows:,} constraint rows "
                                   f"exceed MAX_IP_ROWS={MAX_IP_ROWS:,}", timer)
-            limit = query.time_limit_s
-            if limit is not None and limit < IP_BUILD_S_PER_ROW * self.rows:
+            limit = query.deadline.remaining()
+            if limit < IP_BUILD_S_PER_ROW * self.rows:
                 return self._skip("integer program not built: the remaining time "
                                   f"({limit:.2f} s) is below the estimated build time", timer)
         if self._oracle is None:
-            limit = query.time_limit_s
-            self._oracle = self._build()
-            if limit is not None:
-                query = replace(query, time_limit_s=max(limit - timer.elapsed(), 0.0))
+            self._oracle = self._build()  # the query's deadline already counts the build
         return self._oracle.separate(query)
 
 

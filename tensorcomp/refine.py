@@ -15,12 +15,12 @@ systems well posed).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tensorcomp.oracles.base import atom_offsets
+from tensorcomp.oracles.deadline import Deadline
 
 from . import _cp_kernels as CK
 from ._validation import InputError, as_index_array
@@ -124,11 +124,11 @@ def _objective(F, offsets, obs: Observations) -> float:
 
 
 def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
-              max_sweeps: int = 500, rel_tol: float = 1e-7, deadline: float | None = None,
+              max_sweeps: int = 500, rel_tol: float = 1e-7, deadline: Deadline | None = None,
               extrapolate: bool = True) -> CPModel:
     """HALS on the observed entries from ``init_factors`` (not modified). Stops when a sweep
     over all modes lowers the objective by less than ``rel_tol`` relatively, after
-    ``max_sweeps`` sweeps, or at ``deadline`` (a time.perf_counter() value). ``extrapolate``:
+    ``max_sweeps`` sweeps, or once ``deadline`` (a ``Deadline``) has passed. ``extrapolate``:
     after each sweep try a step beyond it (kept only when it lowers the objective; the HALS
     swamps of a warm-started rank took 100-250 sweeps without it).
     ``info``: sweeps, objective (mean squared error on the samples, as ``solve``'s), status,
@@ -170,7 +170,7 @@ def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
             prev = min(prev, obj)
             break
         prev = obj
-        if deadline is not None and time.perf_counter() >= deadline:
+        if deadline is not None and deadline.expired():
             status = "time_limit"
             break
     factors = [F[offsets[k]:offsets[k + 1]].copy() for k in range(p)]

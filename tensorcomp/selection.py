@@ -139,9 +139,7 @@ class LamSearch:
             # fits that ended early did not use flows to the later ones
             left = self.deadline.remaining()
             still = max(PATH_FITS_PLANNED - len(self.path), PATH_FITS_LEFT_MIN)
-            left = min(left, max(PATH_FIT_MIN_S, left / still))
-            cap = opts.get("time_limit")
-            opts["time_limit"] = max(left if cap is None else min(cap, left), 1e-3)
+            opts["time_limit"] = self.deadline.sub(cap_s=max(PATH_FIT_MIN_S, left / still))
         res = solve(self.train, lam=lam, warm_start=warm, seed=self.seed, **opts)
         err, se = self.data.error(res)
         self.path.append((lam, err, res.objective, res.status))
@@ -288,7 +286,7 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
             # atoms: the fitted components need few sweeps, a fresh start from atoms hundreds
             init = [np.hstack([f, a[:, smaller:]]) for f, a in
                     zip(fitted[smaller].factors, init)]
-        model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline.at)
+        model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline)
         fitted[rank] = model
         err = data.error(model)[0]
         path.append((rank, err, model.info["objective"], model.info["status"]))

@@ -22,6 +22,7 @@ import numpy as np
 
 from tensorcomp.oracles.base import (SeparationQuery, observed_bit_mask, rounding_error,
                                      trivial_lower_bound)
+from tensorcomp.oracles.deadline import Deadline
 
 from . import _kernels as K
 from ._validation import (InputError, as_optional_positive_float, as_optional_positive_int,
@@ -93,7 +94,8 @@ def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, callback, s
         raise InputError(f"rel_tol must be None or a number in [0, 1) (0: absolute tol only), "
                          f"got {describe(rel_tol)}")
     max_iter = as_optional_positive_int(max_iter, "max_iter")
-    time_limit = as_optional_positive_float(time_limit, "time_limit")
+    if not isinstance(time_limit, Deadline):
+        time_limit = as_optional_positive_float(time_limit, "time_limit")
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be callable or None, got {describe(callback)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -126,7 +128,13 @@ def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=N
         max(tol, rel_tol * (f* - W)). ``stats["tol_absolute"]`` and ``stats["rel_tol"]`` are
         the inputs as applied. The exact stage is not asked sooner than with tol alone until a
         proof makes lower_bound > W (noiseless runs are unchanged).
-    warm_start: a previous CompletionResult on the same shape; its atoms and weights start the run.
+    max_iter, time_limit: limits (None: none); time_limit in seconds from the call, or a
+        ``Deadline`` shared with the caller (``fit`` passes each stage its share); a run that
+        reaches one returns its best point, status "iteration_limit" / "time_limit".
+    seed: the heuristic oracle's random starts. callback: ``callback(IterationState)`` after
+        every iteration; True or StopIteration stops the run (status "callback").
+    warm_start: a previous convex CompletionResult on the same shape; its atoms and weights
+        start the run.
     verbose: log progress (every 100 iterations and every oracle step) on the "tensorcomp"
         logger at INFO, shown on stderr unless the application configured logging itself.
     options: a ``SolverOptions`` (tensorcomp.options): the algorithm, its local step, the
@@ -196,6 +204,7 @@ class _Driver:
         self.lam_requested, self.lam = lam, effective_lam(obs, lam)
         self.obs, self.opts, self.lmo = obs, opts, lmo
         self.method = opts.method
+        # seconds from the start of run(), or the caller's Deadline (a pipeline's share)
         self.tol, self.max_iter, self.time_limit = tol, max_iter, time_limit
         self.oracle_time_limit = oracle_time_limit
         #: this solve's interrupt flag: set by the SIGINT handler (every running solve's), read
@@ -271,13 +280,15 @@ class _Driver:
             raise KeyboardInterrupt
         if self.max_iter is not None and self.stats["iterations"] >= self.max_iter:
             return "iteration_limit"
-        if self.time_limit is not None and self._elapsed() >= self.time_limit:
+        if self.deadline.expired():
             return "time_limit"
         return None
 
     # ----------------------------------------------------------------------------------------
     def run(self, warm_start) -> CompletionResult:
         self.t0 = time.perf_counter()
+        self.deadline = self.time_limit if isinstance(self.time_limit, Deadline) else \
+            Deadline(self.time_limit, start=self.t0)
         try:
             with _interrupt_scope(self.interrupt):
                 self._run(warm_start)
@@ -353,14 +364,11 @@ class _Driver:
         first = stats["oracle_calls"] == 0
         exact_first = first and self.opts.exact_first
         thresholds = policy.query(f, gphi, resolution)
-        budget = self.oracle_time_limit
-        if self.time_limit is not None:
-            remaining = max(self.time_limit - self._elapsed(), 0.0)
-            budget = remaining if budget is None else min(budget, remaining)
         order = np.argsort(-aset.weights)[:N_HINTS]
         query = SeparationQuery(
             direction=g, current_value=gphi, target=thresholds.target,
-            certify_level=thresholds.certify_level, time_limit_s=budget,
+            certify_level=thresholds.certify_level,
+            deadline=self.deadline.sub(cap_s=self.oracle_time_limit),
             hints=aset.thetas[order].copy(),
             exact_allowed=thresholds.exact_allowed or exact_first, interrupt=self.interrupt,
         )

@@ -18,6 +18,7 @@ from tensorcomp.oracles import altmin
 from tensorcomp.oracles.altmin import AltMinOracle
 from tensorcomp.oracles.base import SeparationQuery, atom_dot, atom_offsets, atom_values_on
 from tensorcomp.oracles.exhaustive import ExhaustiveOracle
+from tensorcomp.oracles.deadline import Deadline
 
 TINY_SHAPES = [(3, 2, 4), (2, 2, 2, 3), (4, 4, 3), (5, 4, 3), (3, 3, 2, 2)]
 
@@ -57,7 +58,7 @@ def kernel_inputs(indices, shape):
 
 def query(direction, target=-math.inf, hints=None, time_limit_s=None):
     return SeparationQuery(direction=direction, current_value=0.0, target=target,
-                           certify_level=-math.inf, time_limit_s=time_limit_s, hints=hints)
+                           certify_level=-math.inf, deadline=Deadline(time_limit_s), hints=hints)
 
 
 def block_coefficients(direction, theta, indices, shape, k):

@@ -16,6 +16,7 @@ from tensorcomp.oracles import _branch_bound_kernels as K
 from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.branch_bound import BranchBoundOracle, quantise
 from tensorcomp.options import SolverOptions
+from tensorcomp.oracles.deadline import Deadline
 
 INF = math.inf
 
@@ -276,13 +277,13 @@ def hard_instance(seed=0):
 def test_time_limit_is_honoured_inside_the_search(threads):
     indices, shape, c = hard_instance()
     oracle = BranchBoundOracle(indices, shape, threads=threads)
-    oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.05))  # compile
-    ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.5))
+    oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(0.05)))  # compile
+    ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(0.5)))
     assert ans.status == "timelimit" and not ans.exact
     assert ans.time_s < 0.5 + 0.3
     assert oracle.last_run.nodes > 0 and oracle.last_run.chunks > 1
     assert np.minimum(c, 0).sum() - margin_of(c) <= ans.lower_bound <= ans.value
-    ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.0))
+    ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(0.0)))
     assert ans.status == "timelimit" and ans.lower_bound <= np.minimum(c, 0).sum()
 
 
@@ -290,11 +291,11 @@ def test_time_limit_is_honoured_inside_the_search(threads):
 def test_ctrl_c_returns_the_best_state(threads):
     indices, shape, c = hard_instance(1)
     oracle = BranchBoundOracle(indices, shape, threads=threads)
-    oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=0.05))  # compile
+    oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(0.05)))  # compile
     timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=20.0))
+        ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(20.0)))
     finally:
         timer.cancel()
     assert ans.status == "userinterrupt"
@@ -316,7 +317,7 @@ def test_agrees_with_scip_on_medium_instances(seed):
     indices = cells[rng.random(len(cells)) < 0.5]
     c = rng.standard_normal(len(indices)) + 0.3
     with ScipOracle(indices, shape) as scip:
-        ip = scip.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=60))
+        ip = scip.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(60)))
     assert ip.status == "optimal"
     tol = 1e-6 * np.abs(c).sum()
     for threads in (1, 2, 3):  # one tree, or subtrees searched in parallel
@@ -355,7 +356,7 @@ def test_chain_stops_at_the_first_stage_that_settles_the_query():
     ans = chain.separate(query)
     assert ans.is_certified_negative(query) and CountingExhaustive.calls == 0
     # the branch and bound cannot settle it in no time: the next stage runs, and answers
-    ans = chain.separate(SeparationQuery(c, 0.0, best - 1.0, INF, time_limit_s=0.0))
+    ans = chain.separate(SeparationQuery(c, 0.0, best - 1.0, INF, deadline=Deadline(0.0)))
     assert CountingExhaustive.calls == 1 and ans.lower_bound >= best - margin_of(c)
 
 
@@ -384,7 +385,7 @@ def test_pending_interrupt_flag_stops_the_search():
     oracle = BranchBoundOracle(indices, shape)
     USER_INTERRUPT.set()
     try:
-        ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=20.0))
+        ans = oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(20.0)))
     finally:
         USER_INTERRUPT.clear()
     assert ans.status == "userinterrupt" and ans.time_s < 2.0
@@ -407,4 +408,4 @@ def test_a_failing_search_thread_is_an_error_not_an_answer(monkeypatch):
     monkeypatch.setattr(driver._Worker, "_search_subtree", failing)
     oracle = BranchBoundOracle(indices, shape, threads=2)
     with pytest.raises(RuntimeError, match="worker failed"):
-        oracle.separate(SeparationQuery(c, 0.0, -INF, INF, time_limit_s=5.0))
+        oracle.separate(SeparationQuery(c, 0.0, -INF, INF, deadline=Deadline(5.0)))

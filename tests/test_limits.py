@@ -10,6 +10,7 @@ import pytest
 from tensorcomp import CompletionResult, Observations, complete, solve
 from tensorcomp.synthetic import published_instance
 from tensorcomp.options import SolverOptions
+from tensorcomp.oracles.deadline import Deadline
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
 
@@ -190,7 +191,7 @@ def test_a_query_interrupt_flag_stops_scip_in_any_thread():
     oracle = ScipOracle(np.stack(np.unravel_index(flat, shape), axis=1), shape)
     c = rng.standard_normal(6000)
     flag = threading.Event()
-    query = SeparationQuery(c, 0.0, -np.inf, np.inf, time_limit_s=20.0, interrupt=flag)
+    query = SeparationQuery(c, 0.0, -np.inf, np.inf, deadline=Deadline(20.0), interrupt=flag)
     out = {}
     worker = threading.Thread(target=lambda: out.update(ans=oracle.separate(query)))
     threading.Timer(0.5, flag.set).start()
@@ -216,12 +217,12 @@ def test_a_query_interrupt_flag_stops_the_branch_and_bound_alone():
     c = rng.standard_normal(6000)
     flag = threading.Event()
     flag.set()
-    ans = oracle.separate(SeparationQuery(c, 0.0, -np.inf, np.inf, time_limit_s=20.0,
+    ans = oracle.separate(SeparationQuery(c, 0.0, -np.inf, np.inf, deadline=Deadline(20.0),
                                           interrupt=flag))
     assert ans.status == "userinterrupt" and ans.time_s < 2.0
     assert not USER_INTERRUPT.is_set()
     # a fresh flag: the same search runs (here to a short time limit)
-    ans = oracle.separate(SeparationQuery(c, 0.0, -np.inf, np.inf, time_limit_s=0.3,
+    ans = oracle.separate(SeparationQuery(c, 0.0, -np.inf, np.inf, deadline=Deadline(0.3),
                                           interrupt=threading.Event()))
     assert ans.status == "timelimit"
 
@@ -260,9 +261,9 @@ def test_every_oracle_honours_oracle_time_limit(oracle, monkeypatch):
             certifies = getattr(lmo, "certifies", False)
 
             def separate(self, query):
-                t = time.perf_counter()
+                t, limit = time.perf_counter(), query.deadline.remaining()
                 answer = lmo.separate(query)
-                calls.append((query.time_limit_s, time.perf_counter() - t, answer.status))
+                calls.append((limit, time.perf_counter() - t, answer.status))
                 return answer
         return Spy()
 

@@ -10,6 +10,7 @@ import pytest
 from tensorcomp.oracles.base import SeparationQuery, atom_dot, atom_offsets, atom_values_on
 from tensorcomp.oracles.exhaustive import ExhaustiveOracle
 from tensorcomp.oracles.scip import STATUS_MEANING, ScipOracle
+from tensorcomp.oracles.deadline import Deadline
 
 INF = math.inf
 
@@ -92,8 +93,9 @@ def altmin(c, indices, shape, rng, restarts=3, sweeps=50):
 
 
 def solve_query(c, **kw):
+    deadline = Deadline(kw.pop("time_limit_s", None))
     return SeparationQuery(direction=c, current_value=0.0, target=kw.pop("target", -INF),
-                           certify_level=kw.pop("certify_level", INF), **kw)
+                           certify_level=kw.pop("certify_level", INF), deadline=deadline, **kw)
 
 
 def check_answer_consistent(oracle, c, answer):
