@@ -1,15 +1,10 @@
 """Baselines of experiments/: they recover what they should, and never see unobserved values."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ is not installed
-
-from experiments.baselines import BASELINES, fit_baseline, halrtc, masked_als  # noqa: E402
-from experiments.instances import MaskedData, build_instance  # noqa: E402
-from experiments.metrics import Estimate, cp_inner, evaluate, thetas_to_factors  # noqa: E402
+from experiments.baselines import BASELINES, fit_baseline, halrtc, masked_als
+from experiments.instances import MaskedData, build_instance
+from experiments.metrics import Estimate, cp_inner, evaluate, thetas_to_factors
 
 
 def _low_rank(shape, rank, seed):

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # experiments/ is not an installed package
+from experiments.config import ConfigError, expand_runs, parse_config
+from experiments.published import default_csv_path
+from experiments.runner import ResultsWriter, load_results, run_grid
+from experiments.summarize import write_summary
+from experiments.worker import execute
 
-from experiments.config import ConfigError, expand_runs, parse_config  # noqa: E402
-from experiments.published import default_csv_path  # noqa: E402
-from experiments.runner import ResultsWriter, load_results, run_grid  # noqa: E402
-from experiments.summarize import write_summary  # noqa: E402
-from experiments.worker import execute  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(results, **over):
@@ -97,6 +96,7 @@ def test_shipped_solver_options_are_accepted_by_solve():
     """Every `solve = {...}` table of the shipped configs is valid for tensorcomp.solve (a typo
     would otherwise surface as failed runs hours into a grid)."""
     from experiments.config import load_config
+    from experiments.worker import solve_keywords
     from tensorcomp import solve
     from tensorcomp.synthetic import published_instance
     _, obs = published_instance((3, 3, 3), 20, 0, n_atoms=2)
@@ -109,7 +109,7 @@ def test_shipped_solver_options_are_accepted_by_solve():
             key = repr(sorted(opts.items()))
             if key not in seen:
                 seen.add(key)
-                assert solve(obs, lam=1.0, max_iter=3, **opts).status
+                assert solve(obs, lam=1.0, max_iter=3, **solve_keywords(opts)).status
 
 
 # ------------------------------------------------------------------------------------------------
