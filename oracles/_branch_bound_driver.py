@@ -27,7 +27,6 @@ import time
 import numpy as np
 
 from . import _branch_bound_kernels as kernels
-from .base import USER_INTERRUPT
 
 __all__ = ["SearchOutcome", "run_search"]
 
@@ -206,9 +205,9 @@ def run_search(problem, incumbent, theta, *, threads, max_nodes, timer, time_lim
     """Search ``problem`` (attributes: order, first_val, val0, cint, leaf_start, n_groups,
     parent, gbit, bit_ptr, bit_groups, level0_bits, cert_k, target_k, split, root_bound)
     starting from the incumbent (integer value, bits). ``interrupt``: the caller's flag,
-    checked between chunks (None: the process-wide ``USER_INTERRUPT``)."""
+    checked between chunks (None: never interrupted)."""
     if interrupt is None:
-        interrupt = USER_INTERRUPT
+        interrupt = threading.Event()
     n_subtrees = 1 << problem.split
     shared = _Shared(n_subtrees, incumbent, theta, max_nodes)
     if incumbent <= problem.target_k:

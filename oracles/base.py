@@ -30,18 +30,10 @@ __all__ = [
     "atom_dot",
     "trivial_lower_bound",
     "rounding_error",
-    "USER_INTERRUPT",
     "observed_bit_mask",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
-
-#: Interrupt flag of queries that carry none of their own (``SeparationQuery.interrupt`` is
-#: None: an oracle called directly, outside ``solve``). ``solve`` never sets or clears it: each
-#: solve owns an event, passed in every query, which its SIGINT handler sets, so concurrent
-#: solves cannot clear each other's pending interrupt.
-USER_INTERRUPT = threading.Event()
-
 
 def rounding_error(terms: int, magnitude: float) -> float:
     """First-order bound on the error of a float64 sum of ``terms`` terms whose absolute values
@@ -62,7 +54,9 @@ class SeparationQuery:
     hints: (k, rho) bool array of atoms to start from / warm-start with (may be empty).
     exact_allowed: False asks composite oracles to answer from their cheap stages only (the
         driver defers integer programs until a proof can matter).
-    interrupt: the calling solve's interrupt flag (None: the process-wide ``USER_INTERRUPT``).
+    interrupt: the calling solve's interrupt flag (each solve owns one, which its SIGINT handler
+        sets; a query built without one gets its own, never set: there is no process-wide flag
+        for concurrent solves to clear).
         Oracles that run long poll it (``interrupted()``) and then answer with status
         "userinterrupt" and what they have; composite oracles pass it on to their stages.
     """
@@ -74,11 +68,11 @@ class SeparationQuery:
     deadline: Deadline = field(default_factory=Deadline.never)
     hints: np.ndarray | None = None
     exact_allowed: bool = True
-    interrupt: threading.Event | None = None
+    interrupt: threading.Event = field(default_factory=threading.Event)
 
     def interrupt_event(self) -> threading.Event:
         """The flag this query's oracle polls."""
-        return USER_INTERRUPT if self.interrupt is None else self.interrupt
+        return self.interrupt
 
     def interrupted(self) -> bool:
         return self.interrupt_event().is_set()

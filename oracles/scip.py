@@ -46,7 +46,7 @@ import numpy as np
 from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
-from .base import (USER_INTERRUPT, OracleAnswer, SeparationQuery, Timer, atom_offsets,
+from .base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
                    atom_values_on, observed_bit_mask)
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -150,7 +150,7 @@ class ScipOracle:
     ) -> None:
         self._model = None  # first, so that close()/__del__ work even if the constructor fails
         #: the interrupt flag of the call in progress (``SeparationQuery.interrupt_event``)
-        self._interrupt = USER_INTERRUPT
+        self._interrupt = threading.Event()
         self._theta_vars: list = []
         self._phi_vars: list = []
         self._phi_terms: list = []

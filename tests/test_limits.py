@@ -182,7 +182,7 @@ def test_an_interrupted_solve_keeps_its_flag_when_another_solve_finishes(noisy_c
 
 def test_a_query_interrupt_flag_stops_scip_in_any_thread():
     """The flag travels in the query: SCIP polls it whatever thread runs the solve."""
-    from tensorcomp.oracles.base import USER_INTERRUPT, SeparationQuery
+    from tensorcomp.oracles.base import SeparationQuery
     from tensorcomp.oracles.scip import ScipOracle
 
     rng = np.random.default_rng(1)
@@ -198,7 +198,6 @@ def test_a_query_interrupt_flag_stops_scip_in_any_thread():
     t = time.perf_counter()
     worker.start()
     worker.join()
-    assert not USER_INTERRUPT.is_set()
     assert out["ans"].status == "userinterrupt"
     assert time.perf_counter() - t < 0.5 + 1.5
     assert out["ans"].lower_bound <= out["ans"].value
@@ -207,7 +206,7 @@ def test_a_query_interrupt_flag_stops_scip_in_any_thread():
 
 def test_a_query_interrupt_flag_stops_the_branch_and_bound_alone():
     """The search polls its query's flag; the process-wide fallback stays clear."""
-    from tensorcomp.oracles.base import USER_INTERRUPT, SeparationQuery
+    from tensorcomp.oracles.base import SeparationQuery
     from tensorcomp.oracles.branch_bound import BranchBoundOracle
 
     rng = np.random.default_rng(2)
@@ -220,7 +219,6 @@ def test_a_query_interrupt_flag_stops_the_branch_and_bound_alone():
     ans = oracle.separate(SeparationQuery(c, 0.0, -np.inf, np.inf, deadline=Deadline(20.0),
                                           interrupt=flag))
     assert ans.status == "userinterrupt" and ans.time_s < 2.0
-    assert not USER_INTERRUPT.is_set()
     # a fresh flag: the same search runs (here to a short time limit)
     ans = oracle.separate(SeparationQuery(c, 0.0, -np.inf, np.inf, deadline=Deadline(0.3),
                                           interrupt=threading.Event()))
