@@ -29,9 +29,10 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-# Importing the solver's kernel module also sets the OpenMP waiting policy (sleeping waiters
-# unless the user chose) before any parallel kernel runs.
-from tensorcomp._kernels import fetch_add, parallel_twin
+# Importing jit also sets the OpenMP waiting policy (sleeping waiters unless the user chose)
+# before any parallel kernel runs.
+from . import jit
+from .jit import fetch_add, parallel_twin
 
 __all__ = [
     "build_mode_lists",
@@ -90,6 +91,9 @@ def build_mode_lists_np(idx, offsets):
     mode_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     mode_entries = np.concatenate(lists).astype(np.int32) if lists else np.empty(0, np.int32)
     return mode_ptr, mode_entries
+
+
+build_mode_lists = jit.entry(build_mode_lists, build_mode_lists_np)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +387,7 @@ def descend_batch_scatter(c, idx, offsets, mode_ptr, mode_entries, thetas, first
 
 
 # --------------------------------------------------------------------------------------------
-# The default indexing ("counts", issue 12): zero counts and whole-entry passes, no entry lists
+# The default indexing ("counts"): zero counts and whole-entry passes, no entry lists
 # --------------------------------------------------------------------------------------------
 #: Entries per block of a pass. Blocks are the unit of parallel work and of summation (each
 #: block sums its coefficients in LANES lanes, then the blocks are added in block order), so
@@ -420,8 +424,8 @@ def _descend_batch_blocks_body(c, idx, offsets, mode_ptr, mode_entries, thetas, 
     ``n_workers`` loops (one per thread) claim blocks one at a time from a shared counter
     (:func:`fetch_add`) instead of a fixed share each. On a shared machine the cores do not
     run at the same speed: with fixed halves the faster one waited for the slower at every
-    round (issue 12, p=9, 1e7 entries, 2 threads, timed inside the rounds: 3-8 % of the two
-    threads' time idle; claimed blocks: 1.1-2.0 %). A claimed block does every unfinished
+    round (docs/performance.md: idle time of the two threads at p=9, 1e7 entries, fixed halves
+    against claimed blocks). A claimed block does every unfinished
     descent's pass over its entries, so its index rows are read into one core's cache once.
 
     Block sums: per block of BLOCK entries in LANES lanes, the lanes added in order into the
@@ -633,8 +637,32 @@ def _empty_blocks(theta, offsets):
     return empty
 
 
-_descend_batch_blocks_serial = njit(cache=True)(_descend_batch_blocks_body)
-_descend_batch_blocks_parallel = parallel_twin(_descend_batch_blocks_body)
+def _descend_batch_np(c, idx, offsets, mode_ptr, mode_entries, thetas, first_modes, max_updates,
+                      tol, values, updates, n_workers):
+    """Fallback of :func:`_descend_batch_blocks_body`: its NumPy twin descent by descent (the
+    same atoms and values for both layouts, so the entry lists are not needed)."""
+    for s in range(thetas.shape[0]):
+        values[s], updates[s] = descend_counts_np(c, idx, offsets, thetas[s], first_modes[s],
+                                                  max_updates, tol)
+
+
+#: ``altmin.PARALLEL_MIN_WORK``, the heuristic's thread threshold (altmin imports this module,
+#: so the value is repeated here; tests/test_first_call.py holds the two equal)
+THREAD_MIN_WORK = 1_000_000
+
+
+def _thread_reach(size):
+    """The heuristic takes its threads from THREAD_MIN_WORK (entries x modes) on."""
+    return size.entries * size.order >= THREAD_MIN_WORK
+
+
+# entries of tensorcomp.oracles.jit; the parallel compilation is planned only for problems that
+# pass the heuristic's thread threshold
+_descend_batch_blocks_serial = jit.entry(njit(cache=True)(_descend_batch_blocks_body),
+                                         _descend_batch_np)
+_descend_batch_blocks_parallel = jit.entry(parallel_twin(_descend_batch_blocks_body),
+                                           _descend_batch_np)
+jit.twins(_descend_batch_blocks_serial, _descend_batch_blocks_parallel, _thread_reach)
 _NO_LISTS = (np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32))
 
 
@@ -694,8 +722,23 @@ def _finite_abs_sum_body(c):
     return total, bool(np.all(finite))
 
 
-finite_abs_sum_serial = njit(cache=True)(_finite_abs_sum_body)
-finite_abs_sum = parallel_twin(_finite_abs_sum_body)
+def _finite_abs_sum_np(c):
+    """NumPy twin of :func:`_finite_abs_sum_body`, same additions in the same order (a lane's
+    sum is the last element of its cumulative sum, which adds left to right)."""
+    n = c.shape[0]
+    a = np.abs(c)
+    total = 0.0
+    for lo in range(0, n, BLOCK):
+        block = a[lo:min(lo + BLOCK, n)]
+        lanes = [float(np.cumsum(block[lane::LANES])[-1]) if block[lane::LANES].size else 0.0
+                 for lane in range(LANES)]
+        total += ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+    return total, bool(np.all(np.isfinite(c)))
+
+
+finite_abs_sum_serial = jit.entry(njit(cache=True)(_finite_abs_sum_body), _finite_abs_sum_np)
+finite_abs_sum = jit.entry(parallel_twin(_finite_abs_sum_body), _finite_abs_sum_np)
+jit.twins(finite_abs_sum_serial, finite_abs_sum, _thread_reach)
 
 
 @njit(cache=True)
@@ -708,6 +751,16 @@ def observed_bits(idx, offsets):
         for x in range(u):
             out[off + idx[k, x]] = 1
     return out
+
+
+def _observed_bits_np(idx, offsets):
+    out = np.zeros(offsets[idx.shape[0]], dtype=np.uint8)
+    for k in range(idx.shape[0]):
+        out[offsets[k] + idx[k].astype(np.int64)] = 1
+    return out
+
+
+observed_bits = jit.entry(observed_bits, _observed_bits_np)
 
 
 def descend_counts_np(c, idx, offsets, theta, first_mode, max_updates, tol):

@@ -40,12 +40,17 @@ separate subtrees in parallel, each with its own state arrays). ``state`` holds
 evaluated", phase 1 "the search returns to the node at ``depth`` from a child".
 
 Every kernel is plain Python run by Numba; the tests cross-check the incremental state against
-the from-scratch NumPy twin :func:`node_terms_np` and the search against brute force.
+the from-scratch NumPy twin :func:`node_terms_np` and the search against brute force. The
+kernels that Python calls are entries of :mod:`tensorcomp.oracles.jit`: while a background
+process compiles them they run as that same Python code in the interpreter (the state lives in
+arrays, so a search may switch to the compiled kernel between two chunks).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from . import jit
 
 __all__ = [
     "INF",
@@ -103,16 +108,19 @@ def set_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
             _push(g, delta, parent, gbit, val, S, T, total)
 
 
+@jit.entry
 @njit(cache=True, nogil=True)
 def fix_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
     set_bit(b, v, bit_ptr, bit_groups, parent, gbit, val, S, T, total)
 
 
+@jit.entry
 @njit(cache=True, nogil=True)
 def unfix_bit(b, bit_ptr, bit_groups, parent, gbit, val, S, T, total):
     set_bit(b, -1, bit_ptr, bit_groups, parent, gbit, val, S, T, total)
 
 
+@jit.entry
 @njit(cache=True, nogil=True)
 def init_state(leaf_start, cint, parent, gbit, val, S, T, total):
     """S, T and total from scratch for the bit states ``val``; groups ``leaf_start:`` are the
@@ -131,6 +139,7 @@ def init_state(leaf_start, cint, parent, gbit, val, S, T, total):
             total[0] += T[g]
 
 
+@jit.entry
 @njit(cache=True, nogil=True)
 def search(order, first_val, tried, bound_at, state, max_nodes, prune_cert, target,
            level0_bits, best_theta, bit_ptr, bit_groups, parent, gbit, val, S, T, total):

@@ -22,8 +22,14 @@ from . import _altmin_kernels as kernels
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
-           "DEFAULT_RESTARTS",
-           "MIN_RESTARTS", "BATCH_SIZE"]
+           "DEFAULT_RESTARTS", "MIN_RESTARTS", "BATCH_SIZE", "validated_indices", "zero_counts",
+           "mode_coefficients"]
+
+#: the heuristic's per-entry building blocks, for a sweep over partitioned entries (summed
+#: over partitions by ``tensorcomp.distributed``): the zero counts of an atom on the entries,
+#: and one mode's block coefficients
+zero_counts = kernels.zero_counts
+mode_coefficients = kernels.mode_coefficients
 
 #: "counts": zero counts and one pass over the entries per block update, p bytes per entry (the
 #: entries themselves) plus one per running descent; "lists": per-bit entry lists, + 4 p bytes
@@ -33,10 +39,8 @@ INDEXINGS = ("auto", "counts", "lists", "scatter")
 #: starts per heuristic call by default (the papers used 100)
 DEFAULT_RESTARTS = 16
 #: "counts" saves 4 p bytes per entry, which matters from ~1e7 entries (at p = 9, 1e7 samples:
-#: 36 of the 64 bytes per sample budget). Speed, since both run one kernel (session 4,
-#: experiments/bench_indexing.py, whole solves on 5 published-grid points from 500 to 1e5
-#: samples): within +-5 % of each other; one p=7, 1e6 replay of 25 calls: "lists" 1.24 s,
-#: "counts" 1.33 s on 1 thread. (Session 3's kernels: "lists" 1.3-1.45x faster.)
+#: 36 of the 64 bytes per sample budget); both layouts run one kernel, at speeds within a few
+#: per cent of each other (experiments/bench_indexing.py; docs/performance.md)
 LISTS_AUTO_MAX_BYTES = 1 << 28
 
 #: A block replacement must lower <c, v> by more than IMPROVEMENT_RTOL * sum|c| (termination
@@ -204,8 +208,8 @@ class AltMinOracle:
             theta=theta,
             # <c, v> as the descent summed it at its end (over the entries with no zero mode;
             # in blocks for "counts", whatever the thread count). Recomputing it in NumPy's
-            # order was a serial pass plus a boolean-mask copy: 0.18 s per call at 1e7
-            # entries, ~10% of a two-thread call (issue 12).
+            # order would be a serial pass plus a boolean-mask copy, a tenth of a two-thread
+            # call at 1e7 entries.
             value=best_value,
             lower_bound=-math.inf,
             source=self.name,
@@ -355,6 +359,6 @@ def _row_max(by_mode: np.ndarray) -> np.ndarray:
     return np.array([row.max() for row in by_mode])
 
 
-def _validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
+def validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
     """(u, p) int64 copy of the checked entries (for oracles that index with int64)."""
     return np.ascontiguousarray(_mode_major(indices, shape).T, dtype=np.int64)

@@ -41,7 +41,7 @@ import numpy as np
 from . import _branch_bound_kernels as kernels
 from ._altmin_kernels import build_mode_lists
 from ._branch_bound_driver import run_search
-from .altmin import AltMinOracle, _validated_indices
+from .altmin import AltMinOracle, validated_indices
 from .base import OracleAnswer, SeparationQuery, Timer, atom_dot, atom_offsets
 
 __all__ = ["BranchBoundOracle", "BranchBoundRun", "quantise", "proven_real_bound"]
@@ -148,7 +148,7 @@ class BranchBoundOracle:
                  branching: str = "inner_first", max_nodes: int | None = None,
                  threads: int = 1) -> None:
         self.shape = tuple(int(r) for r in shape)
-        self.indices = _validated_indices(indices, self.shape)
+        self.indices = validated_indices(indices, self.shape)
         p = len(self.shape)
         if closed_mode is None:
             closed_mode = int(np.argmax(self.shape))

@@ -1,7 +1,7 @@
 """Kernels that aggregate samples to distinct entries (``tensorcomp.observations``), each with a
 NumPy twin that the tests cross-check.
 
-Memory is the point (issue 12): the samples are read where they are (any integer dtype, a
+Memory is the point: the samples are read where they are (any integer dtype, a
 memory-mapped file included) and never copied as an (n, p) int64 array. Each sample becomes one
 packed uint64 *key*, its row-major linear index ``sum_k x_k * stride_k`` (exact while
 ``prod(shape) <= 2**64``), so sorting keys sorts entries lexicographically. The sort is a stable
@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tensorcomp._kernels import parallel_twin
+from tensorcomp.oracles import jit
+from tensorcomp.oracles.jit import parallel_twin
 
 __all__ = ["key_strides", "bucket_plan", "first_nonfinite", "index_range", "bucket_histogram",
            "bucket_scatter", "sort_buckets", "reduce_buckets", "aggregate", "aggregate_numpy",
@@ -56,6 +57,11 @@ def bucket_plan(shape, n: int) -> tuple[int, int]:
 # ------------------------------------------------------------------------------- validation
 
 
+def _first_nonfinite_numpy(values):
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    return int(np.argmax(bad)) if bad.any() else -1
+
+
 @njit(cache=True)
 def first_nonfinite(values):
     """Position of the first NaN or infinite value, -1 if none (no copy of the values)."""
@@ -64,6 +70,14 @@ def first_nonfinite(values):
         if not np.isfinite(v):
             return i
     return -1
+
+
+first_nonfinite = jit.entry(first_nonfinite, _first_nonfinite_numpy)
+
+
+def _negative_summary_numpy(values):
+    v = np.asarray(values, dtype=np.float64)
+    return int(np.count_nonzero(v < 0)), (float(v.min()) if v.size else np.inf)
 
 
 @njit(cache=True)
@@ -78,6 +92,13 @@ def negative_summary(values):
         if v < smallest:
             smallest = v
     return negative, smallest
+
+
+negative_summary = jit.entry(negative_summary, _negative_summary_numpy)
+
+
+def _index_range_numpy(indices):
+    return indices.min(axis=0).astype(np.int64), indices.max(axis=0).astype(np.int64)
 
 
 @njit(cache=True)
@@ -97,6 +118,9 @@ def index_range(indices):
             if v > high[k]:
                 high[k] = v
     return low, high
+
+
+index_range = jit.entry(index_range, _index_range_numpy)
 
 
 # ------------------------------------------------------------------------------- bucket sort
@@ -122,6 +146,9 @@ def bucket_histogram(indices, strides, shift, n_buckets):
     return ptr
 
 
+bucket_histogram = jit.entry(bucket_histogram)
+
+
 @njit(cache=True)
 def bucket_scatter(indices, values, strides, shift, ptr, keys, vals):
     """Stable scatter of (key, value) into bucket order; returns sum of squared values (input
@@ -141,11 +168,17 @@ def bucket_scatter(indices, values, strides, shift, ptr, keys, vals):
     return total_ss
 
 
+bucket_scatter = jit.entry(bucket_scatter)
+
+
 @njit(cache=True)
 def pack_keys(indices, strides, keys):
     """keys[i] = packed key of row i (for sample blocks that are aggregated later)."""
     for i in range(indices.shape[0]):
         keys[i] = _key(indices, i, strides)
+
+
+pack_keys = jit.entry(pack_keys)
 
 
 @njit(cache=True)
@@ -154,6 +187,9 @@ def key_histogram(keys, shift, ptr):
     s = np.uint64(shift)
     for i in range(keys.shape[0]):
         ptr[np.int64(keys[i] >> s) + 1] += 1
+
+
+key_histogram = jit.entry(key_histogram)
 
 
 @njit(cache=True)
@@ -171,6 +207,9 @@ def key_scatter(keys, values, shift, fill, keys_out, vals_out):
         fill[b] = t + 1
         total_ss += v * v
     return total_ss
+
+
+key_scatter = jit.entry(key_scatter)
 
 
 def _sort_buckets_body(keys, vals, ptr):
@@ -278,9 +317,12 @@ def _compiled(body, name):
     """Serial and parallel compilations of one body (the on-disk cache is keyed by name, so
     the parallel one is a copy under its own name). Small inputs take the serial one: the
     thread pool costs more than the work there, and a process that never aggregates much
-    never loads the parallel code."""
-    serial = njit(cache=True)(body)
-    parallel = parallel_twin(body, name)
+    never loads the parallel code. Both are entries of :mod:`tensorcomp.oracles.jit` (fallback:
+    the body run by the interpreter); the parallel one is planned only for inputs of
+    PARALLEL_MIN_SAMPLES samples or more."""
+    serial = jit.entry(njit(cache=True)(body))
+    parallel = jit.entry(parallel_twin(body, name))
+    jit.twins(serial, parallel, lambda size: size.samples >= PARALLEL_MIN_SAMPLES)
 
     def kernel(keys, *args):
         return (parallel if keys.shape[0] >= PARALLEL_MIN_SAMPLES else serial)(keys, *args)
@@ -303,6 +345,9 @@ def compact_sums(vals, ptr, first_out, distinct):
         src, dst = ptr[b], first_out[b]
         for i in range(distinct[b]):
             vals[dst + i] = vals[src + i]
+
+
+compact_sums = jit.entry(compact_sums)
 
 
 def smallest_uint(high: int):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tensorcomp.oracles import jit
+
 __all__ = ["cp_values", "cp_values_numpy", "mode_normal_equations",
            "mode_normal_equations_numpy", "hals_rows", "hals_rows_numpy"]
 
@@ -106,6 +108,8 @@ def hals_rows_numpy(M, B, A, ridge, passes):
             A[:, r] = np.maximum((B[:, r] - others) / (diag[:, r] + ridge), 0.0)
 
 
-cp_values = njit(cache=True)(_cp_values_body)
-hals_rows = njit(cache=True)(_hals_rows_body)
-mode_normal_equations = njit(cache=True)(_mode_normal_equations_body)
+# entries of tensorcomp.oracles.jit: the NumPy twins run while a background process compiles
+cp_values = jit.entry(njit(cache=True)(_cp_values_body), cp_values_numpy)
+hals_rows = jit.entry(njit(cache=True)(_hals_rows_body), hals_rows_numpy)
+mode_normal_equations = jit.entry(njit(cache=True)(_mode_normal_equations_body),
+                                  mode_normal_equations_numpy)

@@ -4,26 +4,13 @@ Plain array code only: atoms are rows of bits; entries are rows of mode indices.
 """
 from __future__ import annotations
 
-import types
-
-import os
-
 import numpy as np
-from numba import njit, prange, types as nbtypes
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
-# Parallel passes synchronise once per round. GNU OpenMP's default is to spin long while
-# waiting: on a machine shared with other jobs a spinning thread takes the core the others need
-# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Sleeping waiters cost ~50
-# microseconds per parallel region on this VM (a region with a few hundred microseconds of
-# work each side); the heuristic's regions hold 10-40 ms of work, so sleeping costs ~0.3 %.
-# With the heuristic's threads claiming blocks (oracles/_altmin_kernels.py), sleeping gave
-# 1.88-1.95x on 2 idle threads and 1.18x next to a CPU hog; a long spin (GOMP_SPINCOUNT=200000)
-# 1.96x idle and 1.14x next to the hog, and several tensorcomp processes on one machine would
-# spin against each other. So: sleep, and let the user choose (experiments/
-# bench_oracle_threads.py; README, "Scale and threads"). The user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# fetch_add and parallel_twin live with the oracles' kernels, which use them too (the oracles
+# never import the core); importing jit also sets the OpenMP waiting policy
+from tensorcomp.oracles import jit
+from tensorcomp.oracles.jit import fetch_add, parallel_twin  # noqa: F401  (kernels' API)
 
 #: below this many inner-loop operations a kernel runs on one thread: waking the thread pool
 #: costs ~10 microseconds on an idle machine and a full scheduler slice (~10 ms) when another
@@ -31,47 +18,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 PARALLEL_MIN_WORK = 1_000_000
 
 
-@intrinsic
-def fetch_add(typingctx, counter, increment):
-    """``counter[0] += increment`` as one atomic operation; returns the value before. For
-    threads sharing work dynamically inside a parallel loop (``counter``: a 1-element int64
-    array): each ``fetch_add(counter, 1)`` hands out the next unclaimed item exactly once.
-    Numba has no atomics on the CPU; this is LLVM's ``atomicrmw add`` on the element.
+def _dispatch(body, work, fallback, reach):
+    """A serial and a parallel compilation of one kernel body; ``work(*args)`` picks one.
 
-    Numba's parallel pass does not see this as a write to ``counter``: a read of the counter
-    right after the parallel loop, in the same function, may be moved before the loop (it
-    was, in the test). Reset the counter before a loop; read it only in the caller."""
-    if not (isinstance(counter, nbtypes.Array) and counter.dtype == nbtypes.int64
-            and counter.ndim == 1 and isinstance(increment, nbtypes.Integer)):
-        return None
-    sig = nbtypes.int64(counter, increment)
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        array = context.make_array(array_type)(context, builder, args[0])
-        first = cgutils.get_item_pointer(context, builder, array_type, array,
-                                         [context.get_constant(nbtypes.intp, 0)])
-        step = context.cast(builder, args[1], signature.args[1], nbtypes.int64)
-        return builder.atomic_rmw("add", first, step, "monotonic")
-
-    return sig, codegen
-
-
-def parallel_twin(body, name=None):
-    """The ``parallel=True`` compilation of a kernel body whose serial compilation is
-    ``njit(cache=True)(body)``. Numba's on-disk cache is keyed by the function's qualified
-    name, not by the parallel flag: the twin is a function object named ``<name>_parallel``
-    (``name``: the body's own by default)."""
-    name = body.__name__ if name is None else name
-    twin = types.FunctionType(body.__code__, body.__globals__, name + "_parallel")
-    twin.__qualname__ = name + "_parallel"
-    return njit(parallel=True, cache=True)(twin)
-
-
-def _dispatch(body, work):
-    """A serial and a parallel compilation of one kernel body; ``work(*args)`` picks one."""
-    serial = njit(cache=True)(body)
-    parallel = parallel_twin(body)
+    Both are entries of :mod:`tensorcomp.oracles.jit` with ``fallback`` (the NumPy twin) for
+    calls made while a background process compiles them. ``reach(size)`` (a
+    ``jit.Size``): whether a problem of that size can pass the thread threshold, so that
+    its plan includes the parallel compilation; below it the twin is never compiled ahead,
+    only on a first call that needs it."""
+    serial = jit.entry(njit(cache=True)(body), fallback)
+    parallel = jit.entry(parallel_twin(body), fallback)
+    jit.twins(serial, parallel, reach)
 
     def kernel(*args):
         return (parallel if work(*args) >= PARALLEL_MIN_WORK else serial)(*args)
@@ -311,22 +268,44 @@ def predict_cp_numpy(thetas, weights, offsets, indices):
     return out
 
 
-atom_support = _dispatch(_atom_support_body, lambda theta, entries, offsets: entries.size)
+def _data_reach(size):
+    """Whether a pass over (atoms x entries) can pass the thread threshold: the active set is
+    assumed to grow to ``jit.ASSUMED_ATOMS`` atoms."""
+    return size.entries * jit.ASSUMED_ATOMS >= PARALLEL_MIN_WORK
+
+
+atom_support = _dispatch(_atom_support_body, lambda theta, entries, offsets: entries.size,
+                         atom_support_numpy,
+                         lambda size: size.entries * size.order >= PARALLEL_MIN_WORK)
 #: vectorised passes over the (m, u) support bits do ~this many entries per scalar operation,
 #: so they pay for waking the thread pool only at this many times the scalar threshold
 VECTOR_WIDTH = 32
+
+
+def _vector_reach(size):
+    return size.entries * jit.ASSUMED_ATOMS // VECTOR_WIDTH >= PARALLEL_MIN_WORK
+
+
 point_on_entries = _dispatch(_point_on_entries_body,
-                             lambda supports, weights: supports.size // VECTOR_WIDTH)
+                             lambda supports, weights: supports.size // VECTOR_WIDTH,
+                             point_on_entries_numpy, _vector_reach)
 gram_row = _dispatch(_gram_row_body,
-                     lambda supports, new_on, counts: supports.size // VECTOR_WIDTH)
+                     lambda supports, new_on, counts: supports.size // VECTOR_WIDTH,
+                     gram_row_numpy, _vector_reach)
 data_pass = _dispatch(_data_pass_body,
-                      lambda packed, weights, sums, counts, lam, n, g: packed.shape[0] * g.size)
+                      lambda packed, weights, sums, counts, lam, n, g: packed.shape[0] * g.size,
+                      data_pass_numpy, _data_reach)
 point_on_entries_packed = _dispatch(_point_on_entries_packed_body,
-                                    lambda packed, weights, u: packed.shape[0] * u)
+                                    lambda packed, weights, u: packed.shape[0] * u,
+                                    point_on_entries_packed_numpy, _data_reach)
 gram_row_packed = _dispatch(_gram_row_packed_body,
-                            lambda packed, new_on, counts: packed.shape[0] * new_on.size)
+                            lambda packed, new_on, counts: packed.shape[0] * new_on.size,
+                            gram_row_packed_numpy, _data_reach)
 predict_cp = _dispatch(_predict_cp_body,
-                       lambda thetas, weights, offsets, indices: thetas.shape[0] * indices.size)
+                       lambda thetas, weights, offsets, indices: thetas.shape[0] * indices.size,
+                       predict_cp_numpy,
+                       lambda size: size.cells * size.order * jit.ASSUMED_ATOMS
+                       >= PARALLEL_MIN_WORK)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +333,7 @@ def gram_times_numpy(G_buffer, m, v):
     return G_buffer[:m, :m] @ v
 
 
-gram_times = njit(cache=True)(_gram_times_body)
+gram_times = jit.entry(njit(cache=True)(_gram_times_body), gram_times_numpy)
 
 # ---------------------------------------------------------------------------------------------
 # a run of BPCG pairwise steps on the cached quadratic (G, h): O(m) per step
@@ -403,5 +382,42 @@ def _pairwise_steps_body(G, h, w, Gw, scale, lam, phi_estimate, max_steps, f_tra
     return steps, False
 
 
-pairwise_steps = njit(cache=True)(_pairwise_steps_body)
 pairwise_steps_numpy = _pairwise_steps_body  # the same loop run by the interpreter
+
+
+def _pairwise_steps_vectorised(G, h, w, Gw, scale, lam, phi_estimate, max_steps, f_trace):
+    """:func:`_pairwise_steps_body` with its loops over the atoms as NumPy operations: the same
+    elementwise operations (no sum is reordered) and the same first-index choices of the away
+    and local atoms, so the same steps; the fallback while the kernel is compiled."""
+    m = w.shape[0]
+    steps = 0
+    positive = w > 0.0
+    while steps < max_steps:
+        g = scale * (lam * Gw - h)
+        if not positive.any():
+            return steps, False
+        away = int(np.argmax(np.where(positive, g, -np.inf)))
+        local = int(np.argmin(g))
+        ga_away, ga_local = g[away], g[local]
+        if ga_away - ga_local < phi_estimate or away == local:
+            return steps, False
+        slope = ga_local - ga_away
+        curvature = scale * lam * (G[local, local] - 2.0 * G[local, away] + G[away, away])
+        gamma = w[away]
+        if curvature > 0.0 and -slope / curvature < gamma:
+            gamma = -slope / curvature
+        dropped = gamma == w[away]
+        w[local] += gamma
+        w[away] = 0.0 if dropped else w[away] - gamma
+        positive[local] = w[local] > 0.0
+        positive[away] = w[away] > 0.0
+        Gw += gamma * (G[local, :m] - G[away, :m])
+        f_trace[steps] = gamma * slope + 0.5 * gamma * gamma * curvature
+        steps += 1
+        if dropped:
+            return steps, True
+    return steps, False
+
+
+pairwise_steps = jit.entry(njit(cache=True)(_pairwise_steps_body),
+                                _pairwise_steps_vectorised)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from . import _compile
 from ._validation import InputError, describe
 from .fitting import DEFAULT_MAX_RANK, check_options, run_pipeline
 from .observations import Observations
@@ -41,12 +42,14 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
     for name, value in (("keep_observed", keep_observed), ("return_result", return_result)):
         if not isinstance(value, bool):
             raise InputError(f"{name} must be True or False, got {describe(value)}")
+    # before the conversion, which runs the aggregation kernels
+    prepared = _compile.prepare_dense(tensor, mask)
     obs = Observations.from_dense(tensor, mask)
     result = run_pipeline(obs, lam=lam, time_limit=time_limit, refine=refine,
                           max_rank=max_rank, validation_fraction=validation_fraction,
                           lam_grid=lam_grid, validation_oracle=validation_oracle, seed=seed,
                           progress=progress, verbose=verbose, solve_kwargs=solve_kwargs,
-                          entry="complete")
+                          entry="complete", prepared=prepared)
     completed = result.to_dense()
     if keep_observed:
         completed[tuple(obs.entries.T)] = obs.means

@@ -16,7 +16,7 @@ What crosses the network, per partition:
 
 Everything here is the single-process arithmetic of ``ActiveSet``, ``solver._Driver._data_pass``
 and ``tensorcomp.oracles.altmin`` run on a partition (same kernels: ``tensorcomp._kernels`` and
-``tensorcomp.oracles._altmin_kernels``) followed by a sum over partitions; results agree with the
+the heuristic's building blocks) followed by a sum over partitions; results agree with the
 single-process ones up to the order of floating-point additions (tests/test_distributed.py).
 
 Dask is imported only by :class:`DistributedData` (the ``experiments`` extra installs it).
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tensorcomp.oracles import _altmin_kernels as altmin_kernels
+from tensorcomp.oracles import altmin as altmin_kernels
 from tensorcomp.oracles.altmin import (BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle,
                                       AltMinRun)
 from tensorcomp.oracles.base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
@@ -227,7 +227,7 @@ def _bits_used(part: EntryPartition) -> np.ndarray:
 def _block_coefficients(part: EntryPartition, state: _PassOnPartition, thetas, modes):
     """One round of the heuristic on one partition: for each start s of the batch, the partial
     block coefficients ``sum_{x in partition: x_k = j} g_x prod_{l != k} theta_l[x_l]`` of its
-    current mode k = modes[s] (``_altmin_kernels.mode_coefficients``). Stateless: the zero
+    current mode k = modes[s] (``altmin.mode_coefficients``). Stateless: the zero
     counts are rebuilt from the bits each round (O(p u_p) instead of the single process's
     incremental flips; see docs/distributed.md for the stateful alternative)."""
     thetas = np.ascontiguousarray(thetas, dtype=np.uint8)
@@ -395,7 +395,7 @@ class DistributedData:
 
 
 class _Descent:
-    """The decisions of ``_altmin_kernels.descend`` for one start, driven by summed block
+    """The decisions of the heuristic's descent for one start, driven by summed block
     coefficients instead of a local pass: same block rule, same tie and settling rules, same
     termination; only where the coefficients come from differs."""
 

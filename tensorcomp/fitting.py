@@ -16,13 +16,13 @@ A stage cut by the deadline or by Ctrl-C leaves the best model so far, and the s
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
 
 from tensorcomp.oracles.deadline import Deadline
 
+from . import _compile
 from ._validation import InputError, as_optional_positive_float, as_positive_float, describe
 from .observations import Observations
 from .progress import Progress, logger
@@ -32,7 +32,7 @@ from .selection import LamSearch, Split, Stop, rank_search, search_options
 from .options import SolverOptions
 from .solver import solve, solver_options, within_variance_bound
 
-__all__ = ["fit", "auto_time_limit", "warm_up", "DEFAULT_MAX_RANK"]
+__all__ = ["fit", "auto_time_limit", "run_pipeline", "DEFAULT_MAX_RANK"]
 
 #: time_limit="auto": AUTO_BASE_S + AUTO_PER_MILLION_S per 1e6 tensor entries, at most
 #: AUTO_MAX_S. The base pays for a complete search on small tensors.
@@ -150,9 +150,10 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
     CompletionResult
         The returned model (``result.model``: "cp" for the refinement, "atoms" for the convex
         fit), its status and proof, ``result.certificate`` (the convex problem's), and in
-        ``stats``: "lam_path", "lam_search", "refinement", "call" (entry, status "finished" /
-        "time_limit" / "interrupted", time_s, cut_by_time_limit, warmup_time_s). Ctrl-C ends
-        the call with its best model so far and status "interrupted".
+        ``stats``: "lam_path", "lam_search", "refinement", "call" (entry; status "finished" /
+        "time_limit" / "interrupted"; time_s; cut_by_time_limit; kernels: how the compiled
+        kernels were made ready, "warm", "compiled", "fallback" or "direct"; prepare_time_s).
+        Ctrl-C ends the call with its best model so far and status "interrupted".
     """
     lam, time_limit, lam_grid, solve_kwargs = check_options(
         lam=lam, time_limit=time_limit, refine=refine, max_rank=max_rank,
@@ -172,11 +173,18 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
 
 def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, validation_fraction,
                  lam_grid, validation_oracle, seed, progress, verbose, solve_kwargs,
-                 entry: str) -> CompletionResult:
-    """The pipeline on validated arguments (``fit`` and ``complete`` call it)."""
+                 entry: str, prepared=None) -> CompletionResult:
+    """The pipeline on validated arguments (``fit`` and ``complete`` call it).
+
+    Before the deadline starts, the compiled kernels the problem needs are made ready
+    (``_compile.prepare``: loaded from Numba's cache; with a cold cache, a small problem runs
+    on the kernels' NumPy fallbacks while a background process compiles, a large one waits
+    for the compiler). Ctrl-C there ends the call. ``prepared``: already done by the caller."""
     if time_limit == "auto":
         time_limit = auto_time_limit(int(np.prod(np.asarray(obs.shape, dtype=np.float64))))
-    warmup_s = warm_up()
+    if prepared is None:
+        prepared = _compile.prepare(obs.shape, obs.n_entries, counts_dtype=obs.counts.dtype,
+                                    n_samples=obs.n_samples)
     warn_uninformed(obs)
     bar = Progress(progress, verbose, time_limit)
     try:
@@ -185,7 +193,8 @@ def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, valida
                      lam_grid=lam_grid, validation_oracle=validation_oracle,
                      solve_kwargs=solve_kwargs, entry=entry)
         result = call.run(lam)
-        result.stats["call"]["warmup_time_s"] = warmup_s
+        result.stats["call"]["kernels"] = prepared.state
+        result.stats["call"]["prepare_time_s"] = prepared.seconds
         result.labels, result.dims = obs.labels, obs.dims
         result.value_name = obs.value_name
         return result
@@ -215,36 +224,6 @@ def warn_uninformed(obs: Observations) -> None:
         warnings.warn(f"{n:,} of {int(total):,} entries lie on slices with no observation "
                       f"({'; '.join(where)}); nothing in the data speaks for them and they "
                       f"are filled with 0.0", UserWarning, stacklevel=4)
-
-
-_WARM = False
-
-
-def warm_up() -> float:
-    """Load (or, on a fresh install, compile) the Numba kernels of the default pipeline on a
-    tiny noisy tensor, once per process; returns the seconds it took (0 after the first time).
-
-    ``fit``/``complete`` run it *before* their deadline starts, so that loading the kernels
-    does not cut the stages of a small call. Ctrl-C during it ends the call."""
-    global _WARM
-    if _WARM:
-        return 0.0
-    t = time.perf_counter()
-    rng = np.random.default_rng(0)
-    shape = (5, 4, 3)
-    factors = [rng.random((r, 2)) for r in shape]
-    truth = np.einsum("ir,jr,kr->ijk", *factors)
-    noisy = np.clip(truth + 0.05 * rng.standard_normal(shape), 0, None)
-    keep = rng.random(shape) < 0.7
-    obs = Observations(np.argwhere(keep), noisy[keep], shape)
-    call = _Call(obs, Deadline(None), Progress(False, False, None, quiet=True), seed=0,
-                 refine=True, max_rank=3, validation_fraction=0.2, lam_grid=None,
-                 validation_oracle="altmin", solve_kwargs={}, entry="warm_up")
-    result = call.run("auto")
-    if result.stats["call"]["status"] == "interrupted":
-        raise KeyboardInterrupt
-    _WARM = True
-    return time.perf_counter() - t
 
 
 def objective_of(model, obs: Observations) -> float:

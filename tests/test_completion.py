@@ -240,24 +240,28 @@ def test_entries_without_information_are_filled_with_a_warning():
         complete(v, time_limit=3, progress=False)
 
 
-def test_ctrl_c_during_warm_up_ends_the_call(monkeypatch):
+def test_ctrl_c_while_the_kernels_are_prepared_ends_the_call(monkeypatch):
     """Regression: Ctrl-C during the first call's kernel warm-up was swallowed and the call
-    then ran in full."""
-    monkeypatch.setattr(fitting, "_WARM", False)
+    then ran in full. The preparation no longer catches it, and nothing runs after it."""
+    from tensorcomp import _compile
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(fitting, "refine_cp", interrupted)
-    monkeypatch.setattr("tensorcomp.selection.refine_cp", interrupted)
+    ran = []
+    monkeypatch.setattr(_compile, "prepare", interrupted)
+    monkeypatch.setattr(_compile, "prepare_dense", interrupted)
+    monkeypatch.setattr(fitting._Call, "run", lambda self, lam: ran.append(lam))
     truth, noisy, mask = smooth_low_rank(shape=(6, 5, 4))
     with pytest.raises(KeyboardInterrupt):
         complete(np.where(mask, noisy, np.nan), time_limit=5, progress=False)
-    assert fitting._WARM is False
+    with pytest.raises(KeyboardInterrupt):
+        fit(Observations.from_dense(np.where(mask, noisy, np.nan)), time_limit=5)
+    assert ran == []
 
 
 def test_interrupt_during_refinement_is_never_certified(monkeypatch):
     """Regression: complete() interrupted during the refinement returned status 'interrupted'
     with certified=True, the certificate of the search fit on the training part."""
-    fitting.warm_up()
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(fitting, "refine_cp", interrupted)
@@ -378,13 +382,14 @@ def test_demo_tensor_with_defaults_finishes_certified():
     assert res.stats["call"]["time_s"] < auto_time_limit(truth.size)
 
 
-def test_warm_up_runs_once_outside_the_budget():
-    from tensorcomp.fitting import warm_up
-    warm_up()
-    assert warm_up() == 0.0  # once per process
+def test_kernels_are_prepared_once_outside_the_budget():
     truth, noisy, mask = smooth_low_rank(shape=(6, 5, 4))
-    _, res = complete(np.where(mask, noisy, np.nan), return_result=True, time_limit=2)
-    assert res.stats["call"]["warmup_time_s"] == 0.0
+    X = np.where(mask, noisy, np.nan)
+    complete(X, time_limit=2, progress=False)
+    _, res = complete(X, return_result=True, time_limit=2, progress=False)
+    call = res.stats["call"]
+    assert call["prepare_time_s"] == 0.0  # the same problem class was prepared already
+    assert call["kernels"] in ("warm", "compiled", "fallback", "direct")
 
 
 def test_rank_schedule_and_subsample():
