@@ -1,6 +1,6 @@
 """The first ``complete()`` call of a fresh process: import + call, cold and warm Numba cache.
 
-    python experiments/bench_first_call.py [--reps 5] [--time-limit 2] [--integration auto]
+    python experiments/bench_first_call.py [--reps 5] [--time-limit 2]
     python experiments/bench_first_call.py --kernels     # compile time of each planned kernel
     python experiments/bench_first_call.py --imports     # import time of tensorcomp and its deps
 
@@ -13,11 +13,8 @@ from the process's start (interpreter start-up included) and the CPU time of the
 background compiler was started, the process then waits for it and reports how long it took
 until the cache held the plan ("cache filled"), and that compiler's CPU time.
 
-``--integration``: "current" runs ``complete`` as the package has it; "prepare" emulates the
-pipeline calling ``tensorcomp._compile.prepare`` before its clock instead of ``warm_up`` (the
-package's ``warm_up`` is replaced by a no-op and ``prepare_dense(X)`` is called right before
-``complete``, inside the timed part); "auto" (default) is
-"current" when the pipeline already calls ``prepare``, else "prepare".
+The call reports how its kernels were made ready (``result.stats["call"]["kernels"]``:
+"fallback" on a cold cache, "warm" after) and the seconds that took.
 """
 from __future__ import annotations
 
@@ -47,13 +44,7 @@ truth = np.einsum("ir,jr,kr->ijk", *factors)
 X = np.clip(truth + 0.05 * rng.standard_normal(shape), 0, None)
 missing = rng.random(shape) > 0.3
 X[missing] = np.nan
-prepared = None
 t_call = time.perf_counter()
-if integration == "prepare":
-    import tensorcomp.fitting as fitting
-    from tensorcomp import _compile
-    fitting.warm_up = lambda: 0.0
-    prepared = _compile.prepare_dense(X)
 Y, res = complete(X, time_limit=time_limit, return_result=True, progress=False)
 t_done = time.perf_counter()
 ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -62,8 +53,8 @@ nmse = float(err @ err / (truth[missing] @ truth[missing]))
 out = {"import_s": t_import, "call_s": t_done - t_call, "in_process_s": t_done - t_start,
        "cpu_s": ru.ru_utime + ru.ru_stime, "nmse": nmse,
        "status": res.stats.get("call", {}).get("status"),
-       "prepare": None if prepared is None else
-       {"state": prepared.state, "seconds": prepared.seconds}}
+       "prepare": {"state": res.stats["call"].get("kernels"),
+                   "seconds": res.stats["call"].get("prepare_time_s")}}
 print("RESULT " + json.dumps(out), flush=True)
 if wait:
     try:
@@ -77,14 +68,6 @@ if wait:
         print("BACKGROUND " + json.dumps({"filled_s": time.perf_counter() - t_start,
                                          "cpu_s": ru.ru_utime + ru.ru_stime}), flush=True)
 """
-
-
-def _pipeline_calls_prepare() -> bool:
-    for name in ("fitting.py", "completion.py"):
-        path = os.path.join(ROOT, "tensorcomp", name)
-        if os.path.exists(path) and "_compile" in open(path).read():
-            return True
-    return False
 
 
 def run_once(cache_dir: str, integration: str, time_limit: float, wait: bool = True) -> dict:
@@ -131,8 +114,6 @@ def report(label: str, rows: list) -> None:
 
 
 def bench(reps: int, integration: str, time_limit: float) -> None:
-    if integration == "auto":
-        integration = "current" if _pipeline_calls_prepare() else "prepare"
     print(f"integration: {integration}; time_limit={time_limit}; python {sys.version.split()[0]}")
     cold = []
     with tempfile.TemporaryDirectory(prefix="tc-warm-") as warm_dir:
@@ -301,7 +282,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--time-limit", type=float, default=2.0)
-    ap.add_argument("--integration", choices=("auto", "current", "prepare"), default="auto")
+    ap.add_argument("--integration", choices=("current",), default="current",
+                    help="the package's own pipeline (the only mode)")
     ap.add_argument("--kernels", action="store_true")
     ap.add_argument("--imports", action="store_true")
     a = ap.parse_args(argv)
