@@ -646,14 +646,11 @@ def _descend_batch_np(c, idx, offsets, mode_ptr, mode_entries, thetas, first_mod
                                                   max_updates, tol)
 
 
-#: ``altmin.PARALLEL_MIN_WORK``, the heuristic's thread threshold (altmin imports this module,
-#: so the value is repeated here; tests/test_first_call.py holds the two equal)
-THREAD_MIN_WORK = 1_000_000
 
 
 def _thread_reach(size):
-    """The heuristic takes its threads from THREAD_MIN_WORK (entries x modes) on."""
-    return size.entries * size.order >= THREAD_MIN_WORK
+    """The heuristic takes its threads from PARALLEL_MIN_WORK (entries x modes) on."""
+    return size.entries * size.order >= jit.PARALLEL_MIN_WORK
 
 
 # entries of tensorcomp.oracles.jit; the parallel compilation is planned only for problems that

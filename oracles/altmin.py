@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _altmin_kernels as kernels
+from . import jit
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
@@ -47,11 +48,8 @@ LISTS_AUTO_MAX_BYTES = 1 << 28
 #: guard against rounding noise; far below any gap the conditional-gradient driver acts on).
 IMPROVEMENT_RTOL = 1e-12
 
-#: Below this many (entry, mode) pairs, u * p, a batch runs serially. Waking the worker threads
-#: costs microseconds on an idle machine but milliseconds when another process holds a core
-#: (measured: +8 ms per batch on our 2 cores), while a batch of 4 descents at u * p = 1e6 takes
-#: ~15 ms. The choice never changes the results, only the speed.
-PARALLEL_MIN_WORK = 1_000_000
+#: Below this many (entry, mode) pairs, u * p, a batch runs serially (``jit.PARALLEL_MIN_WORK``)
+PARALLEL_MIN_WORK = jit.PARALLEL_MIN_WORK
 
 #: Defaults of ``min_restarts`` and ``batch_size``: calls stop at the first batch of 2 that
 #: meets the target. Against 4 and 4 (experiments/bench_heuristic_batch.py, README), p=9 with

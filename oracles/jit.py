@@ -46,18 +46,19 @@ __all__ = ["fetch_add", "parallel_twin", "entry", "twins", "twin_of", "entries",
            "using_fallbacks", "start_fallbacks", "end_fallbacks", "fallbacks_active",
            "enable_learning", "learned_path", "load_learned", "append_learned", "mark_known"]
 
-# Parallel passes synchronise once per round. GNU OpenMP's default is to spin long while
-# waiting: on a machine shared with other jobs a spinning thread takes the core the others need
-# (measured, load ~5 on 2 cores: 2 threads 2-5x slower than 1). Sleeping waiters cost ~50
-# microseconds per parallel region on this VM (a region with a few hundred microseconds of
-# work each side); the heuristic's regions hold 10-40 ms of work, so sleeping costs ~0.3 %.
-# With the heuristic's threads claiming blocks (oracles/_altmin_kernels.py), sleeping gave
-# 1.88-1.95x on 2 idle threads and 1.18x next to a CPU hog; a long spin (GOMP_SPINCOUNT=200000)
-# 1.96x idle and 1.14x next to the hog, and several tensorcomp processes on one machine would
-# spin against each other. So: sleep, and let the user choose (experiments/
-# bench_oracle_threads.py; README, "Scale and threads"). The user's own setting wins.
-# Every kernel module imports this one, so the policy is set before any parallel kernel runs.
+# OpenMP waits: worker threads sleep between parallel regions (OMP_WAIT_POLICY=PASSIVE) rather
+# than spin. On a machine shared with other jobs a spinning thread takes the core the others
+# need, and several tensorcomp processes on one machine would spin against each other; the
+# heuristic's regions hold far more work than a wake-up costs (docs/performance.md, "waiting
+# policies"; experiments/bench_oracle_threads.py). The user's own setting wins. Every kernel
+# module imports this one, so the policy is set before any parallel kernel runs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: below this many inner-loop operations a kernel runs on one thread (data passes: entries x
+#: atoms; the heuristic: entries x modes): waking the thread pool costs microseconds on an idle
+#: machine but a scheduler slice when another process holds the other core, more than the work
+#: itself. The choice never changes the results, only the speed.
+PARALLEL_MIN_WORK = 1_000_000
 
 #: a call whose array arguments hold more bytes than this never takes a fallback: it waits for
 #: the compiled kernel (another, larger problem in the same process during a period)

@@ -12,10 +12,7 @@ from numba import njit, prange
 from tensorcomp.oracles import jit
 from tensorcomp.oracles.jit import fetch_add, parallel_twin  # noqa: F401  (kernels' API)
 
-#: below this many inner-loop operations a kernel runs on one thread: waking the thread pool
-#: costs ~10 microseconds on an idle machine and a full scheduler slice (~10 ms) when another
-#: process holds the other core, far more than the work itself.
-PARALLEL_MIN_WORK = 1_000_000
+PARALLEL_MIN_WORK = jit.PARALLEL_MIN_WORK
 
 
 def _dispatch(body, work, fallback, reach):

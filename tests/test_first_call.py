@@ -99,7 +99,6 @@ def test_parallel_twins_are_planned_only_where_the_size_reaches_their_threshold(
     for kernel in (A._descend_batch_blocks_parallel, A.finite_abs_sum, K.data_pass.parallel,
                    AK.sort_buckets.parallel):
         assert kernel.name in names
-    assert A.THREAD_MIN_WORK == altmin.PARALLEL_MIN_WORK  # the heuristic's own threshold
 
 
 def test_fallbacks_give_the_kernels_results():
