@@ -30,7 +30,7 @@ from .refine import refine_cp
 from .result import Certificate, CompletionResult
 from .selection import LamSearch, Split, Stop, rank_search, search_options
 from .options import SolverOptions
-from .solver import solve, solver_options, within_variance_bound
+from .solver import INTERRUPT_MESSAGE, solve, solver_options, within_variance_bound
 
 __all__ = ["fit", "auto_time_limit", "run_pipeline", "DEFAULT_MAX_RANK"]
 
@@ -416,7 +416,9 @@ class _Call:
                                 "time_s": self.deadline.elapsed(),
                                 "cut_by_time_limit": list(self.cut)}
         if notes:
-            result.message = "; ".join(([result.message] if result.message else []) + notes)
+            # the final solve's own message says it was interrupted: the call's note replaces it
+            own = result.message.replace(INTERRUPT_MESSAGE, "").strip("; ")
+            result.message = "; ".join(([own] if own else []) + notes)
         if not self.bar.quiet:
             logger.info("%s: %s in %.1fs, lam=%.4g, model %s, status %s", self.entry,
                         self.status, self.deadline.elapsed(), result.lam, result.model,

@@ -37,7 +37,7 @@ from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
 from .options import SolverOptions
 
 __all__ = ["solve", "solver_options", "IterationState", "DEFAULT_TOL_SCALE", "DEFAULT_REL_TOL",
-           "LEGACY_KEYWORDS"]
+           "LEGACY_KEYWORDS", "INTERRUPT_MESSAGE"]
 
 #: default tol = DEFAULT_TOL_SCALE * mean(y^2), the objective of the zero tensor
 DEFAULT_TOL_SCALE = 1e-4
@@ -50,6 +50,8 @@ DEFAULT_TOL_SCALE = 1e-4
 #: far below the noise floor. It changes nothing where f* - W < 100 tol (noiseless or
 #: low-noise data). An explicit tol means what it says: rel_tol is then 0 unless given.
 DEFAULT_REL_TOL = 1e-2
+#: a run ended by Ctrl-C says so in its message
+INTERRUPT_MESSAGE = "interrupted by the user (KeyboardInterrupt)"
 #: how many active atoms (largest weights) are handed to the oracle as warm starts
 N_HINTS = 4
 #: most pairwise steps per compiled run (limits are checked between runs)
@@ -294,7 +296,7 @@ class _Driver:
                 self._run(warm_start)
         except KeyboardInterrupt:
             self.status = "interrupted"
-            self.message = "interrupted by the user (KeyboardInterrupt)"
+            self.message = INTERRUPT_MESSAGE
         return self._result()
 
     def _run(self, warm_start) -> None:

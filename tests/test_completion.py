@@ -334,7 +334,7 @@ def test_ctrl_c_ends_the_whole_call_with_its_best_state():
     assert time.perf_counter() - t < 30
     assert res.stats["call"]["status"] == "interrupted"
     assert res.status == "interrupted" and not res.certified
-    assert "interrupted by the user" in res.message
+    assert res.message.count("interrupted by the user") == 1
     assert len(res.stats["lam_path"]) == 2  # the search stopped: no third fit, no final fit
     assert "final_fit_time_s" not in res.stats
     assert np.isfinite(out).all() and np.array_equal(out[mask], noisy[mask])
@@ -445,3 +445,22 @@ def test_rank_search_tries_the_best_ranks_neighbours():
     assert 7 in tried  # off the schedule (6, 8, 10, ...): reached as a neighbour
     for r in (best - 1, best + 1):
         assert r in tried or r > convex.n_atoms
+
+
+def test_ctrl_c_in_the_final_fit_is_reported_once(monkeypatch):
+    """Regression: the solve's own 'interrupted' message and the call's repeated each other."""
+    from tensorcomp import solver
+    truth, noisy, mask = smooth_low_rank()
+    X = np.where(mask, noisy, np.nan)
+    real = solver._Driver._oracle_step
+
+    def interrupted(self, f_before):
+        if self.obs.n_entries == int(mask.sum()):  # the final fit: all observed entries
+            raise KeyboardInterrupt
+        return real(self, f_before)
+    monkeypatch.setattr(solver._Driver, "_oracle_step", interrupted)
+    out, res = complete(X, return_result=True, time_limit=20, refine=False, progress=False)
+    assert res.status == "interrupted" and not res.certified
+    assert res.certificate.samples == "all observed"
+    assert res.message.count("interrupted by the user") == 1, res.message
+    assert np.isfinite(out).all()
