@@ -48,11 +48,6 @@ class Deadline:
     def expired(self) -> bool:
         return self.at is not None and time.perf_counter() >= self.at
 
-    def seconds(self) -> float | None:
-        """What remains as a time limit for a callee: None without a limit, else at least
-        ``MIN_STAGE_S``."""
-        return None if self.at is None else max(self.remaining(), MIN_STAGE_S)
-
     def sub(self, fraction: float = 1.0, *, cap_s: float | None = None) -> "Deadline":
         """A deadline for a stage that may use ``fraction`` of what remains, at most ``cap_s``
         seconds; never later than this one."""

@@ -15,6 +15,7 @@ A stage cut by the deadline or by Ctrl-C leaves the best model so far, and the s
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -27,7 +28,7 @@ from ._validation import InputError, as_optional_positive_float, as_positive_flo
 from .observations import Observations
 from .progress import Progress, logger
 from .refine import refine_cp
-from .result import Certificate, CompletionResult
+from .result import CompletionResult
 from .selection import LamSearch, Split, Stop, rank_search, search_options
 from .options import SolverOptions
 from .solver import INTERRUPT_MESSAGE, solve, solver_options, within_variance_bound
@@ -261,7 +262,7 @@ class _Call:
                 if self.refine and self.lam in self.search.fits:
                     self._refine(data)
             if self.lam == "auto" or self.lam is None:  # no search fit: the base, unvalidated
-                self.lam = float(np.max(np.abs(self.obs.means))) or 1.0
+                self.lam = self._base_lam()
             if self.model is not None:
                 self._refit()
             self._final_fit()
@@ -371,12 +372,9 @@ class _Call:
             if self.status == "interrupted":
                 raise KeyboardInterrupt
             self.status = "time_limit"
-            self._final_fit_unlimited_fallback()
+            self._fallback_fit()
             convex, samples = self.final, "all observed"
-        cert = Certificate(lam=float(convex.lam), samples=samples,
-                           objective=float(convex.objective),
-                           lower_bound=float(convex.lower_bound), tol=float(convex.tol),
-                           status=convex.status)
+        cert = dataclasses.replace(convex.certificate, samples=samples)
         notes = []
         if self.status == "interrupted":
             notes.append(f"interrupted by the user (KeyboardInterrupt) during {self.entry}()")
@@ -425,11 +423,15 @@ class _Call:
                         result.status)
         return result
 
-    def _final_fit_unlimited_fallback(self) -> None:
+    def _base_lam(self) -> float:
+        """The search's base, max|y| (1 when every value is 0), for a call with no validated
+        lambda."""
+        return float(np.max(np.abs(self.obs.means))) or 1.0
+
+    def _fallback_fit(self) -> None:
         """Nothing was fitted before the deadline: one short final fit, so the call returns a
         model fitted to the data rather than nothing."""
-        self.lam = self.lam if isinstance(self.lam, float) else \
-            float(np.max(np.abs(self.obs.means))) or 1.0
+        self.lam = self.lam if isinstance(self.lam, float) else self._base_lam()
         self.final = solve(self.obs, lam=self.lam, seed=self.seed, time_limit=1e-3,
                            **self.solve_kwargs)
         self.cut.append("final fit")

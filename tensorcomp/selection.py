@@ -19,7 +19,7 @@ from .refine import convex_start, refine_cp
 from .options import SolverOptions
 from .solver import solve, solver_options
 
-__all__ = ["Stop", "Split", "split", "mse_se", "LamSearch", "choose_lam", "rank_search",
+__all__ = ["Stop", "Split", "mse_se", "LamSearch", "choose_lam", "rank_search",
            "rank_schedule", "LAM_PATIENCE", "RANK_SCHEDULE"]
 
 #: lambda grid: base * LAM_GRID_RATIO**k, base = max|y| over the training entries; k >= 0 first,
@@ -90,10 +90,6 @@ class Split:
     def error(self, model) -> tuple[float, float]:
         """Validation MSE of ``model`` (anything with ``predict``) and its standard error."""
         return mse_se(model.predict(self.entries), self.means, self.counts)
-
-
-def split(obs: Observations, fraction: float, seed: int) -> Split:
-    return Split(obs, fraction, seed)
 
 
 def mse_se(pred, values, counts) -> tuple[float, float]:
