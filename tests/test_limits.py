@@ -271,8 +271,12 @@ def test_every_oracle_honours_oracle_time_limit(oracle, monkeypatch):
                 options=SolverOptions(oracle=oracle, oracle_time_limit=budget, **options))
     assert res.status == "time_limit"
     assert calls and all(limit <= budget for limit, _, _ in calls)
-    assert max(wall for _, wall, _ in calls) <= budget + 0.35
-    assert res.stats["oracle_max_time_s"] <= budget + 0.35
+    walls = sorted(wall for _, wall, _ in calls)
+    # unlimited, a call runs to the end of the 2.5 s limit; a loaded machine can delay one call
+    # by a few tenths (SCIP checks its clock between nodes), not the typical one
+    assert walls[-1] <= budget + TIME_SLACK_S
+    assert walls[len(walls) // 2] <= budget + 0.1
+    assert res.stats["oracle_max_time_s"] <= budget + TIME_SLACK_S
     # the budget was binding: some call stopped on it (unlimited, it would have run on); in
     # "auto" the integer program, last, may instead be left too little of it to be built
     assert any(status in ("timelimit", "time_limit") or "below the estimated build time" in status
