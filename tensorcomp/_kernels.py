@@ -60,6 +60,27 @@ def atom_support_numpy(theta, entries, offsets):
     return out
 
 
+def _parity_support_body(theta, entries, offsets):
+    """bool (u,): 1 where the signed atom prod_k (2 theta_k[x_k] - 1) is +1, i.e. where an
+    even number of the entry's mode bits are 0 (the positive part of a +-1 atom)."""
+    u, p = entries.shape
+    out = np.empty(u, dtype=np.bool_)
+    for x in prange(u):
+        negative = False
+        for k in range(p):
+            if not theta[offsets[k] + entries[x, k]]:
+                negative = not negative
+        out[x] = not negative
+    return out
+
+
+def parity_support_numpy(theta, entries, offsets):
+    negative = np.zeros(entries.shape[0], dtype=bool)
+    for k in range(entries.shape[1]):
+        negative ^= ~theta[offsets[k] + entries[:, k]]
+    return ~negative
+
+
 # ---------------------------------------------------------------------------------------------
 # the iterate on the observed entries: phi = sum_j w_j a_j
 
@@ -274,6 +295,9 @@ def _data_reach(size):
 atom_support = _dispatch(_atom_support_body, lambda theta, entries, offsets: entries.size,
                          atom_support_numpy,
                          lambda size: size.entries * size.order >= PARALLEL_MIN_WORK)
+parity_support = _dispatch(_parity_support_body, lambda theta, entries, offsets: entries.size,
+                           parity_support_numpy,
+                           lambda size: size.entries * size.order >= PARALLEL_MIN_WORK)
 #: vectorised passes over the (m, u) support bits do ~this many entries per scalar operation,
 #: so they pay for waking the thread pool only at this many times the scalar threshold
 VECTOR_WIDTH = 32

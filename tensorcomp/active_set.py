@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from tensorcomp.oracles.base import atom_offsets
+from tensorcomp.oracles.base import atom_offsets, observed_bit_mask, trivial_lower_bound
 
 from . import _kernels as K
 from .numerics import WEIGHT_PURGE, check_finite
@@ -31,9 +31,15 @@ class ActiveSet:
 
     storage = "gram"
 
-    def __init__(self, obs: Observations, lam: float) -> None:
+    def __init__(self, obs: Observations, lam: float, *, signed: bool = False) -> None:
         self.obs = obs
         self.lam = float(lam)
+        #: signed atoms: an atom's stored "support" is where the +-1 atom is +1 (its parity
+        #: support); the solver then works in the affine image of that space (tensorcomp.signed)
+        self.signed = bool(signed)
+        self._support_kernel = K.parity_support if self.signed else K.atom_support
+        #: (rho,) bool: the mode indices some observed entry uses
+        self.observed_bits = observed_bit_mask(obs.entries, obs.shape)
         self.n = obs.n_samples
         self.offsets = atom_offsets(obs.shape)
         self.rho = int(self.offsets[-1])
@@ -106,9 +112,11 @@ class ActiveSet:
     def find_or_add(self, theta: np.ndarray, support: np.ndarray | None = None) -> int:
         """Index of the atom (by its support on the observed entries), adding it with weight 0.
         ``support``: the atom's support when the caller has computed it already."""
-        theta = np.ascontiguousarray(theta, dtype=bool)
+        theta = np.asarray(theta, dtype=bool)
+        # one stored form per atom: never-observed bits fixed (see start_atoms)
+        theta = theta | ~self.observed_bits if self.signed else theta & self.observed_bits
         if support is None:
-            support = K.atom_support(theta, self.obs.entries, self.offsets)
+            support = self.support_of(theta)
         row = np.packbits(support)
         key = row.tobytes()
         j = self._keys.get(key)
@@ -129,6 +137,36 @@ class ActiveSet:
         self._keys[key] = j
         self._key_list.append(key)
         return j
+
+    def start_atoms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(thetas, weights) of the first iterate. Bits of never-observed mode indices change
+        no value on the data; they are kept fixed (0 for 0/1 atoms, +1 for signed ones) so that
+        each support has one stored form. 0/1 atoms: the all-ones atom on the observed bits,
+        as in the papers. Signed atoms: the all-(+1) atom and its negative (mode 0's observed
+        bits flipped), half each: the zero tensor."""
+        observed = self.observed_bits
+        if not self.signed:
+            return observed[None, :], np.ones(1)
+        plus = np.ones(self.rho, dtype=bool)
+        minus = plus.copy()
+        minus[self.offsets[0]:self.offsets[1]] = ~observed[self.offsets[0]:self.offsets[1]]
+        return np.stack([plus, minus]), np.full(2, 0.5)
+
+    def free_bound(self, g: np.ndarray) -> float:
+        """A proven lower bound on <g, a> over every atom a (0/1 support vectors):
+        sum_x min(g_x, 0), shaded for its rounding."""
+        return trivial_lower_bound(g)
+
+    @staticmethod
+    def value_of(g: np.ndarray, support: np.ndarray) -> float:
+        """<g, a> for the atom with this support, summed by the caller's own code (an
+        oracle's claimed value is never trusted)."""
+        return float(g[support].sum())
+
+    def support_of(self, theta: np.ndarray) -> np.ndarray:
+        """bool (u,): the entries where the atom ``theta`` is 1 (+1 for signed atoms)."""
+        return self._support_kernel(np.ascontiguousarray(theta, dtype=bool), self.obs.entries,
+                                    self.offsets)
 
     def _append(self, j: int, support: np.ndarray) -> None:
         """Cache the new atom's Gram row and linear term (one pass over its support)."""
@@ -313,7 +351,8 @@ class ActiveSet:
         assert w.shape == (self.m,)
         assert np.all(w >= 0), "negative weight"
         assert abs(w.sum() - 1.0) <= 1e-12, f"weights sum to {w.sum()!r}"
-        S = np.stack([K.atom_support_numpy(t, self.obs.entries, self.offsets) for t in self.thetas])
+        twin = K.parity_support_numpy if self.signed else K.atom_support_numpy
+        S = np.stack([twin(t, self.obs.entries, self.offsets) for t in self.thetas])
         assert np.array_equal(S, self.supports), "stale support"
         Sf = S.astype(np.float64)
         G = (Sf * self.counts_f) @ Sf.T
@@ -333,8 +372,8 @@ class DenseVertexActiveSet(ActiveSet):
 
     storage = "dense"
 
-    def __init__(self, obs: Observations, lam: float) -> None:
-        super().__init__(obs, lam)
+    def __init__(self, obs: Observations, lam: float, *, signed: bool = False) -> None:
+        super().__init__(obs, lam, signed=signed)
         self._V = np.zeros((obs.n_entries, 0))
 
     def _append(self, j: int, support: np.ndarray) -> None:
@@ -400,10 +439,10 @@ class SparseVertexActiveSet(DenseVertexActiveSet):
 
     storage = "sparse"
 
-    def __init__(self, obs: Observations, lam: float) -> None:
+    def __init__(self, obs: Observations, lam: float, *, signed: bool = False) -> None:
         from scipy import sparse
         self._sparse = sparse
-        super().__init__(obs, lam)
+        super().__init__(obs, lam, signed=signed)
         self._V = sparse.csc_matrix((obs.n_entries, 0))
 
     def _append(self, j: int, support: np.ndarray) -> None:

@@ -1,13 +1,14 @@
 """``CompletionResult`` on disk: one versioned ``.npz`` (no pickle), loadable across releases.
 
 Layout (format "tensorcomp.result", version 2): arrays ``weights`` (m,) float64, the model's
-factors -- for ``model="atoms"`` ``thetas_packed`` (m, ceil(rho/8)) uint8, the 0/1 atom bits
-packed 8 to a byte (``np.packbits`` along each atom); for ``model="cp"`` ``factor_<k>``
+factors -- for ``model="atoms"`` ``thetas_packed`` (m, ceil(rho/8)) uint8, the atom bits
+packed 8 to a byte (``np.packbits`` along each atom), and for signed atoms also ``factor_<k>``
+(r_k, m) int8 (+-1, 0 at never-observed indices); for ``model="cp"`` ``factor_<k>``
 (r_k, m) float64, one per mode -- ``shape`` (p,) int64, ``history`` (k, 3) float64 (time_s,
 objective, lower_bound; thinned: every oracle step, at most HISTORY_LOCAL_ROWS local steps),
 ``history_step_codes`` (k,) uint8 (each row's step as an index into
 ``meta["history_step_names"]``, e.g. "fw_oracle:altmin"), ``label_<k>`` (one per labelled mode)
-and ``meta``: a JSON string with model, lam, status, objective, lower_bound, certified, tol,
+and ``meta``: a JSON string with model, atoms, lam, status, objective, lower_bound, certified, tol,
 method, message, certificate, stats, dims, value_name and the format/version/library
 version. Version 1 files (convex fits only, no certificate record) load as before. Readers
 ignore keys they do not know; a newer *format version* is refused with a message naming the
@@ -111,6 +112,7 @@ def save_result(result, path) -> Path:
         "lower_bound": result.lower_bound, "certified": bool(result.certified),
         "tol": result.tol, "method": result.method, "message": result.message,
         "rho": int(sum(result.shape)), "stats": result.stats, "model": result.model,
+        "atoms": result.atoms,
         "certificate": None if result.certificate is None else
         dataclasses.asdict(result.certificate),
         "dims": None if result.dims is None else [str(d) for d in result.dims],
@@ -134,6 +136,9 @@ def save_result(result, path) -> Path:
             arrays[f"factor_{k}"] = np.asarray(f, dtype=np.float64)
     else:
         arrays["thetas_packed"] = np.packbits(thetas.astype(bool), axis=1)
+        if result.atoms == "signed":  # +-1 with 0 at never-observed indices: not in the bits
+            for k, f in enumerate(result.factors):
+                arrays[f"factor_{k}"] = np.asarray(f, dtype=np.int8)
     for k in meta["labelled_modes"]:
         arrays[f"label_{k}"] = _label_array(result.labels[k])
     # write to a temporary name first: an interrupted save never leaves a truncated model
@@ -173,6 +178,11 @@ def read_result_fields(path) -> dict:
         weights = np.array(data["weights"], dtype=np.float64)
         rho = int(meta["rho"])
         kind = meta.get("model", "atoms")
+        atoms = meta.get("atoms", "binary")
+        signed_factors = None
+        if kind == "atoms" and atoms == "signed":
+            signed_factors = [np.array(data[f"factor_{k}"], dtype=np.int8)
+                              for k in range(len(shape))]
         if kind == "cp":
             thetas = None
             factors = [np.array(data[f"factor_{k}"], dtype=np.float64)
@@ -201,6 +211,9 @@ def read_result_fields(path) -> dict:
     if "lam_path" in stats:  # tuples in memory, lists in JSON
         stats["lam_path"] = [tuple(p) for p in stats["lam_path"]]
     kind_fields = (dict(factors=factors, thetas=None) if kind == "cp" else dict(thetas=thetas))
+    if signed_factors is not None:
+        kind_fields["factors"] = signed_factors
+    kind_fields["atoms"] = atoms
     return dict(
         shape=shape, lam=float(meta["lam"]), weights=weights, model=kind,
         objective=float(meta["objective"]), lower_bound=float(meta["lower_bound"]),

@@ -51,7 +51,6 @@ class Observations:
         vals = checked_value_array(values, idx.shape[0])
         if idx.shape[0] == 0:
             raise InputError("indices is empty: at least one observation is needed")
-        _warn_negative(vals)
         self.shape = shape
         self.order = len(shape)
         self.n_samples = int(idx.shape[0])
@@ -116,7 +115,6 @@ class Observations:
                                  f"{describe(chunk)}") from None
             idx = checked_index_array(block_idx, shape, name=f"chunks[{i}] indices")
             v = checked_value_array(block_vals, idx.shape[0], name=f"chunks[{i}] values")
-            _warn_negative(v)
             k = np.empty(idx.shape[0], dtype=np.uint64)
             AK.pack_keys(idx, strides, k)
             keys.append(k)
@@ -128,6 +126,18 @@ class Observations:
         self.shape, self.order, self.n_samples = shape, len(shape), int(n)
         self._set(*AK.aggregate_keys(keys, vals, shape))
         return self
+
+    def shifted(self, delta: float) -> "Observations":
+        """The same samples with ``delta`` added to every value, sharing the index and count
+        arrays (a new ``sums``). Each shifted sum carries one rounding (``signed`` bounds its
+        effect on the objective)."""
+        out = Observations.__new__(Observations)
+        out.shape, out.order, out.n_samples = self.shape, self.order, self.n_samples
+        delta = float(delta)
+        total = float(self.sums.sum())
+        out._set(self.by_mode, self.counts, self.sums + delta * self.counts, self.within_ss,
+                 self.total_ss + 2.0 * delta * total + delta * delta * self.n_samples)
+        return out
 
     @property
     def n_entries(self) -> int:
@@ -203,16 +213,6 @@ class Observations:
         """The stored entries of a scipy.sparse matrix or a pydata ``sparse`` array."""
         from .frames import observations_from_sparse
         return observations_from_sparse(cls, array, shape)
-
-
-def _warn_negative(values: np.ndarray) -> None:
-    """The model is nonnegative: negative observations cannot be fitted (they are accepted, as
-    noise around small values may be negative, but the user should know)."""
-    negative, smallest = AK.negative_summary(values)
-    if negative:
-        warnings.warn(f"{negative:,} of {values.size:,} observed values are negative "
-                      f"(smallest {smallest:.4g}); the model is nonnegative and "
-                      f"fits them by values >= 0", UserWarning, stacklevel=3)
 
 
 def _aggregate_lexsort(idx, vals, shape):

@@ -93,13 +93,21 @@ def _split(indices, shape, factory):
 
 
 def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing: str = "auto",
-                heuristic_restarts: int = DEFAULT_RESTARTS):
+                heuristic_restarts: int = DEFAULT_RESTARTS, signed: bool = False):
+    """The oracle named by ``spec`` over the observed entries of ``obs`` (an object with a
+    ``separate`` method is used as it is). ``signed``: oracles over +-1 atoms, each seen
+    through ``ParityOracle`` (the driver's space of supports)."""
     indices, shape = obs.entries, obs.shape
     if not isinstance(spec, str):
-        if hasattr(spec, "separate"):
+        if hasattr(spec, "separate"):  # speaks the atoms' own space, as the built-in ones
+            if signed:
+                from .signed import ParityOracle
+                return ParityOracle(spec)
             return spec
         raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
                          f"separate(query) method, got {describe(spec)}")
+    if signed:
+        return _make_signed(spec, indices, shape, seed, exact_time_limit_s, heuristic_restarts)
     if spec == "exhaustive":
         from tensorcomp.oracles.exhaustive import ExhaustiveOracle
         return ExhaustiveOracle(indices, shape)
@@ -128,3 +136,41 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         return ChainOracle(heuristic, stages, exact_time_limit_s=exact_time_limit_s)
     raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
                      f"separate(query) method, got {describe(spec)}")
+
+
+def _make_signed(spec, indices, shape, seed, exact_time_limit_s, restarts):
+    """The same compositions over +-1 atoms. No per-component split: the split's starting
+    point (all bits 0 on a block) is the empty support only for 0/1 atoms."""
+    from tensorcomp.oracles.signed_altmin import SignedAltMinOracle
+    from tensorcomp.oracles.signed_branch_bound import SignedBranchBoundOracle
+    from tensorcomp.oracles.signed_exhaustive import SignedExhaustiveOracle
+    from tensorcomp.oracles.signed_scip import SignedScipOracle
+
+    from .signed import ParityOracle
+    if spec == "exhaustive":
+        return ParityOracle(SignedExhaustiveOracle(indices, shape))
+    heuristic = ParityOracle(SignedAltMinOracle(indices, shape, seed=seed, restarts=restarts))
+    if spec == "altmin":
+        return heuristic
+    branch_bound = _Deferred(lambda: ParityOracle(SignedBranchBoundOracle(
+        indices, shape, threads=BRANCH_BOUND_THREADS)), "branch_bound", True,
+        time_share=BRANCH_BOUND_TIME_SHARE)
+    if spec == "branch_bound":
+        return branch_bound
+    rows = signed_ip_rows(indices)
+    exact = _Deferred(lambda: ParityOracle(SignedScipOracle(indices, shape)), "scip", True, rows)
+    if spec == "scip":
+        return exact
+    if spec == "auto":
+        from tensorcomp.oracles.chain import ChainOracle
+        return ChainOracle(heuristic, (branch_bound, exact), exact_time_limit_s=exact_time_limit_s)
+    raise InputError(f"oracle must be one of {list(ORACLE_NAMES)} or an object with a "
+                     f"separate(query) method, got {describe(spec)}")
+
+
+
+def signed_ip_rows(indices) -> int:
+    """At most this many constraint rows in the +-1 integer program: four per product of a
+    distinct index prefix with the next mode's sign, at most u (p - 1) such products."""
+    u, p = indices.shape
+    return 4 * u * max(p - 1, 1)

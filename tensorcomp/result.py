@@ -39,9 +39,11 @@ STATUSES = {
 
 #: model -> what ``weights`` and ``factors`` hold
 MODELS = {
-    "atoms": "the convex fit: lam-scaled 0/1 rank-1 atoms (factors are 0/1 uint8, weights sum "
-             "to at most lam)",
-    "cp": "a nonnegative CP model (factors float64 >= 0, weights 1): the refinement",
+    "atoms": "the convex fit: lam-scaled rank-1 atoms, weights summing to at most lam; factors "
+             "0/1 uint8 (atoms='binary') or +-1 int8 with 0 at never-observed indices "
+             "(atoms='signed')",
+    "cp": "a CP model (factors float64, weights 1): the refinement; nonnegative factors for "
+          "atoms='binary', signed for atoms='signed'",
 }
 
 DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
@@ -127,12 +129,16 @@ class CompletionResult:
     value_name: str | None = None
     #: "atoms" or "cp" (MODELS)
     model: str = "atoms"
+    #: the convex model's atoms: "binary" (0/1, nonnegative) or "signed" (+-1)
+    atoms: str = "binary"
     certificate: Certificate | None = None
     convex_fit: "CompletionResult | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise InputError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.atoms not in ("binary", "signed"):
+            raise InputError(f"atoms must be 'binary' or 'signed', got {self.atoms!r}")
         if self.certificate is None and self.model == "atoms":
             self.certificate = Certificate(
                 lam=float(self.lam), samples="all observed", objective=float(self.objective),
@@ -157,11 +163,12 @@ class CompletionResult:
                    thetas=thetas, **fields)
 
     def atom_bits(self) -> np.ndarray:
-        """(m, rho) bool: atom j's 0/1 vectors of all modes, concatenated (convex fits only)."""
+        """(m, rho) bool: atom j's bits of all modes, concatenated (convex fits only); for
+        signed atoms bit 1 is +1 and bit 0 is -1 (never-observed indices: see ``factors``)."""
         if self.model != "atoms":
-            raise InputError("a refined CP model has no 0/1 atoms; its convex fit is "
+            raise InputError("a refined CP model has no atoms; its convex fit is "
                              "result.convex_fit")
-        if self.thetas is not None:
+        if self.thetas is not None or self.atoms == "signed":
             return np.ascontiguousarray(self.thetas, dtype=bool)
         if not self.factors:
             return np.zeros((0, int(sum(self.shape))), dtype=bool)
@@ -193,9 +200,11 @@ class CompletionResult:
         numpy.ndarray, shape (N,)
         """
         idx = as_index_array(indices, tuple(self.shape), name="indices")
-        if self.model == "cp":
-            stacked = np.vstack([np.asarray(f, dtype=np.float64) for f in self.factors])
-            stacked = np.ascontiguousarray(stacked * self.weights[None, :])
+        if self.model == "cp" or self.atoms == "signed":
+            # the weights go into mode 0's rows only: the product over modes takes each once
+            first = np.asarray(self.factors[0], dtype=np.float64) * self.weights[None, :]
+            stacked = np.ascontiguousarray(np.vstack(
+                [first] + [np.asarray(f, dtype=np.float64) for f in self.factors[1:]]))
             return CK.cp_values(stacked, self.offsets, idx)
         return K.predict_cp(self.atom_bits(), self.weights, self.offsets, idx)
 
@@ -268,7 +277,8 @@ class CompletionResult:
         fields = read_result_fields(path)
         cert = fields.pop("certificate")
         fields["certificate"] = None if cert is None else Certificate(**cert)
-        if fields["model"] == "atoms":
+        if fields["model"] == "atoms" and fields["atoms"] == "binary":
+            fields.pop("factors", None)
             return cls.from_atom_bits(**fields)
         return cls(**fields)
 
@@ -351,7 +361,8 @@ class CompletionResult:
 
     def __repr__(self) -> str:
         dims = "" if self.dims is None else f", dims={tuple(self.dims)}"
-        return (f"CompletionResult(shape={tuple(self.shape)}{dims}, model={self.model!r}, "
+        atoms = ", atoms='signed'" if self.atoms == "signed" else ""
+        return (f"CompletionResult(shape={tuple(self.shape)}{dims}, model={self.model!r}{atoms}, "
                 f"n_atoms={self.n_atoms}, "
                 f"lam={self.lam:.6g}, status={self.status!r}, objective={self.objective:.6g}, "
                 f"lower_bound={self.lower_bound:.6g}, gap={self.gap:.3g}, tol={self.tol:.3g}, "

@@ -20,8 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tensorcomp.oracles.base import (SeparationQuery, observed_bit_mask, rounding_error,
-                                     trivial_lower_bound)
+from tensorcomp.oracles.base import SeparationQuery, rounding_error
 from tensorcomp.oracles.deadline import Deadline
 
 from . import _kernels as K
@@ -35,6 +34,8 @@ from .oracle_factory import make_oracle
 from .result import CompletionResult
 from .steps import LOCAL_STEPS, PairwiseStep, frank_wolfe_step
 from .options import SolverOptions
+from .signed import ATOMS, shift_error, signed_factors
+from .signed import lam_cap as signed_lam_cap
 
 __all__ = ["solve", "solver_options", "IterationState", "DEFAULT_TOL_SCALE", "DEFAULT_REL_TOL",
            "LEGACY_KEYWORDS", "INTERRUPT_MESSAGE"]
@@ -107,9 +108,14 @@ def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, callback, s
 
 def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=None,
           time_limit=None, seed: int = 0, callback=None, verbose: bool = False,
-          warm_start=None, options: SolverOptions | None = None,
+          warm_start=None, options: SolverOptions | None = None, atoms: str = "binary",
           **deprecated) -> CompletionResult:
     """Minimise (1/n) sum_i (y_i - psi[x_i])^2 subject to ||psi||_+ <= lam.
+
+    atoms: the ball's atoms. "binary" (default): 0/1 rank-1 tensors, a nonnegative model.
+        "signed": +-1 rank-1 tensors (Chen, Kudva, Dai, Aswani & Chen, arXiv:2402.05141), a
+        ball symmetric about 0 for signed data; the same driver, gap policy and proofs
+        (``tensorcomp.signed``); the result's factors are +-1 (0 on never-observed indices).
 
     tol: absolute tolerance on the proven gap, in objective units. Default:
         1e-4 * mean(y^2) (the objective of the zero tensor), so it scales with the data.
@@ -152,21 +158,76 @@ def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=N
     options = solver_options(options, deprecated, "solve")
     lam, tol, rel_tol, max_iter, time_limit = _validate(
         observations, lam, tol, rel_tol, max_iter, time_limit, callback, seed)
+    atoms = check_atoms(atoms)
     obs = observations
     if tol is None:
         tol = DEFAULT_TOL_SCALE * max(obs.value_scale, np.finfo(float).tiny)
     if warm_start is not None and (not isinstance(warm_start, CompletionResult)
                                    or tuple(warm_start.shape) != obs.shape
-                                   or warm_start.model != "atoms"):
-        raise InputError("warm_start must be a convex CompletionResult (model 'atoms') for the "
-                         f"same shape {obs.shape}, got {describe(warm_start)}")
-    lmo = make_oracle(options.oracle, obs, seed=seed,
+                                   or warm_start.model != "atoms"
+                                   or warm_start.atoms != atoms):
+        raise InputError(f"warm_start must be a convex CompletionResult (model 'atoms', atoms "
+                         f"{atoms!r}) for the same shape {obs.shape}, got "
+                         f"{describe(warm_start)}")
+    signed = atoms == "signed"
+    if signed:  # the driver's space: shifted values, bound 2 lam, parity supports
+        lam_solved = min(lam, signed_lam_cap(obs)) or min(lam, 1.0)
+        error = shift_error(obs, lam_solved)
+        solved_obs, solved_lam = obs.shifted(lam_solved), 2.0 * lam_solved
+        tol = max(tol - 2.0 * error, 0.5 * tol)
+    else:
+        _warn_negative_fit(obs)
+        solved_obs, solved_lam = obs, effective_lam(obs, lam)
+    lmo = make_oracle(options.oracle, solved_obs, seed=seed,
                       exact_time_limit_s=options.oracle_time_limit,
                       heuristic_indexing=options.heuristic_indexing,
-                      heuristic_restarts=options.heuristic_restarts)
-    driver = _Driver(obs, lam, options, lmo, (tol, rel_tol), max_iter,
-                     (time_limit, options.oracle_time_limit), callback, verbose, options.check)
-    return driver.run(warm_start)
+                      heuristic_restarts=options.heuristic_restarts, signed=signed)
+    driver = _Driver(solved_obs, (lam, solved_lam), options, lmo, (tol, rel_tol), max_iter,
+                     (time_limit, options.oracle_time_limit), callback, verbose, options.check,
+                     signed=signed)
+    result = driver.run(warm_start)
+    if signed:
+        result = _signed_result(result, driver, lam_solved, error)
+    return result
+
+
+def check_atoms(atoms) -> str:
+    if atoms not in ATOMS:
+        raise InputError(f"atoms must be one of {list(ATOMS)}, got {describe(atoms)}")
+    return atoms
+
+
+def _warn_negative_fit(obs) -> None:
+    """Negative means cannot be fitted by a nonnegative model: say so once per solve."""
+    means = obs.means
+    negative = int(np.count_nonzero(means < 0))
+    if negative:
+        warnings.warn(f"{negative:,} of {means.size:,} observed entries have a negative mean "
+                      f"(smallest {float(means.min()):.4g}); atoms='binary' is a nonnegative "
+                      f"model and fits them by values >= 0 (atoms='signed' fits signed data)",
+                      UserWarning, stacklevel=3)
+
+
+def _signed_result(result, driver, lam_solved, error):
+    """The driver's result on supports as the signed model: weights lam w on +-1 atoms, the
+    lower bound shaded by the shift's rounding (twice: the objective reported is the shifted
+    one, within ``error`` of the signed objective), the tolerance as asked."""
+    aset = driver.aset
+    weights = lam_solved * aset.weights.copy()
+    lower = result.lower_bound - 2.0 * error
+    result.factors = signed_factors(result.thetas, aset.offsets, aset.observed_bits)
+    result.weights = weights
+    result.lower_bound = lower
+    result.atoms = "signed"
+    result.tol = result.tol + 2.0 * error
+    result.stats["shift_error"] = error
+    if lam_solved < result.lam:
+        result.stats["lam_effective"] = lam_solved
+    else:
+        result.stats.pop("lam_effective", None)
+    result.certificate = None
+    result.__post_init__()
+    return result
 
 
 #: solve()'s keywords before SolverOptions, accepted for one release
@@ -199,11 +260,12 @@ def solver_options(options, deprecated: dict, who: str) -> SolverOptions:
 
 
 class _Driver:
-    def __init__(self, obs, lam, opts, lmo, tols, max_iter, limits, callback, verbose, check):
+    def __init__(self, obs, lams, opts, lmo, tols, max_iter, limits, callback, verbose, check,
+                 signed=False):
         tol, rel_tol = tols
         time_limit, oracle_time_limit = limits
         # lam as asked (reported) and the bound actually solved at (see effective_lam)
-        self.lam_requested, self.lam = lam, effective_lam(obs, lam)
+        self.lam_requested, self.lam = lams
         self.obs, self.opts, self.lmo = obs, opts, lmo
         self.method = opts.method
         # seconds from the start of run(), or the caller's Deadline (a pipeline's share)
@@ -221,7 +283,7 @@ class _Driver:
                                    and opts.storage == "gram" and callback is None
                                    and not check)
         self._trace = np.empty(PAIRWISE_BATCH)
-        self.aset = STORAGES[opts.storage](obs, self.lam)
+        self.aset = STORAGES[opts.storage](obs, self.lam, signed=signed)
         # a custom oracle that does not declare ``certifies = True`` proves nothing
         self.certifies = getattr(lmo, "certifies", False) is True
         # no tensor fits two different values at one entry: a proof
@@ -236,7 +298,7 @@ class _Driver:
             "local_time_s": 0.0, "drops": 0, "phi_halvings": 0, "certified_negatives": 0,
             "oracle_failures": [],
         }
-        if self.lam < lam:
+        if self.lam < self.lam_requested:
             self.stats["lam_effective"] = self.lam
         # (time_s, objective, proven lower bound, step): step is "local", "fw_active",
         # "fw_oracle:<source>", "fw_shortcut:<source>" or "negative:<source>" (the oracle stage
@@ -255,17 +317,18 @@ class _Driver:
         return time.perf_counter() - self.t0
 
     def _start(self, warm_start) -> None:
-        """Bits of never-observed mode indices are 0 in every atom (the oracles never set them:
-        no data speaks for them), so entries on never-observed slices are predicted 0."""
+        """Bits of never-observed mode indices change no value on the data: the oracles never
+        set them and the result maps them so that entries on never-observed slices are
+        predicted 0 (0/1 atoms: bit 0; signed atoms: factor 0, the mean of both signs)."""
         aset = self.aset
-        observed = observed_bit_mask(self.obs.entries, self.obs.shape)
         if warm_start is not None and warm_start.n_atoms > 0:
-            idx = [aset.find_or_add(t & observed) for t in warm_start.thetas]
-            w = np.zeros(aset.m)
-            np.add.at(w, idx, warm_start.weights)
-            aset.set_weights(w)
-        else:  # the all-ones atom on the observed bits, as in the papers
-            aset.set_weights(np.eye(1)[aset.find_or_add(observed)])
+            thetas, weights = warm_start.thetas, warm_start.weights / warm_start.weights.sum()
+        else:
+            thetas, weights = aset.start_atoms()
+        idx = [aset.find_or_add(t) for t in thetas]
+        w = np.zeros(aset.m)
+        np.add.at(w, idx, weights)
+        aset.set_weights(w)
 
     def _data_pass(self):
         """phi, exact f, gradient, <g, phi> and the rounding scale of <g, phi> - <g, v> at the
@@ -273,7 +336,7 @@ class _Driver:
         t = time.perf_counter()
         f, g, gphi, g_abs = self.aset.data_pass()  # one compiled pass, phi not stored
         # bounds the rounding of <g, phi>, <g, v> for any atom v, and of f itself
-        resolution = rounding_error(g.size, g_abs + f)
+        resolution = rounding_error(self.obs.n_entries, g_abs + f)
         self.stats["data_pass_time_s"] += time.perf_counter() - t
         return f, g, gphi, resolution
 
@@ -302,7 +365,7 @@ class _Driver:
     def _run(self, warm_start) -> None:
         self._start(warm_start)
         f, g, gphi, resolution = self._data_pass()
-        free = trivial_lower_bound(g)
+        free = self.aset.free_bound(g)
         self.policy.prove(f, free, gphi, resolution)
         self.policy.start(f, gphi, free, resolution)
         self._loop()
@@ -358,7 +421,7 @@ class _Driver:
         before the call; a call whose answer ends the run sets ``self.status``."""
         aset, stats, policy = self.aset, self.stats, self.policy
         f, g, gphi, resolution = self._data_pass()
-        self.policy.prove(f, trivial_lower_bound(g), gphi, resolution)
+        self.policy.prove(f, aset.free_bound(g), gphi, resolution)
         status = policy.stop_status(f)
         if status:
             self.status = status
@@ -391,9 +454,8 @@ class _Driver:
         value, support = math.inf, None
         if answer.theta is not None:
             # the driver's own value of the atom: an oracle's claim is not trusted
-            support = K.atom_support(np.ascontiguousarray(answer.theta, dtype=bool),
-                                     self.obs.entries, aset.offsets)
-            value = float(g[support].sum())
+            support = aset.support_of(answer.theta)
+            value = aset.value_of(g, support)
             if first:
                 target = policy.rescale_first(gphi, value)
         if value <= target:
@@ -478,7 +540,7 @@ class _Driver:
         aset, policy = self.aset, self.policy
         if aset.m:
             f, g, gphi, resolution = self._data_pass()
-            self.policy.prove(f, trivial_lower_bound(g), gphi, resolution)
+            self.policy.prove(f, aset.free_bound(g), gphi, resolution)
         else:
             f = self.obs.total_ss / self.obs.n_samples
         if self.status is None:

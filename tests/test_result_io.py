@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tensorcomp import CompletionResult, InputError, Observations, solve
+from tensorcomp import CompletionResult, InputError, Observations, SolverOptions, solve
 from tensorcomp.dense import dense_blocks, fill_dense
 from tensorcomp.frames import attach_labels
 from tensorcomp.model_file import FORMAT_VERSION, thin_history
@@ -170,9 +170,13 @@ def test_repr_is_short_and_says_what_matters(fitted):
     assert "distinct_entries=" in text and "values in [" in text
 
 
-def test_negative_values_and_nothing_to_fill_warn():
-    with pytest.warns(UserWarning, match="1 of 3 observed values are negative"):
-        Observations(np.array([[0], [1], [2]]), np.array([1.0, -0.5, 2.0]), (3,))
+def test_negative_values_warn_in_a_nonnegative_fit_and_nothing_to_fill_warns():
+    obs = Observations(np.array([[0], [1], [2]]), np.array([1.0, -0.5, 2.0]), (3,))
+    with pytest.warns(UserWarning, match="1 of 3 observed entries have a negative mean"):
+        solve(obs, lam=1.0, options=SolverOptions(oracle="exhaustive"))
+    with warnings.catch_warnings():  # a signed fit has nothing to warn about
+        warnings.simplefilter("error")
+        solve(obs, lam=1.0, atoms="signed", options=SolverOptions(oracle="exhaustive"))
     with pytest.warns(UserWarning, match="no NaN and no mask was given"):
         Observations.from_dense(np.arange(6).reshape(2, 3))
     with warnings.catch_warnings():
