@@ -31,6 +31,7 @@ __all__ = ["SolverOptions", "PRESETS", "METHODS", "INDEXINGS", "names"]
 METHODS = tuple(DEFAULT_LOCAL_STEP)
 GAP_RESETS = ("certified", "published")
 IP_POLICIES = ("lazy", "eager")
+DEVICES = ("cpu", "cuda")
 #: seconds per exact oracle call by default
 DEFAULT_ORACLE_TIME_LIMIT_S = 30.0
 
@@ -57,6 +58,9 @@ class SolverOptions:
         (on every heuristic failure, the papers' lazified algorithm).
     heuristic_restarts: heuristic starts per oracle call.
     check: verify the active set's invariants after every iteration (slow; for tests).
+    device: where the data passes and the heuristic run: "cpu" (default) or "cuda" (one
+        NVIDIA GPU through Numba-CUDA, ``tensorcomp.gpu``; the driver, the active set's
+        small matrices and the exact oracles stay on the CPU).
     """
 
     method: str = "bpcg"
@@ -70,6 +74,7 @@ class SolverOptions:
     ip_policy: str = "lazy"
     heuristic_restarts: int = DEFAULT_RESTARTS
     check: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
@@ -88,6 +93,7 @@ class SolverOptions:
         check_choice(self.heuristic_indexing, INDEXINGS, "heuristic_indexing")
         check_choice(self.gap_reset, GAP_RESETS, "gap_reset")
         check_choice(self.ip_policy, IP_POLICIES, "ip_policy")
+        check_choice(self.device, DEVICES, "device")
         r = self.heuristic_restarts
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise InputError(f"heuristic_restarts must be a positive integer, got {describe(r)}")

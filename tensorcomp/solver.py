@@ -178,17 +178,32 @@ def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=N
     else:
         _warn_negative_fit(obs)
         solved_obs, solved_lam = obs, effective_lam(obs, lam)
-    lmo = make_oracle(options.oracle, solved_obs, seed=seed,
-                      exact_time_limit_s=options.oracle_time_limit,
-                      heuristic_indexing=options.heuristic_indexing,
-                      heuristic_restarts=options.heuristic_restarts, signed=signed)
-    driver = _Driver(solved_obs, (lam, solved_lam), options, lmo, (tol, rel_tol), max_iter,
-                     (time_limit, options.oracle_time_limit), callback, verbose, options.check,
-                     signed=signed)
+    aset, lmo = solver_parts(solved_obs, solved_lam, options, seed=seed, signed=signed)
+    driver = _Driver(solved_obs, (lam, solved_lam), options, lmo, aset, (tol, rel_tol), max_iter,
+                     (time_limit, options.oracle_time_limit), callback, verbose, options.check)
     result = driver.run(warm_start)
     if signed:
         result = _signed_result(result, driver, lam_solved, error)
     return result
+
+
+def solver_parts(obs, lam: float, options: SolverOptions, *, seed: int, signed: bool):
+    """The active set and the oracle for where the data live: the data's own (an object with
+    a ``solver_parts`` method, e.g. data held by a cluster), the GPU's (options.device), or
+    this process's (the storage and oracle named by the options). Each pair does the data
+    passes, Gram rows and oracle rounds; the driver does the rest."""
+    own = getattr(obs, "solver_parts", None)
+    if own is not None:
+        return own(lam, options, seed=seed, signed=signed)
+    if options.device == "cuda":
+        from .gpu import solver_parts as gpu_parts
+        return gpu_parts(obs, lam, options, seed=seed, signed=signed)
+    aset = STORAGES[options.storage](obs, lam, signed=signed)
+    lmo = make_oracle(options.oracle, obs, seed=seed,
+                      exact_time_limit_s=options.oracle_time_limit,
+                      heuristic_indexing=options.heuristic_indexing,
+                      heuristic_restarts=options.heuristic_restarts, signed=signed)
+    return aset, lmo
 
 
 def check_atoms(atoms) -> str:
@@ -260,8 +275,8 @@ def solver_options(options, deprecated: dict, who: str) -> SolverOptions:
 
 
 class _Driver:
-    def __init__(self, obs, lams, opts, lmo, tols, max_iter, limits, callback, verbose, check,
-                 signed=False):
+    def __init__(self, obs, lams, opts, lmo, aset, tols, max_iter, limits, callback, verbose,
+                 check):
         tol, rel_tol = tols
         time_limit, oracle_time_limit = limits
         # lam as asked (reported) and the bound actually solved at (see effective_lam)
@@ -283,7 +298,7 @@ class _Driver:
                                    and opts.storage == "gram" and callback is None
                                    and not check)
         self._trace = np.empty(PAIRWISE_BATCH)
-        self.aset = STORAGES[opts.storage](obs, self.lam, signed=signed)
+        self.aset = aset
         # a custom oracle that does not declare ``certifies = True`` proves nothing
         self.certifies = getattr(lmo, "certifies", False) is True
         # no tensor fits two different values at one entry: a proof

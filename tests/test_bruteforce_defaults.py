@@ -25,7 +25,7 @@ from tensorcomp import Observations, solve
 from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 ORACLES = ("auto", "branch_bound", "scip", "exhaustive", "altmin")
 #: oracles whose answers carry proofs: on these tiny instances they must certify

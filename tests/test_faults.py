@@ -13,7 +13,7 @@ from tensorcomp.synthetic import published_instance
 from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 #: lam binds on the noisy instance: the heuristic alone cannot prove the gap
 LAM = 0.6

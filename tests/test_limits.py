@@ -12,7 +12,7 @@ from tensorcomp.synthetic import published_instance
 from tensorcomp.options import SolverOptions
 from tensorcomp.oracles.deadline import Deadline
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 
 @st.composite

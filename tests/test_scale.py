@@ -16,7 +16,7 @@ from tensorcomp import _aggregate_kernels as AK
 from tensorcomp import _kernels as K
 from tensorcomp.active_set import ActiveSet
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 EPS = np.finfo(np.float64).eps
 

@@ -8,7 +8,7 @@ from ground_truth import Samples, all_entries, optimum
 from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 SHAPES = [(2, 2, 2), (3, 2, 2), (2, 3, 2), (3, 3), (2, 2, 2, 2)]
 

@@ -22,7 +22,7 @@ from tensorcomp.gap_policy import ACCURACY_K, GapPolicy
 from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*observed values are negative")
+pytestmark = pytest.mark.filterwarnings("ignore:.*have a negative mean")
 
 WATCHDOG_S = 30
 

@@ -360,7 +360,7 @@ def test_chain_stops_at_the_first_stage_that_settles_the_query():
     assert CountingExhaustive.calls == 1 and ans.lower_bound >= best - margin_of(c)
 
 
-@pytest.mark.filterwarnings("ignore:.*observed values are negative")  # noisy on purpose
+@pytest.mark.filterwarnings("ignore:.*have a negative mean")  # noisy on purpose
 def test_auto_builds_the_search_on_first_use_only():
     from tensorcomp import Observations, solve
     from tensorcomp.oracle_factory import make_oracle
