@@ -19,8 +19,8 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
              validation_oracle="altmin", keep_observed: bool = True,
              return_result: bool = False, seed: int = 0, progress: bool | None = None,
              verbose: bool = False, tol=None, rel_tol=None, callback=None,
-             options: SolverOptions | None = None, **deprecated):
-    """Fill the missing entries of a nonnegative tensor.
+             options: SolverOptions | None = None, atoms: str = "auto", **deprecated):
+    """Fill the missing entries of a tensor (nonnegative, or signed with ``atoms``).
 
     tensor: dense array; missing entries are where ``mask`` is False (a boolean or 0/1 array
         of the tensor's shape), or NaN when mask is None. The input is never modified.
@@ -29,7 +29,8 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
     return_result: also return the ``CompletionResult`` of the returned model: its
         ``predict`` reproduces the returned tensor at every missing entry (and everywhere
         when ``keep_observed=False``).
-    Every other argument is ``fit``'s, with the same defaults: ``complete(X)`` and
+    Every other argument is ``fit``'s, with the same defaults (``atoms="auto"``: +-1 atoms
+    when some observed value is negative, 0/1 atoms otherwise): ``complete(X)`` and
     ``fit(Observations.from_dense(X))`` run the same pipeline and return the same model.
     Entries on slices with no observation are filled with 0, with a warning.
     """
@@ -38,7 +39,7 @@ def complete(tensor, mask=None, *, lam="auto", time_limit="auto", refine: bool =
         validation_fraction=validation_fraction, lam_grid=lam_grid,
         validation_oracle=validation_oracle, progress=progress, verbose=verbose, seed=seed,
         tol=tol, rel_tol=rel_tol, callback=callback, options=options, deprecated=deprecated,
-        entry="complete")
+        entry="complete", atoms=atoms)
     for name, value in (("keep_observed", keep_observed), ("return_result", return_result)):
         if not isinstance(value, bool):
             raise InputError(f"{name} must be True or False, got {describe(value)}")

@@ -31,7 +31,8 @@ from .refine import refine_cp
 from .result import CompletionResult
 from .selection import LamSearch, Split, Stop, rank_search, search_options
 from .options import SolverOptions
-from .solver import INTERRUPT_MESSAGE, solve, solver_options, within_variance_bound
+from .solver import (INTERRUPT_MESSAGE, check_atoms, solve, solver_options,
+                     within_variance_bound)
 
 __all__ = ["fit", "auto_time_limit", "run_pipeline", "DEFAULT_MAX_RANK"]
 
@@ -64,7 +65,7 @@ def auto_time_limit(n_entries: int) -> float:
 
 def check_options(*, lam, time_limit, refine, max_rank, validation_fraction, lam_grid,
                   validation_oracle, progress, verbose, seed, tol, rel_tol, callback, options,
-                  deprecated, entry: str):
+                  deprecated, entry: str, atoms="auto"):
     """Validate every pipeline argument before any work; returns (lam, time_limit, lam_grid,
     solve_kwargs): the keywords of the final convex ``solve``."""
     if isinstance(lam, str):
@@ -105,15 +106,29 @@ def check_options(*, lam, time_limit, refine, max_rank, validation_fraction, lam
         raise InputError(f"rel_tol must be None or a number in [0, 1), got {describe(rel_tol)}")
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be callable or None, got {describe(callback)}")
-    solve_kwargs = dict(tol=tol, rel_tol=rel_tol, callback=callback, options=options)
+    if atoms != "auto":
+        check_atoms(atoms)
+    solve_kwargs = dict(tol=tol, rel_tol=rel_tol, callback=callback, options=options,
+                        atoms=atoms)
     return lam, time_limit, lam_grid, solve_kwargs
+
+
+def choose_atoms(obs: Observations) -> tuple[str, str]:
+    """atoms="auto": "signed" when some observed entry's mean is negative, else "binary" (a
+    nonnegative model); with the reason, for the result's message."""
+    negative = int(np.count_nonzero(obs.means < 0))
+    if negative:
+        return "signed", (f"atoms='signed' (+-1 atoms): {negative:,} of {obs.n_entries:,} "
+                          f"observed entries are negative")
+    return "binary", ""
 
 
 def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bool = True,
         max_rank: int = DEFAULT_MAX_RANK, validation_fraction: float = 0.2, lam_grid=None,
         validation_oracle="altmin", seed: int = 0, progress: bool | None = None,
         verbose: bool = False, tol=None, rel_tol=None, callback=None,
-        options: SolverOptions | None = None, **deprecated) -> CompletionResult:
+        options: SolverOptions | None = None, atoms: str = "auto",
+        **deprecated) -> CompletionResult:
     """Fit the completion model to observed samples; returns the model and what is proven.
 
     Parameters
@@ -140,6 +155,11 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
         A tqdm bar for runs longer than a few seconds (None: when stderr is a terminal).
     verbose : bool
         Log each fit through ``logging`` (logger "tensorcomp").
+    atoms : "auto", "binary" or "signed"
+        The convex model's atoms (``solve``): "binary" (0/1, a nonnegative model), "signed"
+        (+-1, for signed data; the refinement is then an unconstrained CP model). "auto"
+        (default): "signed" when some observed entry is negative, else "binary"; the result's
+        message says when it chose "signed".
     tol, rel_tol, callback, options
         As in ``solve``, for the final convex fit (the certificate); ``options``
         (``SolverOptions``) also sets the validation fits' variant, with their oracle
@@ -161,7 +181,7 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
         validation_fraction=validation_fraction, lam_grid=lam_grid,
         validation_oracle=validation_oracle, progress=progress, verbose=verbose, seed=seed,
         tol=tol, rel_tol=rel_tol, callback=callback, options=options, deprecated=deprecated,
-        entry="fit")
+        entry="fit", atoms=atoms)
     if not isinstance(observations, Observations):
         raise InputError(f"observations must be a tensorcomp.Observations, got "
                          f"{type(observations).__name__}")
@@ -187,6 +207,10 @@ def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, valida
         prepared = _compile.prepare(obs.shape, obs.n_entries, counts_dtype=obs.counts.dtype,
                                     n_samples=obs.n_samples)
     warn_uninformed(obs)
+    note = ""
+    if solve_kwargs.get("atoms", "auto") == "auto":
+        atoms, note = choose_atoms(obs)
+        solve_kwargs = dict(solve_kwargs, atoms=atoms)
     bar = Progress(progress, verbose, time_limit)
     try:
         call = _Call(obs, Deadline(time_limit), bar, seed=seed, refine=refine,
@@ -194,6 +218,9 @@ def run_pipeline(obs: Observations, *, lam, time_limit, refine, max_rank, valida
                      lam_grid=lam_grid, validation_oracle=validation_oracle,
                      solve_kwargs=solve_kwargs, entry=entry)
         result = call.run(lam)
+        if note:
+            result.message = "; ".join(m for m in (note, result.message) if m)
+        result.stats["call"]["atoms"] = solve_kwargs["atoms"]
         result.stats["call"]["kernels"] = prepared.state
         result.stats["call"]["prepare_time_s"] = prepared.seconds
         result.labels, result.dims = obs.labels, obs.dims
@@ -329,7 +356,8 @@ class _Call:
     def _refit(self) -> None:
         """The validated rank on all observed entries, from its training fit: the returned
         model, so it runs before the final convex fit."""
-        refit = refine_cp(self.obs, self.model.factors, deadline=self.deadline.sub(REFIT_SHARE))
+        refit = refine_cp(self.obs, self.model.factors, deadline=self.deadline.sub(REFIT_SHARE),
+                          nonnegative=self.solve_kwargs["atoms"] != "signed")
         if refit.info["status"] == "time_limit":
             self.status = "time_limit"
             self.cut.append("refinement")
@@ -387,10 +415,12 @@ class _Call:
                 status = "time_limit"
             where = ("all observed samples" if self.model_samples == "all observed"
                      else "the training part of the samples only")
-            notes.append(f"the model is a rank-{self.model.rank} nonnegative CP refinement "
+            kind = "signed" if convex.atoms == "signed" else "nonnegative"
+            notes.append(f"the model is a rank-{self.model.rank} {kind} CP refinement "
                          f"fitted to {where}; no bound covers it")
             result = CompletionResult.from_cp(
                 shape=self.obs.shape, factors=self.model.factors, lam=float(convex.lam),
+                atoms=convex.atoms,
                 objective=objective_of(self.model, self.obs),
                 lower_bound=within_variance_bound(self.obs), certified=False, status=status,
                 tol=math.nan, method="cp_hals", history=list(convex.history),
@@ -403,11 +433,10 @@ class _Call:
         else:  # a validation fit stands in: trained on the training part only
             notes.append("the model is the best validation fit so far, fitted to the training "
                          "part of the observations only")
-            result = CompletionResult.from_atom_bits(
-                shape=self.obs.shape, weights=convex.weights, thetas=convex.thetas,
-                lam=float(convex.lam), objective=objective_of(convex, self.obs),
+            result = dataclasses.replace(
+                convex, objective=objective_of(convex, self.obs),
                 lower_bound=within_variance_bound(self.obs), certified=False,
-                status=self.status, tol=math.nan, method=convex.method,
+                status=self.status, tol=math.nan, stats={}, message="",
                 history=list(convex.history), certificate=cert)
         result.stats.update(self.stats)
         result.stats["call"] = {"entry": self.entry, "status": self.status,

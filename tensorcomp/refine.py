@@ -86,9 +86,11 @@ def convex_start(result, rank: int) -> list:
     offsets = atom_offsets(shape)
     # heaviest by mass (weight x number of entries the atom covers), not by weight: a heavy
     # atom on a handful of entries would start a component that fits almost nothing
+    # the atoms' factors, (rho, m): 0/1, or +-1 with 0 at never-observed indices
+    atoms = np.vstack([np.asarray(f, dtype=np.float64) for f in result.factors])
     sizes = np.ones(result.weights.size)
     for k in range(p):
-        sizes *= result.thetas[:, offsets[k]:offsets[k + 1]].sum(axis=1)
+        sizes *= np.abs(atoms[offsets[k]:offsets[k + 1]]).sum(axis=0)
     order = np.argsort(-(result.weights * sizes), kind="stable")
     cols = []
     for r in range(rank):
@@ -98,7 +100,7 @@ def convex_start(result, rank: int) -> list:
         else:
             j = order[0]
             scale = 0.1 * float(result.weights[j]) ** (1.0 / p)
-        cols.append(result.thetas[j].astype(np.float64) * scale)
+        cols.append(atoms[:, j] * scale)
     F = np.stack(cols, axis=1)
     return [F[offsets[k]:offsets[k + 1]].copy() for k in range(p)]
 
@@ -125,14 +127,15 @@ def _objective(F, offsets, obs: Observations) -> float:
 
 def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
               max_sweeps: int = 500, rel_tol: float = 1e-7, deadline: Deadline | None = None,
-              extrapolate: bool = True) -> CPModel:
+              extrapolate: bool = True, nonnegative: bool = True) -> CPModel:
     """HALS on the observed entries from ``init_factors`` (not modified). Stops when a sweep
     over all modes lowers the objective by less than ``rel_tol`` relatively, after
     ``max_sweeps`` sweeps, or once ``deadline`` (a ``Deadline``) has passed. ``extrapolate``:
     after each sweep try a step beyond it (kept only when it lowers the objective; the HALS
     swamps of a warm-started rank took 100-250 sweeps without it).
     ``info``: sweeps, objective (mean squared error on the samples, as ``solve``'s), status,
-    extrapolations (accepted steps)."""
+    extrapolations (accepted steps). ``nonnegative=False`` (signed data): each mode update is
+    the exact ridge least-squares solution of its row systems (ALS) instead of clipped HALS."""
     shape = obs.shape
     p = len(shape)
     offsets = atom_offsets(shape)
@@ -153,11 +156,16 @@ def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
             A = F[offsets[k]:offsets[k + 1]]  # a view: updated in place
             diag_mean = float(np.einsum("jrr->", M)) / max(M.shape[0] * R, 1)
             ridge = ridge_rel * max(diag_mean, np.finfo(float).tiny)
-            CK.hals_rows(M, B, A, ridge, INNER_PASSES)
+            if nonnegative:
+                CK.hals_rows(M, B, A, ridge, INNER_PASSES)
+            else:
+                A[:] = np.linalg.solve(M + ridge * np.eye(R), B[:, :, None])[:, :, 0]
         balance_columns([F[offsets[k]:offsets[k + 1]] for k in range(p)])
         obj = _objective(F, offsets, obs)
         if extrapolate and sweep > 1:
-            trial = np.maximum(F + beta * (F - before), 0.0)
+            trial = F + beta * (F - before)
+            if nonnegative:
+                np.maximum(trial, 0.0, out=trial)
             balance_columns([trial[offsets[k]:offsets[k + 1]] for k in range(p)])
             trial_obj = _objective(trial, offsets, obs)
             if trial_obj < obj:

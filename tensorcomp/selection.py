@@ -57,6 +57,10 @@ RANK_SEARCH_MAX_ENTRIES = 100_000
 #: the rank search compares validation errors: HALS stops at this relative decrease per sweep
 #: (the kept rank is then refitted on all entries to refine.refine_cp's default)
 RANK_SEARCH_REL_TOL = 1e-5
+#: signed refinements (unconstrained CP): random starts tried per rank besides the convex
+#: fit's atoms, the best training objective kept. +-1 atoms are a poor start for smooth signed
+#: factors, and unconstrained ALS has swamps a second start escapes.
+SIGNED_RANDOM_STARTS = 2
 
 
 class Stop(Exception):
@@ -218,7 +222,7 @@ def search_options(solve_kwargs: dict, validation_oracle, train: Observations) -
 
 def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int = 0,
                lam_grid=None, validation_oracle="altmin", time_limit=None, tol=None,
-               options: SolverOptions | None = None, **deprecated):
+               options: SolverOptions | None = None, atoms: str = "binary", **deprecated):
     """Choose lambda by validation MSE on held-out observed entries.
 
     The grid's base is max|y| over the *training* entries. From it the search goes up by sqrt(2)
@@ -228,7 +232,8 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     at most to base/16. The choice: the smallest lambda within one standard error of the best
     validation error. Fits are warm-started and use ``validation_oracle`` (default: the
     heuristic only; model selection needs good fits, not certificates) with the variant of
-    ``options``, at a tolerance of ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given.
+    ``options``, at a tolerance of ``PATH_TOL_REL`` * mean(y^2) unless ``tol`` is given,
+    over the ``atoms`` of ``solve``.
     ``time_limit``: seconds for the whole search. Returns (chosen_lam, path), path a list of
     (lam, validation_mse, train_objective, status) in the order fitted.
     """
@@ -239,7 +244,8 @@ def choose_lam(obs: Observations, *, validation_fraction: float = 0.2, seed: int
     if lam_grid is not None:
         lam_grid = [as_positive_float(v, "lam_grid entry") for v in lam_grid]
     data = Split(obs, validation_fraction, seed)
-    kwargs = search_options(dict(tol=tol, options=options), validation_oracle, data.train)
+    kwargs = search_options(dict(tol=tol, options=options, atoms=atoms), validation_oracle,
+                            data.train)
     search = LamSearch(data, seed, kwargs, Deadline(time_limit), Progress(False, False, None))
     return search.run(lam_grid), search.path
 
@@ -253,6 +259,13 @@ def _subsample(obs: Observations, max_entries: int, seed: int) -> Observations:
     keep.sort()
     return Observations(np.repeat(obs.entries[keep], obs.counts[keep], axis=0),
                         np.repeat(obs.means[keep], obs.counts[keep]), obs.shape)
+
+
+def random_start(obs: Observations, rank: int, seed: int) -> list:
+    """Gaussian factors scaled so that the model's mean square matches the data's."""
+    rng = np.random.default_rng(seed)
+    scale = (obs.value_scale / rank) ** (1.0 / (2 * obs.order))
+    return [scale * rng.standard_normal((r, rank)) for r in obs.shape]
 
 
 def rank_schedule(max_rank: int) -> list:
@@ -282,7 +295,17 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
             # atoms: the fitted components need few sweeps, a fresh start from atoms hundreds
             init = [np.hstack([f, a[:, smaller:]]) for f, a in
                     zip(fitted[smaller].factors, init)]
-        model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline)
+        signed = convex_fit.atoms == "signed"
+        model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline,
+                          nonnegative=not signed)
+        for start in range(SIGNED_RANDOM_STARTS if signed else 0):
+            if deadline.expired():
+                break
+            other = refine_cp(train, random_start(train, rank, seed + 1000 * rank + start),
+                              rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline,
+                              nonnegative=False)
+            if other.info["objective"] < model.info["objective"]:
+                model = other
         fitted[rank] = model
         err = data.error(model)[0]
         path.append((rank, err, model.info["objective"], model.info["status"]))
