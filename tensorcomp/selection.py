@@ -60,7 +60,7 @@ RANK_SEARCH_REL_TOL = 1e-5
 #: signed refinements (unconstrained CP): random starts tried per rank besides the convex
 #: fit's atoms, the best training objective kept. +-1 atoms are a poor start for smooth signed
 #: factors, and unconstrained ALS has swamps a second start escapes.
-SIGNED_RANDOM_STARTS = 2
+SIGNED_RANDOM_STARTS = 4
 
 
 class Stop(Exception):

@@ -67,6 +67,29 @@ def atom_vectors_slow(entries, shape) -> np.ndarray:
     return np.array(sorted(rows), dtype=float)
 
 
+def signed_atom_vectors(entries, shape) -> np.ndarray:
+    """Every +-1 atom's values on the given entries, duplicates removed: (V, u). Mode by mode,
+    as ``atom_vectors``, with the product of the modes' signs in place of the AND."""
+    entries = np.asarray(entries, dtype=np.int64).reshape(-1, len(shape))
+    rows = np.ones((1, entries.shape[0]))
+    for k, r in enumerate(shape):
+        patterns = np.array(list(itertools.product((-1.0, 1.0), repeat=r)))
+        mode_rows = np.unique(patterns[:, entries[:, k]], axis=0)
+        rows = np.unique((rows[:, None, :] * mode_rows[None, :, :]).reshape(-1, rows.shape[1]),
+                         axis=0)
+    return rows
+
+
+def signed_atom_vectors_slow(entries, shape) -> np.ndarray:
+    """The same set by the definition, one sign pattern at a time."""
+    per_mode = [list(itertools.product((-1, 1), repeat=r)) for r in shape]
+    rows = set()
+    for signs in itertools.product(*per_mode):
+        rows.add(tuple(int(np.prod([signs[k][x[k]] for k in range(len(shape))]))
+                       for x in entries))
+    return np.array(sorted(rows), dtype=float)
+
+
 def min_norm_point(points: np.ndarray, max_iter: int = 10_000) -> np.ndarray:
     """Wolfe (1976): convex weights w over the rows of ``points`` minimising |w @ points|."""
     V = points.shape[0]
@@ -103,11 +126,12 @@ def min_norm_point(points: np.ndarray, max_iter: int = 10_000) -> np.ndarray:
     return out
 
 
-def optimum(samples: Samples, lam: float) -> tuple[float, float]:
-    """(upper, lower) bracket of min (1/n) sum_i (y_i - psi[x_i])^2 over ||psi||_+ <= lam."""
+def optimum(samples: Samples, lam: float, atoms: str = "binary") -> tuple[float, float]:
+    """(upper, lower) bracket of min (1/n) sum_i (y_i - psi[x_i])^2 over ||psi||_+ <= lam, the
+    gauge of the 0/1 atoms ("binary") or of the +-1 atoms ("signed")."""
     keys, m, s, within, _, n = aggregate(samples)
     means = s / m
-    A = atom_vectors(keys, samples.shape)  # (V, u)
+    A = (atom_vectors if atoms == "binary" else signed_atom_vectors)(keys, samples.shape)
     root = np.sqrt(m)
     # (1/n) sum_x m_x (mean_x - lam phi_x)^2 = |lam root*phi - root*mean|^2 / n
     points = lam * A * root - root * means
