@@ -86,7 +86,11 @@ def _solver_args(p: argparse.ArgumentParser, *, pipeline: bool = True) -> None:
                             "runs out the best model so far is returned")
         p.add_argument("--no-refine", dest="refine", action="store_false",
                        help="return the certified convex fit, never the (uncertified) "
-                            "nonnegative CP refinement")
+                            "CP refinement")
+        p.add_argument("--atoms", choices=["auto", "binary", "signed"], default="auto",
+                       help="the convex model's atoms: binary = 0/1 (nonnegative model), "
+                            "signed = +-1 (signed data); auto (default, as the API) = signed "
+                            "when some observed value is negative")
         p.add_argument("--max-rank", type=int, default=None,
                        help="largest rank of the CP refinement (default: the API's)")
         p.add_argument("--require-certified", action="store_true",
@@ -106,7 +110,8 @@ def _options(a) -> dict:
     """The options of fit()/complete() (same defaults as the API where not given)."""
     from .options import SolverOptions
     opts = dict(options=SolverOptions(method=a.method, oracle=a.oracle),
-                time_limit=a.time_limit, seed=a.seed, verbose=a.verbose >= 2, refine=a.refine)
+                time_limit=a.time_limit, seed=a.seed, verbose=a.verbose >= 2, refine=a.refine,
+                atoms=a.atoms)
     if a.tol is not None:
         opts["tol"] = a.tol
     if a.max_rank is not None:
@@ -117,11 +122,13 @@ def _options(a) -> dict:
 def _print_result(res, extra: dict) -> None:
     s = res.stats
     rows = dict(extra)
+    kind = "signed" if res.atoms == "signed" else "nonnegative"
     if res.model == "cp":
-        rows["model"] = (f"nonnegative CP refinement of rank {res.n_atoms} (validated better "
+        rows["model"] = (f"{kind} CP refinement of rank {res.n_atoms} (validated better "
                          f"than the convex fit; NOT certified)")
     else:
-        rows["model"] = f"convex fit, lambda {res.lam:.6g}"
+        atoms = "+-1 atoms" if res.atoms == "signed" else "0/1 atoms"
+        rows["model"] = f"convex fit ({atoms}), lambda {res.lam:.6g}"
         rows["active atoms"] = res.n_atoms
     rows["status"] = res.status
     rows["objective (mean sq. error on observed)"] = f"{res.objective:.6g}"

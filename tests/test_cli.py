@@ -180,12 +180,16 @@ def test_exhaustive_oracle_and_quiet_verbose(tmp_path, capsys):
     assert 1 <= len(lines) <= 20 and all(line.startswith("tensorcomp: ") for line in lines)
 
 
-def test_negative_values_warn_in_one_line(tmp_path, capsys):
+def test_negative_values_choose_signed_atoms_or_warn_in_one_line(tmp_path, capsys):
     np.save(tmp_path / "t.npy", np.array([[1.0, -0.25], [np.nan, 0.5]]))
     assert main(["complete", str(tmp_path / "t.npy"), "--out", str(tmp_path / "o.npy"),
-                 "--lam", "1"]) == 0
+                 "--lam", "1", "--oracle", "exhaustive"]) == 0
+    out = capsys.readouterr().out
+    assert "+-1 atoms" in out and "atoms='signed'" in out
+    assert main(["complete", str(tmp_path / "t.npy"), "--out", str(tmp_path / "o.npy"),
+                 "--lam", "1", "--atoms", "binary"]) == 0
     err = capsys.readouterr().err
-    assert "tensorcomp: warning: 1 of 3 observed values are negative" in err
+    assert "tensorcomp: warning: 1 of 3 observed entries have a negative mean" in err
 
 
 def test_out_of_every_entry_is_refused_before_the_solve_when_too_large(tmp_path, capsys):
