@@ -116,6 +116,7 @@ def import_kernels() -> None:
     import tensorcomp._kernels  # noqa: F401
     import tensorcomp.oracles.altmin  # noqa: F401
     import tensorcomp.oracles.branch_bound  # noqa: F401
+    import tensorcomp.oracles.signed_altmin  # noqa: F401
 
 
 # ------------------------------------------------------------------------------ manifests
