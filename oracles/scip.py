@@ -51,7 +51,7 @@ from .base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
 
 _EPS = float(np.finfo(np.float64).eps)
 
-__all__ = ["ScipOracle", "STATUS_MEANING", "StatusMeaning"]
+__all__ = ["ScipOracle", "STATUS_MEANING", "StatusMeaning", "optimize_interruptibly"]
 
 
 @dataclass(frozen=True)
@@ -95,19 +95,19 @@ STATUS_MEANING: dict[str, StatusMeaning] = {
 _UNKNOWN_STATUS = STATUS_MEANING["unknown"]
 
 #: SCIP's "infinity"; any value at or beyond it is not a finite number to SCIP.
-_SCIP_INFINITY = 1e20
+SCIP_INFINITY = 1e20
 #: The value that switches ``limits/primal`` and ``limits/dual`` off (their default). ±1e20 is NOT
 #: off: it is a finite-looking limit that stops the solve at once.
-_LIMIT_OFF = 1e99
+LIMIT_OFF = 1e99
 #: How far below the target SCIP's primal limit aims, in units of max|c|, times
 #: 1 + sum|c| / max|c| (the incumbent's value is recomputed exactly from its bits anyway).
-_PRIMAL_AIM = 1e-9
+PRIMAL_AIM = 1e-9
 #: SCIP's primal and dual feasibility tolerances here (its defaults: 1e-6, 1e-7).
 SCIP_FEASTOL = 1e-9
 #: Safety factor on the dual-bound margin (see ``ScipOracle.dual_margin``).
-_DUAL_MARGIN_FACTOR = 10.0
+DUAL_MARGIN_FACTOR = 10.0
 
-_PRESOLVE_SETTINGS = ("auto", "default", "fast", "aggressive", "off")
+PRESOLVE_SETTINGS = ("auto", "default", "fast", "aggressive", "off")
 #: presolve="auto": SCIP's default presolve up to this many entries, "off" above. Measured:
 #: |U| = 500: default solved gradient directions ~7x faster than fast; |U| = 1e4: default gave a
 #: better bound in 10 s; |U| = 1e5: default presolve alone took 26-34 s, off about 1 s with no
@@ -166,8 +166,8 @@ class ScipOracle:
             raise ValueError("indices out of range for shape")
         if formulation != "full":
             raise ValueError(f"formulation={formulation!r}: only 'full' is implemented")
-        if presolve not in _PRESOLVE_SETTINGS:
-            raise ValueError(f"presolve={presolve!r}: expected one of {_PRESOLVE_SETTINGS}")
+        if presolve not in PRESOLVE_SETTINGS:
+            raise ValueError(f"presolve={presolve!r}: expected one of {PRESOLVE_SETTINGS}")
         if int(threads) < 1:
             raise ValueError("threads must be >= 1")
         self.formulation = formulation
@@ -283,12 +283,12 @@ class ScipOracle:
         violate each row by up to ``numerics/feastol`` (moving the objective by at most
         feastol * sum|c|, as every variable is in [0, 1]) and whose reduced costs may be off by
         up to ``numerics/dualfeastol`` (at most dualfeastol per variable). The margin is
-        _DUAL_MARGIN_FACTOR times that first-order error: feastol * (1 + sum|c|) +
+        DUAL_MARGIN_FACTOR times that first-order error: feastol * (1 + sum|c|) +
         dualfeastol * (number of variables). Bounds are shaded by it, and certification levels
         are aimed two margins higher. Tests cross-check the shaded bounds against enumeration.
         """
         n_vars = self.u + self.observed_bits.size
-        return _DUAL_MARGIN_FACTOR * (self._feastol * scale + self._dualfeastol * n_vars)
+        return DUAL_MARGIN_FACTOR * (self._feastol * scale + self._dualfeastol * n_vars)
 
     # -------------------------------------------------------------------------------------------
     # lifecycle
@@ -385,7 +385,7 @@ class ScipOracle:
 
         meaning = STATUS_MEANING.get(status, _UNKNOWN_STATUS)
         lower_bound = -math.inf
-        if meaning.bound_valid and dual > -_SCIP_INFINITY:
+        if meaning.bound_valid and dual > -SCIP_INFINITY:
             # SCIP's dual bound can overshoot the true minimum by its tolerances: shade it, and
             # never claim more than an atom we hold proves possible.
             lower_bound = unit * (dual - margin) * (1.0 + 4.0 * _EPS) - 4.0 * _EPS * unit
@@ -409,21 +409,21 @@ class ScipOracle:
 
         # limits/primal: SCIP stops once its incumbent's objective is <= the limit + 1e-9 (measured:
         # a limit 1e-12 below the optimum still stops at the optimum), and that objective carries
-        # SCIP's tolerances. Aim 10 * _PRIMAL_AIM * scale below the target so that the exact value
+        # SCIP's tolerances. Aim 10 * PRIMAL_AIM * scale below the target so that the exact value
         # of the incumbent's bits is <= target. Beyond +-sum|c|: "any atom" / "no atom can".
         if target >= scale:
             primal_limit = scale
         elif target < -scale or math.isnan(target):
-            primal_limit = _LIMIT_OFF
+            primal_limit = LIMIT_OFF
         else:
-            primal_limit = target - 10.0 * _PRIMAL_AIM * scale
+            primal_limit = target - 10.0 * PRIMAL_AIM * scale
         # limits/dual: SCIP stops once its dual bound is >= the limit (up to 1e-9); the reported
         # bound is shaded by one margin, so aim two margins above the level. A level below
         # -sum|c| is certified by any LP bound (the root LP is >= -sum|c|): aim at -(sum|c|+1/2).
         if level <= -scale:
             dual_limit = 0.5 - scale
         elif level > scale or math.isnan(level):
-            dual_limit = _LIMIT_OFF
+            dual_limit = LIMIT_OFF
         else:
             dual_limit = level + 2.0 * margin
         model.setParam("limits/primal", primal_limit)
@@ -432,7 +432,7 @@ class ScipOracle:
         remaining = deadline.remaining()
         if remaining <= 0.0:
             return "timelimit", None, -math.inf
-        model.setParam("limits/time", min(remaining, _SCIP_INFINITY))
+        model.setParam("limits/time", min(remaining, SCIP_INFINITY))
 
         if hint_theta is not None:
             self._add_full_solution(hint_theta)
@@ -461,53 +461,8 @@ class ScipOracle:
         return status, theta, dual
 
     def _optimize_interruptibly(self) -> None:
-        """Solve in a worker thread without the GIL, so that Ctrl-C reaches Python at once.
-
-        SCIP, run from Python, never sees SIGINT (Python's handler takes it and only sets a
-        flag); the solve would run to its time limit. Here the calling thread waits, polling
-        the call's interrupt flag (the calling solve's, set by its SIGINT handler whatever
-        thread that solve runs in), and on KeyboardInterrupt or the flag asks SCIP to stop;
-        the status then reads "userinterrupt" and the dual bound stays valid.
-        """
-        model = self._model
-        interrupt = self._interrupt
-        done = threading.Event()  # not Thread.join/is_alive: an exception landing inside join
-        # can leave a running thread marked as stopped (CPython 3.11, measured here)
-
-        def work() -> None:
-            try:
-                model.optimizeNogil()
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=work, name="scip-solve", daemon=True)
-        try:
-            worker.start()
-            while not done.wait(0.05):
-                if interrupt.is_set():
-                    raise KeyboardInterrupt
-        except BaseException as exc:
-            # Ctrl-C, or any other exception raised in this thread (a signal handler's,
-            # SystemExit), possibly while the worker was starting: stop SCIP before the model
-            # can be touched or freed again (measured: a solve left running crashed the next
-            # call inside SCIP's C code)
-            self._stop(worker, done)
-            if isinstance(exc, KeyboardInterrupt):
-                self.interrupted = True
-                return
-            raise
-
-    def _stop(self, worker: threading.Thread, done: threading.Event) -> None:
-        """Ask SCIP to stop until the worker has ended; further interrupts cannot cut this
-        short (the worker must not outlive the call)."""
-        if worker.ident is None:
-            return  # never started
-        while not done.is_set():
-            try:
-                self._model.interruptSolve()  # repeated: SCIP may not have started solving yet
-                done.wait(0.05)
-            except BaseException:  # another Ctrl-C or signal while stopping: keep stopping
-                continue
+        if optimize_interruptibly(self._model, self._interrupt):
+            self.interrupted = True
 
     def _set_objective(self, c: np.ndarray) -> None:
         """Only nonzero coefficients are passed; ``clear=True`` zeroes the rest in C.
@@ -549,3 +504,53 @@ class ScipOracle:
         values = [self._value(c, h) for h in hints]
         best = int(np.argmin(values))
         return hints[best] & self.observed_mask, float(values[best])
+
+
+def optimize_interruptibly(model, interrupt: threading.Event, name: str = "scip-solve") -> bool:
+    """Solve ``model`` in a worker thread without the GIL, so that Ctrl-C reaches Python at
+    once; returns True when the solve was interrupted.
+
+    SCIP, run from Python, never sees SIGINT (Python's handler takes it and only sets a
+    flag); the solve would run to its time limit. Here the calling thread waits, polling
+    ``interrupt`` (the calling solve's flag, set by its SIGINT handler whatever thread that
+    solve runs in), and on KeyboardInterrupt or the flag asks SCIP to stop; the status then
+    reads "userinterrupt" and the dual bound stays valid.
+    """
+    done = threading.Event()  # not Thread.join/is_alive: an exception landing inside join
+    # can leave a running thread marked as stopped (CPython 3.11, measured here)
+
+    def work() -> None:
+        try:
+            model.optimizeNogil()
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    try:
+        worker.start()
+        while not done.wait(0.05):
+            if interrupt.is_set():
+                raise KeyboardInterrupt
+    except BaseException as exc:
+        # Ctrl-C, or any other exception raised in this thread (a signal handler's,
+        # SystemExit), possibly while the worker was starting: stop SCIP before the model
+        # can be touched or freed again (measured: a solve left running crashed the next
+        # call inside SCIP's C code)
+        _stop(model, worker, done)
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        raise
+    return False
+
+
+def _stop(model, worker: threading.Thread, done: threading.Event) -> None:
+    """Ask SCIP to stop until the worker has ended; further interrupts cannot cut this short
+    (the worker must not outlive the call)."""
+    if worker.ident is None:
+        return  # never started
+    while not done.is_set():
+        try:
+            model.interruptSolve()  # repeated: SCIP may not have started solving yet
+            done.wait(0.05)
+        except BaseException:  # another Ctrl-C or signal while stopping: keep stopping
+            continue

@@ -57,7 +57,9 @@ from pyscipopt.scip import Expr, Term
 
 from .altmin import validated_indices
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error
-from .scip import AUTO_PRESOLVE_MAX_ENTRIES, SCIP_FEASTOL, STATUS_MEANING
+from .scip import (AUTO_PRESOLVE_MAX_ENTRIES, DUAL_MARGIN_FACTOR, LIMIT_OFF,
+                   PRESOLVE_SETTINGS, PRIMAL_AIM, SCIP_FEASTOL, SCIP_INFINITY, STATUS_MEANING,
+                   optimize_interruptibly)
 from .signed_branch_bound import (normalised_signed_atom, signed_atom_dot,
                                   signed_trivial_lower_bound)
 
@@ -66,16 +68,6 @@ __all__ = ["SignedScipOracle", "prefix_order"]
 _EPS = float(np.finfo(np.float64).eps)
 _UNKNOWN_STATUS = STATUS_MEANING["unknown"]
 
-# The next four are ScipOracle's private constants, with the same meaning (scip.py explains
-# each): SCIP's infinity; the "off" value of limits/primal and limits/dual (+-1e20 is NOT off);
-# how far below the target the primal limit aims, in units of the objective's scale; the
-# safety factor on the dual-bound margin.
-_SCIP_INFINITY = 1e20
-_LIMIT_OFF = 1e99
-_PRIMAL_AIM = 1e-9
-_DUAL_MARGIN_FACTOR = 10.0
-
-_PRESOLVE_SETTINGS = ("auto", "default", "fast", "aggressive", "off")
 
 
 def prefix_order(indices: np.ndarray, shape: Sequence[int]) -> tuple[int, ...]:
@@ -144,8 +136,8 @@ class SignedScipOracle:
         mode_order = tuple(int(k) for k in mode_order)
         if sorted(mode_order) != list(range(p)):
             raise ValueError(f"mode_order must be a permutation of range({p}), got {mode_order!r}")
-        if presolve not in _PRESOLVE_SETTINGS:
-            raise ValueError(f"presolve={presolve!r}: expected one of {_PRESOLVE_SETTINGS}")
+        if presolve not in PRESOLVE_SETTINGS:
+            raise ValueError(f"presolve={presolve!r}: expected one of {PRESOLVE_SETTINGS}")
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
                 or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
@@ -308,8 +300,8 @@ class SignedScipOracle:
         objective by at most feastol times the sum of the objective's absolute coefficients
         (here ``2 sum |c'|``: every variable is in [0, 1]), and reduced costs off by
         ``dualfeastol`` move it by at most that per variable; the margin is
-        _DUAL_MARGIN_FACTOR times this first-order error."""
-        return _DUAL_MARGIN_FACTOR * (self._feastol * 2.0 * scale
+        DUAL_MARGIN_FACTOR times this first-order error."""
+        return DUAL_MARGIN_FACTOR * (self._feastol * 2.0 * scale
                                       + self._dualfeastol * self.n_variables)
 
     # -------------------------------------------------------------------------------------------
@@ -404,7 +396,7 @@ class SignedScipOracle:
 
         meaning = STATUS_MEANING.get(status, _UNKNOWN_STATUS)
         lower_bound = free_bound
-        if meaning.bound_valid and -_SCIP_INFINITY < dual < _SCIP_INFINITY:
+        if meaning.bound_valid and -SCIP_INFINITY < dual < SCIP_INFINITY:
             # shade SCIP's bound for its tolerances and the conversion back to c's units
             scip_bound = unit * (dual - margin) * (1.0 + 4.0 * _EPS) - 4.0 * _EPS * unit
             lower_bound = max(lower_bound, scip_bound)
@@ -432,13 +424,13 @@ class SignedScipOracle:
         if target >= scale:
             primal_limit = scale
         elif target < -scale or math.isnan(target):
-            primal_limit = _LIMIT_OFF
+            primal_limit = LIMIT_OFF
         else:
-            primal_limit = target - 10.0 * _PRIMAL_AIM * scale
+            primal_limit = target - 10.0 * PRIMAL_AIM * scale
         if level <= -scale:
             dual_limit = 0.5 - scale
         elif level > scale or math.isnan(level):
-            dual_limit = _LIMIT_OFF
+            dual_limit = LIMIT_OFF
         else:
             dual_limit = level + 2.0 * margin
         model.setParam("limits/primal", primal_limit)
@@ -447,7 +439,7 @@ class SignedScipOracle:
         remaining = deadline.remaining()
         if remaining <= 0.0:
             return "timelimit", None, -math.inf
-        model.setParam("limits/time", min(remaining, _SCIP_INFINITY))
+        model.setParam("limits/time", min(remaining, SCIP_INFINITY))
 
         self._add_full_solution(start_theta)
         self._optimize_interruptibly()
@@ -475,46 +467,8 @@ class SignedScipOracle:
         return status, theta, dual
 
     def _optimize_interruptibly(self) -> None:
-        """Solve in a worker thread without the GIL while this thread polls the query's
-        interrupt flag and catches Ctrl-C, asking SCIP to stop on either (the status then reads
-        "userinterrupt" and the dual bound stays valid). A copy of
-        ``ScipOracle._optimize_interruptibly``, which is private to that class."""
-        model = self._model
-        interrupt = self._interrupt
-        done = threading.Event()  # not Thread.join/is_alive: an exception landing inside join
-        # can leave a running thread marked as stopped
-
-        def work() -> None:
-            try:
-                model.optimizeNogil()
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=work, name="signed-scip-solve", daemon=True)
-        try:
-            worker.start()
-            while not done.wait(0.05):
-                if interrupt.is_set():
-                    raise KeyboardInterrupt
-        except BaseException as exc:
-            # stop SCIP before the model can be touched or freed again
-            self._stop(worker, done)
-            if isinstance(exc, KeyboardInterrupt):
-                self.interrupted = True
-                return
-            raise
-
-    def _stop(self, worker: threading.Thread, done: threading.Event) -> None:
-        """Ask SCIP to stop until the worker has ended; further interrupts cannot cut this
-        short (the worker must not outlive the call)."""
-        if worker.ident is None:
-            return  # never started
-        while not done.is_set():
-            try:
-                self._model.interruptSolve()  # repeated: SCIP may not have started solving yet
-                done.wait(0.05)
-            except BaseException:  # another Ctrl-C or signal while stopping: keep stopping
-                continue
+        if optimize_interruptibly(self._model, self._interrupt, "signed-scip-solve"):
+            self.interrupted = True
 
     def _set_objective(self, c: np.ndarray) -> None:
         """``2 sum_x c_x w_x - sum_x c_x``; only nonzero coefficients are passed (``clear``
