@@ -31,6 +31,9 @@ __all__ = [
     "trivial_lower_bound",
     "rounding_error",
     "observed_bit_mask",
+    "signed_values_on",
+    "signed_atom_dot",
+    "signed_trivial_lower_bound",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -149,6 +152,32 @@ def atom_values_on(theta: np.ndarray, indices: np.ndarray, shape: Sequence[int])
 def atom_dot(direction: np.ndarray, theta: np.ndarray, indices: np.ndarray, shape) -> float:
     """<c, v> for the atom ``theta``."""
     return float(direction[atom_values_on(theta, indices, shape)].sum())
+
+
+def signed_values_on(theta: np.ndarray, indices: np.ndarray, shape) -> np.ndarray:
+    """(u,) int8 values in {-1, +1} of the signed atom ``theta`` (bit 1: +1, bit 0: -1) on the
+    entries ``indices`` (u, p): the parity of its -1 factors."""
+    offsets = atom_offsets(shape)
+    theta = np.asarray(theta, dtype=bool)
+    indices = np.asarray(indices)
+    negative = np.zeros(indices.shape[0], dtype=bool)
+    for k in range(indices.shape[1]):
+        negative ^= ~theta[offsets[k] + indices[:, k]]
+    return np.where(negative, -1, 1).astype(np.int8)
+
+
+def signed_atom_dot(direction: np.ndarray, theta: np.ndarray, indices: np.ndarray,
+                    shape) -> float:
+    """<c, a> for the signed atom ``theta``: ``sum(c * a)``, each product exactly +-c_x."""
+    direction = np.asarray(direction, dtype=np.float64)
+    return float((direction * signed_values_on(theta, indices, shape)).sum())
+
+
+def signed_trivial_lower_bound(direction: np.ndarray) -> float:
+    """A free proven bound: every signed atom has entries +-1, so <c, a> >= -sum |c| (shaded
+    for the rounding of the sum)."""
+    total = float(np.abs(np.asarray(direction, dtype=np.float64)).sum())
+    return -total - rounding_error(np.size(direction), total)
 
 
 def trivial_lower_bound(direction: np.ndarray, block: int = 1 << 16) -> float:

@@ -34,24 +34,7 @@ from . import jit
 from .altmin import (BATCH_SIZE, DEFAULT_RESTARTS, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinRun)
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
-__all__ = ["SignedAltMinOracle", "signed_values_on", "signed_dot"]
-
-
-def signed_values_on(theta, indices, shape) -> np.ndarray:
-    """+-1 values (int8, shape (u,)) of the signed atom ``theta`` on the entries ``indices``."""
-    offsets = atom_offsets(shape)
-    theta = np.asarray(theta, dtype=bool)
-    indices = np.asarray(indices)
-    negative = np.zeros(indices.shape[0], dtype=bool)
-    for k in range(indices.shape[1]):
-        negative ^= ~theta[offsets[k] + indices[:, k]]
-    return np.where(negative, -1, 1).astype(np.int8)
-
-
-def signed_dot(direction, theta, indices, shape) -> float:
-    """<c, a> for the signed atom ``theta``: a plain sum over the entries."""
-    return float(np.dot(np.asarray(direction, dtype=np.float64),
-                        signed_values_on(theta, indices, shape)))
+__all__ = ["SignedAltMinOracle"]
 
 
 class SignedAltMinOracle:

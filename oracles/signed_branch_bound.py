@@ -42,15 +42,13 @@ import numpy as np
 
 from . import _signed_branch_bound_kernels as kernels
 from .altmin import validated_indices
-from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error
+from .base import (OracleAnswer, SeparationQuery, Timer, atom_offsets, signed_atom_dot,
+                   signed_trivial_lower_bound)
 from .branch_bound import proven_real_bound, quantise
 
 __all__ = [
     "SignedBranchBoundOracle",
     "SignedBranchBoundRun",
-    "signed_values_on",
-    "signed_atom_dot",
-    "signed_trivial_lower_bound",
     "normalised_signed_atom",
     "symmetry_bits",
 ]
@@ -61,31 +59,6 @@ CHUNK_S = 0.02
 
 # -----------------------------------------------------------------------------------------------
 # exact arithmetic on signed atoms (shared with the signed SCIP oracle)
-
-def signed_values_on(theta: np.ndarray, indices: np.ndarray, shape) -> np.ndarray:
-    """(u,) float64 values in {-1, +1} of the signed atom ``theta`` on the entries ``indices``."""
-    offsets = atom_offsets(shape)
-    theta = np.asarray(theta, dtype=bool)
-    negative = np.zeros(indices.shape[0], dtype=bool)  # parity of the -1 factors
-    for k in range(indices.shape[1]):
-        negative ^= ~theta[offsets[k] + indices[:, k]]
-    return np.where(negative, -1.0, 1.0)
-
-
-def signed_atom_dot(direction: np.ndarray, theta: np.ndarray, indices: np.ndarray,
-                    shape) -> float:
-    """``<c, a>`` for the signed atom ``theta``: ``sum(c * a)`` (each product is exactly
-    ``+-c_x``, summed by NumPy's pairwise summation)."""
-    direction = np.asarray(direction, dtype=np.float64)
-    return float((direction * signed_values_on(theta, indices, shape)).sum())
-
-
-def signed_trivial_lower_bound(direction: np.ndarray) -> float:
-    """A free proven bound: every signed atom has entries +-1, so ``<c, a> >= -sum |c|``
-    (shaded for the rounding of the sum)."""
-    total = float(np.abs(np.asarray(direction, dtype=np.float64)).sum())
-    return -total - rounding_error(np.size(direction), total)
-
 
 def symmetry_bits(indices: np.ndarray, shape, weights: np.ndarray | None = None,
                   free_mode: int | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error
 from .deadline import Deadline
 from .altmin import validated_indices
-from .signed_altmin import signed_dot
+from .base import signed_atom_dot
 
 __all__ = ["SignedExhaustiveOracle", "MAX_SIGNED_PATTERN_BITS"]
 
@@ -125,7 +125,7 @@ class SignedExhaustiveOracle:
     def _enumerate(self, c, deadline: Deadline, interrupt):
         """(theta, value, enumerated minimum, complete): the best atom over the patterns
         enumerated, in chunks of about CHUNK_CELLS patterns x entries (pattern codes in
-        increasing order, ties to the first); ``value`` is its plain sum ``signed_dot``."""
+        increasing order, ties to the first); ``value`` is its plain sum ``signed_atom_dot``."""
         u = c.size
         if u == 0:
             return np.ones(self.rho, dtype=bool), 0.0, 0.0, True
@@ -148,7 +148,7 @@ class SignedExhaustiveOracle:
         theta = np.ones(self.rho, dtype=bool)
         theta[self._pattern_bits[(best_code >> np.arange(self.free_bits)) & 1 == 1]] = False
         theta[self.offsets[self.free_mode] + self._free_observed[best_coef > 0.0]] = False
-        return theta, signed_dot(c, theta, self.indices, self.shape), best_value, complete
+        return theta, signed_atom_dot(c, theta, self.indices, self.shape), best_value, complete
 
 
 def _parity(words: np.ndarray) -> np.ndarray:

@@ -56,12 +56,12 @@ from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
 from .altmin import validated_indices
-from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error
+from .base import (OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error,
+                   signed_atom_dot, signed_trivial_lower_bound)
 from .scip import (AUTO_PRESOLVE_MAX_ENTRIES, DUAL_MARGIN_FACTOR, LIMIT_OFF,
                    PRESOLVE_SETTINGS, PRIMAL_AIM, SCIP_FEASTOL, SCIP_INFINITY, STATUS_MEANING,
                    optimize_interruptibly)
-from .signed_branch_bound import (normalised_signed_atom, signed_atom_dot,
-                                  signed_trivial_lower_bound)
+from .signed_branch_bound import normalised_signed_atom
 
 __all__ = ["SignedScipOracle", "prefix_order"]
 

@@ -17,7 +17,8 @@ import pytest
 from tensorcomp.oracles import _signed_kernels as kernels
 from tensorcomp.oracles.base import SeparationQuery, atom_offsets
 from tensorcomp.oracles.deadline import Deadline
-from tensorcomp.oracles.signed_altmin import SignedAltMinOracle, signed_dot, signed_values_on
+from tensorcomp.oracles.base import signed_atom_dot, signed_values_on
+from tensorcomp.oracles.signed_altmin import SignedAltMinOracle
 
 TINY_SHAPES = [(2, 3), (3, 2, 2), (2, 2, 2, 2), (3, 3, 2)]
 
@@ -115,7 +116,7 @@ def test_twin_helpers_match_definitions():
         theta = rng.integers(0, 2, size=sum(shape), dtype=np.uint8)
         signs = signed_values_on(theta, indices, shape)
         np.testing.assert_array_equal(kernels.parities_np(theta, idx, offsets), signs < 0)
-        assert signed_dot(c, theta, indices, shape) == pytest.approx(
+        assert signed_atom_dot(c, theta, indices, shape) == pytest.approx(
             exact_value(c, theta, indices, shape), abs=1e-12)
         for k in range(len(shape)):
             sums = kernels.block_sums_np(c * signs, indices[:, k], shape[k])
