@@ -2,6 +2,7 @@
 (pairwise) conditional gradients."""
 from ._validation import InputError
 from .completion import complete
+from .distributed import ClusterFailure, DistributedData
 from .fitting import fit
 from .observations import Observations
 from .options import SolverOptions
@@ -13,4 +14,5 @@ from .version import __version__
 
 __all__ = ["Observations", "solve", "complete", "fit", "choose_lam", "CompletionResult",
            "Certificate", "SolverOptions", "InputError", "read_tns", "write_tns",
+           "DistributedData", "ClusterFailure",
            "__version__"]

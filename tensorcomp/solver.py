@@ -84,7 +84,9 @@ class IterationState:
 
 
 def _validate(observations, lam, tol, rel_tol, max_iter, time_limit, callback, seed):
-    if not isinstance(observations, Observations):
+    # data held elsewhere (a cluster's DistributedData) bring their own solver_parts
+    if not isinstance(observations, Observations) \
+            and not callable(getattr(observations, "solver_parts", None)):
         raise InputError("observations must be a tensorcomp.Observations "
                          f"(build one with Observations(indices, values, shape) or "
                          f"Observations.from_dense), got {type(observations).__name__}")
@@ -170,6 +172,9 @@ def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=N
                          f"{atoms!r}) for the same shape {obs.shape}, got "
                          f"{describe(warm_start)}")
     signed = atoms == "signed"
+    if signed and not isinstance(obs, Observations):
+        raise InputError(f"atoms='signed' needs an Observations (its values are shifted in "
+                         f"memory), got {type(obs).__name__}; use atoms='binary'")
     if signed:  # the driver's space: shifted values, bound 2 lam, parity supports
         lam_solved = min(lam, signed_lam_cap(obs)) or min(lam, 1.0)
         error = shift_error(obs, lam_solved)
@@ -182,6 +187,9 @@ def solve(observations: Observations, *, lam, tol=None, rel_tol=None, max_iter=N
     driver = _Driver(solved_obs, (lam, solved_lam), options, lmo, aset, (tol, rel_tol), max_iter,
                      (time_limit, options.oracle_time_limit), callback, verbose, options.check)
     result = driver.run(warm_start)
+    note = getattr(lmo, "limits_note", "")  # what the oracle could not do (e.g. no exact stage)
+    if note and not result.certified:
+        result.message = "; ".join(m for m in (result.message, note) if m)
     if signed:
         result = _signed_result(result, driver, lam_solved, error)
     return result
@@ -214,11 +222,14 @@ def check_atoms(atoms) -> str:
 
 def _warn_negative_fit(obs) -> None:
     """Negative means cannot be fitted by a nonnegative model: say so once per solve."""
-    means = obs.means
-    negative = int(np.count_nonzero(means < 0))
+    if isinstance(obs, Observations):
+        means = obs.means
+        negative, smallest = int(np.count_nonzero(means < 0)), float(means.min())
+    else:  # data held elsewhere: the counts computed where the data are
+        negative, smallest = int(obs.negative_mean_count), float(obs.smallest_mean)
     if negative:
-        warnings.warn(f"{negative:,} of {means.size:,} observed entries have a negative mean "
-                      f"(smallest {float(means.min()):.4g}); atoms='binary' is a nonnegative "
+        warnings.warn(f"{negative:,} of {obs.n_entries:,} observed entries have a negative mean "
+                      f"(smallest {smallest:.4g}); atoms='binary' is a nonnegative "
                       f"model and fits them by values >= 0 (atoms='signed' fits signed data)",
                       UserWarning, stacklevel=3)
 
@@ -641,7 +652,8 @@ def effective_lam(obs: Observations, lam: float) -> float:
     iterates away from the scale at which the atoms' weights underflow (lam = 1e20, 1e300).
     When every mean is <= 0 the zero tensor is optimal for every lam.
     """
-    cap = float(np.maximum(obs.means, 0.0).sum())
+    cap = float(np.maximum(obs.means, 0.0).sum()) if isinstance(obs, Observations) \
+        else float(obs.positive_mean_sum)  # data held elsewhere: summed where the data are
     if cap == 0.0:
         return min(lam, 1.0)
     return min(lam, cap)
