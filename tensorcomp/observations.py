@@ -127,6 +127,21 @@ class Observations:
         self._set(*AK.aggregate_keys(keys, vals, shape))
         return self
 
+    # ---- summaries the solver reads (data held elsewhere provide the same names) ------------
+    @property
+    def positive_mean_sum(self) -> float:
+        """sum_x max(mean_x, 0)."""
+        return float(np.maximum(self.means, 0.0).sum())
+
+    @property
+    def negative_mean_count(self) -> int:
+        """How many distinct entries have a negative mean."""
+        return int(np.count_nonzero(self.means < 0))
+
+    @property
+    def smallest_mean(self) -> float:
+        return float(self.means.min())
+
     def shifted(self, delta: float) -> "Observations":
         """The same samples with ``delta`` added to every value, sharing the index and count
         arrays (a new ``sums``). Each shifted sum carries one rounding (``signed`` bounds its

@@ -222,14 +222,10 @@ def check_atoms(atoms) -> str:
 
 def _warn_negative_fit(obs) -> None:
     """Negative means cannot be fitted by a nonnegative model: say so once per solve."""
-    if isinstance(obs, Observations):
-        means = obs.means
-        negative, smallest = int(np.count_nonzero(means < 0)), float(means.min())
-    else:  # data held elsewhere: the counts computed where the data are
-        negative, smallest = int(obs.negative_mean_count), float(obs.smallest_mean)
+    negative = obs.negative_mean_count
     if negative:
         warnings.warn(f"{negative:,} of {obs.n_entries:,} observed entries have a negative mean "
-                      f"(smallest {smallest:.4g}); atoms='binary' is a nonnegative "
+                      f"(smallest {obs.smallest_mean:.4g}); atoms='binary' is a nonnegative "
                       f"model and fits them by values >= 0 (atoms='signed' fits signed data)",
                       UserWarning, stacklevel=3)
 
@@ -652,8 +648,7 @@ def effective_lam(obs: Observations, lam: float) -> float:
     iterates away from the scale at which the atoms' weights underflow (lam = 1e20, 1e300).
     When every mean is <= 0 the zero tensor is optimal for every lam.
     """
-    cap = float(np.maximum(obs.means, 0.0).sum()) if isinstance(obs, Observations) \
-        else float(obs.positive_mean_sum)  # data held elsewhere: summed where the data are
+    cap = float(obs.positive_mean_sum)
     if cap == 0.0:
         return min(lam, 1.0)
     return min(lam, cap)
