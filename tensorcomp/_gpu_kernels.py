@@ -1,0 +1,340 @@
+"""CUDA kernels of the GPU backend (``tensorcomp.gpu``), in Numba-CUDA; their NumPy twins live
+in tests/test_gpu.py. Imported only by ``tensorcomp.gpu``, after it has made ``numba.cuda``
+importable.
+
+Layout on the device (all C-contiguous):
+
+* ``idx`` (p, u) uint8/uint16/uint32: the mode-major entries (``Observations.by_mode``);
+  ``counts`` (u,) unsigned multiplicities; ``sums`` (u,) float64; ``offsets`` (p + 1,) int64.
+* ``words`` (capacity, W) uint32, W = ceil(u / 32): one row per atom, entry x is bit x & 31 of
+  word x >> 5 (``np.packbits(row, bitorder="little")`` read as little-endian uint32). Bits past
+  u are 0.
+* ``g`` (u,) float64: the direction of the last data pass.
+
+Sums and their order:
+
+* Integer sums (Gram rows, an atom's sample count) are exact: int64 atomics in any order.
+* Sums of direction values and of the value sums (block coefficients, atom values, h) are
+  taken in fixed point: each term v_x is truncated to an integer multiple of 2^e / 2^62, where
+  2^e > sum_x |v_x| (so no partial sum can overflow int64), and the integers are added
+  exactly, in whatever order the atomics land. The result does not depend on the launch or
+  the scheduling (deterministic) and is within u 2^(e - 62) of the exact sum, far inside the
+  error bound of float64 summation.
+* The data pass's scalars (residual sum of squares, <g, phi>, sum |g|, sum min(g, 0)) are
+  float64: per thread in entry order, per block by a fixed tree, then one partial per block
+  summed on the host. Deterministic for a given grid; ``rounding_error(u, .)``, which the
+  driver applies, bounds any order.
+* g itself uses the CPU pass's expressions with every product and difference rounded on its
+  own (libdevice ``dmul_rn``/``dadd_rn``: no fused multiply-add), so phi and g are
+  bit-identical to ``tensorcomp._kernels.data_pass``'s.
+
+Block sizes are powers of two, at most ``MAX_THREADS``, multiples of 32; every kernel loops over
+its entries with a grid stride, so any grid size is correct.
+"""
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+from numba import config, cuda
+from numba.cuda import libdevice
+
+#: largest block (shared reduction buffers are sized for it)
+MAX_THREADS = 256
+#: shared bytes of the starts' bits in one coefficient launch: starts * rho must fit
+THETA_SHARED = 8192
+#: shared int64 histogram cells of one coefficient launch: starts * max r_k must fit
+HIST_SHARED = 4096
+#: starts per coefficient launch (per-thread running sums are kept for each)
+MAX_STARTS = 8
+#: modes of the offsets copied to shared memory
+MAX_MODES = 64
+# shared-array shapes must be module constants (an expression is typed, not folded)
+_BLOCK_WORDS = MAX_THREADS // 32
+_OFFSETS_SHARED = MAX_MODES + 1
+
+if getattr(config, "ENABLE_CUDASIM", False):  # the simulator's libdevice is stubs only
+    def _dmul(a, b):
+        return a * b
+
+    def _dsub(a, b):
+        return a - b
+else:
+    @cuda.jit(device=True)
+    def _dmul(a, b):
+        """a * b rounded on its own (never fused into an addition)."""
+        return libdevice.dmul_rn(a, b)
+
+    @cuda.jit(device=True)
+    def _dsub(a, b):
+        """a - b rounded on its own (never fused with a product)."""
+        return libdevice.dadd_rn(a, -b)
+
+
+@cuda.jit(device=True)
+def _block_sum_int(red, value):
+    """Sum of ``value`` over the block (every thread must call it); int64, exact."""
+    tid = cuda.threadIdx.x
+    red[tid] = value
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if tid < half:
+            red[tid] += red[tid + half]
+        cuda.syncthreads()
+        half //= 2
+    total = red[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def _block_sum_float(red, value):
+    """Sum of ``value`` over the block by a fixed tree (deterministic)."""
+    tid = cuda.threadIdx.x
+    red[tid] = value
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if tid < half:
+            red[tid] += red[tid + half]
+        cuda.syncthreads()
+        half //= 2
+    total = red[0]
+    cuda.syncthreads()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# a new atom: its support row, its sample count and its value sum (h)
+
+
+@cuda.jit
+def gram_row(words, new, counts, unit_counts, out):
+    """out[j] += sum over the entries in both ``words[new]`` and ``words[j]`` of their counts,
+    for j = blockIdx.y (the grid's second dimension spans the atoms)."""
+    red = cuda.shared.array(MAX_THREADS, np.int64)
+    j = cuda.blockIdx.y
+    n_words = words.shape[1]
+    acc = np.int64(0)
+    w = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    while w < n_words:
+        both = words[new, w] & words[j, w]
+        if unit_counts:
+            acc += cuda.popc(both)
+        else:
+            while both != 0:
+                b = cuda.ffs(both) - 1
+                acc += np.int64(counts[w * 32 + b])
+                both &= both - np.uint32(1)
+        w += cuda.gridDim.x * cuda.blockDim.x
+    acc = _block_sum_int(red, acc)
+    if cuda.threadIdx.x == 0 and acc != 0:
+        cuda.atomic.add(out, j, acc)
+
+
+# ---------------------------------------------------------------------------------------------
+# the data pass: phi, g and the scalars of the iterate sum_j w_j a_j
+
+
+@cuda.jit
+def data_pass(words, weights, m, sums, counts, lam, n, g, partials):
+    """g[x] = (2 lam / n)(lam m_x phi_x - s_x) with phi_x = sum_j w_j a_j[x] (atoms in order);
+    partials[block] = (sum m_x (s_x / m_x - lam phi_x)^2, <g, phi>, sum |g|, sum min(g, 0))
+    over the block's entries."""
+    r0 = cuda.shared.array(MAX_THREADS, np.float64)
+    r1 = cuda.shared.array(MAX_THREADS, np.float64)
+    r2 = cuda.shared.array(MAX_THREADS, np.float64)
+    r3 = cuda.shared.array(MAX_THREADS, np.float64)
+    u = g.shape[0]
+    scale = 2.0 * lam / n
+    rss = 0.0
+    gphi = 0.0
+    gabs = 0.0
+    gneg = 0.0
+    x = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    while x < u:
+        word = x >> 5
+        shift = np.uint32(x & 31)
+        phi = 0.0
+        for j in range(m):
+            phi += weights[j] * ((words[j, word] >> shift) & np.uint32(1))
+        mx = np.float64(counts[x])
+        s = sums[x]
+        r = _dsub(s / mx, _dmul(lam, phi))
+        rss += _dmul(mx, _dmul(r, r))
+        lam_mx = _dmul(lam, mx)
+        gx = _dmul(scale, _dsub(_dmul(lam_mx, phi), s))
+        g[x] = gx
+        gphi += _dmul(gx, phi)
+        gabs += abs(gx)
+        if gx < 0.0:
+            gneg += gx
+        x += cuda.gridDim.x * cuda.blockDim.x
+    rss = _block_sum_float(r0, rss)
+    gphi = _block_sum_float(r1, gphi)
+    gabs = _block_sum_float(r2, gabs)
+    gneg = _block_sum_float(r3, gneg)
+    if cuda.threadIdx.x == 0:
+        b = cuda.blockIdx.x
+        partials[b, 0] = rss
+        partials[b, 1] = gphi
+        partials[b, 2] = gabs
+        partials[b, 3] = gneg
+
+
+@cuda.jit
+def point(words, weights, m, phi):
+    """phi[x] = sum_j w_j a_j[x], the atoms in order (the data pass's phi)."""
+    u = phi.shape[0]
+    x = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    while x < u:
+        word = x >> 5
+        shift = np.uint32(x & 31)
+        acc = 0.0
+        for j in range(m):
+            acc += weights[j] * ((words[j, word] >> shift) & np.uint32(1))
+        phi[x] = acc
+        x += cuda.gridDim.x * cuda.blockDim.x
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels that read every mode of an entry, compiled per number of modes
+
+
+@functools.lru_cache(maxsize=None)
+def for_order(order: int) -> SimpleNamespace:
+    """``support_row``, ``atom_values`` and ``block_coefficients`` with the number of modes a
+    compile-time constant: the loops over the modes unroll, so an entry's p index loads are
+    issued together instead of one after the other (each waiting for the last)."""
+    P = int(order)
+
+    @cuda.jit
+    def support_row(idx, offsets, theta, parity, counts, sums, sum_scale, words, row, out):
+        """Writes the support of ``theta`` into ``words[row]`` (every mode's bit set; with
+        ``parity``, an even number of them clear: the +1 entries of a +-1 atom); adds its
+        sample count to out[0] and its fixed-point value sum (``sums`` scaled by
+        ``sum_scale``) to out[1]."""
+        bits = cuda.shared.array(_BLOCK_WORDS, np.uint32)
+        red = cuda.shared.array(MAX_THREADS, np.int64)
+        sh_theta = cuda.shared.array(THETA_SHARED, np.uint8)
+        tid = cuda.threadIdx.x
+        block = cuda.blockDim.x
+        for i in range(tid, theta.shape[0], block):
+            sh_theta[i] = theta[i]
+        n_words = block // 32
+        u = idx.shape[1]
+        count = np.int64(0)
+        total = np.int64(0)
+        base = cuda.blockIdx.x * block
+        while base < u:  # the same trip count for every thread of the block (barriers inside)
+            if tid < n_words:
+                bits[tid] = 0
+            cuda.syncthreads()
+            x = base + tid
+            if x < u:
+                zeros = 0
+                for k in range(P):
+                    zeros += 1 - sh_theta[offsets[k] + idx[k, x]]
+                if (zeros % 2 == 0) if parity else (zeros == 0):
+                    cuda.atomic.or_(bits, tid >> 5, np.uint32(1) << np.uint32(tid & 31))
+                    count += np.int64(counts[x])
+                    total += np.int64(sums[x] * sum_scale)
+            cuda.syncthreads()
+            if tid < n_words and base + 32 * tid < u:
+                words[row, (base >> 5) + tid] = bits[tid]
+            base += cuda.gridDim.x * block
+        count = _block_sum_int(red, count)
+        total = _block_sum_int(red, total)
+        if tid == 0:
+            if count != 0:
+                cuda.atomic.add(out, 0, count)
+            if total != 0:
+                cuda.atomic.add(out, 1, total)
+
+    @cuda.jit
+    def atom_values(idx, offsets, thetas, parity, c, c_scale, out):
+        """out[s] += the fixed-point sum of c over the support of thetas[s], s = blockIdx.y
+        (``parity``: as in ``support_row``)."""
+        red = cuda.shared.array(MAX_THREADS, np.int64)
+        sh_theta = cuda.shared.array(THETA_SHARED, np.uint8)
+        s = cuda.blockIdx.y
+        tid = cuda.threadIdx.x
+        for i in range(tid, thetas.shape[1], cuda.blockDim.x):
+            sh_theta[i] = thetas[s, i]
+        cuda.syncthreads()
+        u = idx.shape[1]
+        acc = np.int64(0)
+        x = cuda.blockIdx.x * cuda.blockDim.x + tid
+        while x < u:
+            zeros = 0
+            for k in range(P):
+                zeros += 1 - sh_theta[offsets[k] + idx[k, x]]
+            if (zeros % 2 == 0) if parity else (zeros == 0):
+                acc += np.int64(c[x] * c_scale)
+            x += cuda.gridDim.x * cuda.blockDim.x
+        acc = _block_sum_int(red, acc)
+        if tid == 0 and acc != 0:
+            cuda.atomic.add(out, s, acc)
+
+    @cuda.jit
+    def block_coefficients(idx, offsets, thetas, modes, c, c_scale, out):
+        """out[s, j] += the fixed-point sum of c_x over the entries x with x_k = j
+        (k = modes[s]) at which every other mode's bit of thetas[s] is set: one
+        alternating-minimisation round (``tensorcomp.oracles._altmin_kernels.
+        mode_coefficients``) for every start of the batch.
+
+        An entry counts for start s iff z + theta_k[x_k] == 1, z being its number of clear
+        bits. Each thread keeps one running sum per start while its counted entries stay in
+        one bin (entries are sorted, so a mode's index is constant over long runs) and adds
+        it to the block's shared histogram when the bin changes; the block then adds its
+        histogram to ``out``. Integer additions: the order changes nothing."""
+        sh_theta = cuda.shared.array(THETA_SHARED, np.uint8)
+        hist = cuda.shared.array(HIST_SHARED, np.int64)
+        acc = cuda.local.array(MAX_STARTS, np.int64)
+        cur = cuda.local.array(MAX_STARTS, np.int64)
+        ix = cuda.local.array(P, np.int64)
+        tid = cuda.threadIdx.x
+        block = cuda.blockDim.x
+        n_starts, rho = thetas.shape
+        r_max = out.shape[1]
+        u = idx.shape[1]
+        for i in range(tid, n_starts * rho, block):
+            sh_theta[i] = thetas[i // rho, i % rho]
+        for i in range(tid, n_starts * r_max, block):
+            hist[i] = 0
+        for s in range(n_starts):
+            acc[s] = 0
+            cur[s] = -1
+        cuda.syncthreads()
+        x = cuda.blockIdx.x * block + tid
+        while x < u:
+            for k in range(P):  # unrolled: the p loads in flight together
+                ix[k] = offsets[k] + idx[k, x]
+            for s in range(n_starts):
+                t0 = s * rho
+                zeros = 0
+                for k in range(P):
+                    zeros += 1 - sh_theta[t0 + ix[k]]
+                ks = modes[s]
+                bit = ix[ks]
+                if zeros + sh_theta[t0 + bit] == 1:
+                    j = bit - offsets[ks]
+                    if j != cur[s]:
+                        if acc[s] != 0:
+                            cuda.atomic.add(hist, s * r_max + cur[s], acc[s])
+                        cur[s] = j
+                        acc[s] = 0
+                    acc[s] += np.int64(c[x] * c_scale)
+            x += cuda.gridDim.x * block
+        for s in range(n_starts):
+            if acc[s] != 0:
+                cuda.atomic.add(hist, s * r_max + cur[s], acc[s])
+        cuda.syncthreads()
+        for i in range(tid, n_starts * r_max, block):
+            if hist[i] != 0:
+                cuda.atomic.add(out, (i // r_max, i % r_max), hist[i])
+
+    return SimpleNamespace(support_row=support_row, atom_values=atom_values,
+                           block_coefficients=block_coefficients)
