@@ -31,10 +31,27 @@ from ._aggregate_kernels import smallest_uint
 from ._validation import InputError
 from .observations import Observations
 
+#: at most this many distinct entries are gathered on the driver for the exact stage (branch
+#: and bound, SCIP); above it a solve ends with the bounds the data passes prove
+GATHER_MAX_ENTRIES = 200_000
+
+
+class ClusterFailure(RuntimeError):
+    """The cluster could not finish a round (workers kept dying, or none is left).
+
+    ``thetas`` (m, rho) and ``weights`` (m,) hold the solve's last point (weights scaled by
+    lam): ``CompletionResult.from_atom_bits(shape=..., thetas=e.thetas, weights=e.weights,
+    ...)`` makes a model of it; nothing about its objective is proven."""
+
+    def __init__(self, message: str, thetas=None, weights=None) -> None:
+        super().__init__(message)
+        self.thetas, self.weights = thetas, weights
+
+
 __all__ = ["entry_hash", "partition_labels", "split_samples", "read_shard", "shard_piece",
            "aggregate", "summary", "forget", "data_pass", "candidate", "block_coefficients",
            "atom_values", "gram_check", "gather_entries", "gather_direction", "SUMMARY_FIELDS",
-           "SHARD_CHUNK", "noop"]
+           "SHARD_CHUNK", "noop", "GATHER_MAX_ENTRIES", "ClusterFailure"]
 
 _U64 = np.uint64
 #: samples read from a memory-mapped shard at a time (bounds the loader's scratch memory)

@@ -32,30 +32,16 @@ import numpy as np
 from tensorcomp.oracles.base import atom_offsets
 
 from . import _distributed_tasks as T
-from ._distributed_tasks import entry_hash, partition_labels, split_samples
+from ._distributed_tasks import (GATHER_MAX_ENTRIES, ClusterFailure, entry_hash,
+                                 partition_labels, split_samples)
 from ._validation import InputError, as_shape, describe
 
 __all__ = ["DistributedData", "ClusterFailure", "GatheredEntries", "entry_hash",
            "partition_labels", "split_samples", "GATHER_MAX_ENTRIES", "ROUND_RETRIES"]
 
-#: at most this many distinct entries are gathered on the driver for the exact stage (branch
-#: and bound, SCIP); above it a solve ends with the bounds the data passes prove
-GATHER_MAX_ENTRIES = 200_000
 #: a round whose futures fail for a cluster reason (a lost worker, a closed connection) is
 #: resubmitted this many times; its tasks are idempotent
 ROUND_RETRIES = 3
-
-
-class ClusterFailure(RuntimeError):
-    """The cluster could not finish a round (workers kept dying, or none is left).
-
-    ``thetas`` (m, rho) and ``weights`` (m,) hold the solve's last point (weights scaled by
-    lam): ``CompletionResult.from_atom_bits(shape=..., thetas=e.thetas, weights=e.weights,
-    ...)`` makes a model of it; nothing about its objective is proven."""
-
-    def __init__(self, message: str, thetas=None, weights=None) -> None:
-        super().__init__(message)
-        self.thetas, self.weights = thetas, weights
 
 
 class GatheredEntries:

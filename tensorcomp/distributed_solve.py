@@ -38,7 +38,7 @@ from tensorcomp.oracles.chain import ChainOracle
 from . import _distributed_tasks as T
 from ._validation import InputError, describe
 from .active_set import ActiveSet
-from .distributed import GATHER_MAX_ENTRIES, ClusterFailure, DistributedData
+from ._distributed_tasks import GATHER_MAX_ENTRIES, ClusterFailure
 from .oracle_factory import BRANCH_BOUND_TIME_SHARE, make_oracle
 
 __all__ = ["Direction", "Candidate", "DistributedActiveSet", "DistributedAltMin",
@@ -97,7 +97,7 @@ class DistributedActiveSet(ActiveSet):
 
     storage = "gram"
 
-    def __init__(self, data: DistributedData, lam: float, *, signed: bool = False) -> None:
+    def __init__(self, data, lam: float, *, signed: bool = False) -> None:
         if signed:
             raise InputError("atoms='signed' is not available for DistributedData")
         self.obs = self.data = data
@@ -349,10 +349,10 @@ class DistributedAltMin:
     _multi_start = AltMinOracle._multi_start
     _no_entries = AltMinOracle._no_entries
 
-    def __init__(self, data: DistributedData, *, restarts: int = 16, seed: int = 0,
+    def __init__(self, data, *, restarts: int = 16, seed: int = 0,
                  max_sweeps: int = 100, min_restarts: int = MIN_RESTARTS,
                  batch_size: int = BATCH_SIZE, lookahead: int | None = None) -> None:
-        if not isinstance(data, DistributedData):
+        if not callable(getattr(data, "map_partitions", None)):
             raise InputError(f"data must be a DistributedData, got {describe(data)}")
         for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
                              ("min_restarts", min_restarts), ("batch_size", batch_size)):
@@ -443,7 +443,7 @@ class GatheredExact:
 
     certifies = True
 
-    def __init__(self, data: DistributedData, spec: str, *, seed: int, exact_time_limit_s,
+    def __init__(self, data, spec: str, *, seed: int, exact_time_limit_s,
                  max_entries: int = GATHER_MAX_ENTRIES) -> None:
         self.data, self.spec, self.name = data, spec, spec
         self.seed, self.exact_time_limit_s = seed, exact_time_limit_s
@@ -488,7 +488,7 @@ class _DistributedChain(ChainOracle):
                          if getattr(stage, "limits_note", ""))
 
 
-def solver_parts(data: DistributedData, lam: float, options, *, seed: int, signed: bool):
+def solver_parts(data, lam: float, options, *, seed: int, signed: bool):
     """(active set, oracle) for ``solve`` over a DistributedData: options.oracle "auto" (the
     heuristic on the workers, then branch and bound and SCIP on gathered data when small
     enough), "altmin" (the heuristic only), or an exact one ("branch_bound", "scip",

@@ -106,7 +106,7 @@ class Observations:
         if strides is None:
             raise InputError(f"from_chunks needs prod(shape) <= 2**64, got shape {shape}; "
                              f"pass all samples to Observations(indices, values, shape)")
-        keys, vals, total_ss = [], [], 0.0
+        keys, vals = [], []
         for i, chunk in enumerate(chunks):
             try:
                 block_idx, block_vals = chunk
