@@ -1,6 +1,11 @@
 """Kernels of the exact branch-and-bound oracle over signed atoms
 (:mod:`tensorcomp.oracles.signed_branch_bound`).
 
+The depth-first search has the shape of :mod:`tensorcomp.oracles._branch_bound_kernels`'s but
+stays separate: the state it updates on every branch (sign intervals of nested groups against
+0/1 bounds) differs in every step, and a shared kernel would take those steps as jitted function
+arguments, which compiles no less code and makes the searches harder to check.
+
 Problem: minimise ``sum_x c_x prod_k s_k[x_k]`` over sign vectors ``s_k in {-1, +1}^{r_k}``,
 stored as bits (1: +1, 0: -1), with ``c`` given as exact integers (the oracle quantises the
 direction, so every sum below is exact and an undo restores the state bit for bit).

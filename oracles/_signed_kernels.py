@@ -24,6 +24,12 @@ order, the lanes added ``((0 + 1) + 2) + 3``, then the blocks in block order. Th
 of a descent, ``sum_x c_x (-1)**q_x``, is summed the same way (a plain sum over the entries of
 the atom's exact signs). The NumPy twin :func:`signed_descend_np` takes the same decisions in
 the same order, so tests can demand bit-identical results.
+
+The batch kernel and its glue (block claiming, NumPy fallback, serial/parallel twins) mirror
+those of :mod:`tensorcomp.oracles._altmin_kernels` but stay separate: the inner arithmetic
+(parities and sign flips against zero counts and 0/1 switches) differs in every loop, and a
+shared kernel would take those steps as jitted function arguments, which compiles no less code
+and makes the hot loops harder to check against their NumPy twins.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
            "DEFAULT_RESTARTS", "MIN_RESTARTS", "BATCH_SIZE", "validated_indices", "zero_counts",
-           "mode_coefficients"]
+           "mode_coefficients", "multi_start", "candidate_starts", "distinct_starts"]
 
 #: the heuristic's per-entry building blocks, for a sweep over partitioned entries (summed
 #: over partitions by ``tensorcomp.distributed``): the zero counts of an atom on the entries,
@@ -77,7 +77,169 @@ class AltMinRun:
     status: str
 
 
-class AltMinOracle:
+def multi_start(starts, first_modes, descend, query, extra_random, random_atoms, *,
+                batch_size: int, min_restarts: int):
+    """Descend from the starts in batches of ``batch_size`` (``descend(batch, modes)``
+    descends the rows of ``batch`` in place and returns their values and update counts)
+    until the target is met after ``min_restarts`` starts, the starts run out (then, once,
+    ``extra_random`` more starts ``random_atoms(extra_random)`` if the target was missed), the
+    deadline passes or the query is interrupted. Returns the best atom (first minimiser: ties
+    go to the earlier start), its value from the descent and the run's diagnostics
+    (:class:`AltMinRun`)."""
+    best_value, best_theta, best_start = math.inf, None, -1
+    run = updates_total = 0
+    status = "restarts_exhausted"
+    escalated = False
+    while True:
+        if run >= starts.shape[0]:
+            if escalated or extra_random <= 0 or best_value <= query.target \
+                    or query.deadline.expired() or query.interrupted():
+                break
+            escalated = True  # the regular starts missed the target: more random ones
+            starts = np.ascontiguousarray(np.vstack([starts, random_atoms(extra_random)]))
+            first_modes = np.concatenate([first_modes, np.zeros(extra_random, dtype=np.int64)])
+        batch = starts[run:run + batch_size]  # contiguous rows, descended in place
+        values, updates = descend(batch, first_modes[run:run + batch_size])
+        i = int(np.argmin(values))  # first minimiser: ties go to the earlier start
+        if values[i] < best_value:
+            best_value, best_theta, best_start = float(values[i]), batch[i], run + i
+        run += batch.shape[0]
+        updates_total += int(updates.sum())
+        if best_value <= query.target and run >= min_restarts:
+            status = "target_reached"
+            break
+        if query.interrupted():  # the caller is being interrupted: what we have
+            status = "userinterrupt"
+            break
+        if run < starts.shape[0] and query.deadline.expired():
+            status = "time_limit"
+            break
+    return best_theta, best_value, AltMinRun(starts.shape[0], run, updates_total, best_start,
+                                             status)
+
+
+def candidate_starts(rho: int, p: int, last_theta, hints, random_starts, *,
+                     complement: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate starts of one call in run order, before their unobserved bits are fixed:
+    (n, rho) uint8 atoms and (n,) first modes. Order: all-ones (first update on mode 0), the
+    previous answer ``last_theta`` (None: no previous call), the checked ``hints`` (None: none),
+    with ``complement`` the previous answer's complement, all-ones with the first update on
+    modes 1, ..., p-1 (the first update is then the exact best atom that is all-ones outside
+    that mode), ``random_starts``."""
+    ones = np.ones((1, rho), dtype=np.uint8)
+    candidates = [(ones, 0)]
+    if last_theta is not None:
+        candidates.append((last_theta[None, :], 0))
+    if hints is not None:
+        candidates.append((hints, 0))
+    if complement and last_theta is not None:
+        candidates.append((~last_theta[None, :], 0))
+    candidates.extend((ones, k) for k in range(1, p))
+    candidates.append((random_starts, 0))
+    pool = np.concatenate([np.asarray(a, dtype=np.uint8) for a, _ in candidates], axis=0)
+    first_modes = np.concatenate([np.full(len(a), k, dtype=np.int64) for a, k in candidates])
+    return pool, first_modes
+
+
+def distinct_starts(pool, first_modes, rows, restarts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``restarts`` distinct (atom, first mode) pairs among ``rows`` of the pool, in
+    order, as a contiguous (n, rho) array and (n,) first modes."""
+    keep, seen = [], set()
+    for row in rows:
+        key = (pool[row].tobytes(), first_modes[row])
+        if key not in seen:
+            seen.add(key)
+            keep.append(row)
+            if len(keep) == restarts:
+                break
+    return np.ascontiguousarray(pool[keep]), first_modes[keep]
+
+
+class MultiStartAltMin:
+    """What the alternating-minimisation heuristics over 0/1 and signed atoms share: the
+    options, the entries, and the frame of ``separate`` (check the direction, prepare the
+    starts, descend them in batches, answer the best atom).
+
+    A subclass supplies ``_starting_atoms(hints)``, ``_no_entries(timer)``,
+    ``_multi_start(starts, first_modes, descend, query, timer, extra_random)`` (usually
+    :func:`multi_start` with its random atoms) and ``_descender(c, tol, max_updates,
+    use_threads)``: the function ``descend(batch, modes)`` that descends the rows of ``batch``
+    in place and returns their values and update counts. ``_MAX_MODES`` caps the order.
+    """
+
+    name = "altmin"
+    certifies = False
+    _MAX_MODES: int | None = None
+
+    def __init__(self, indices, shape, *, restarts: int, seed: int, max_sweeps: int,
+                 parallel: bool, min_restarts: int, batch_size: int) -> None:
+        self.shape = tuple(int(r) for r in shape)
+        #: (p, u) mode-major entry indices in an unsigned dtype: ``Observations.entries`` is a
+        #: view of such an array, which is then used as it is (no second copy of the entries)
+        self._idx = _mode_major(indices, self.shape, self._MAX_MODES)
+        for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
+                             ("min_restarts", min_restarts), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        self.restarts = int(restarts)
+        self.max_sweeps = int(max_sweeps)
+        self.parallel = bool(parallel)
+        self.min_restarts = int(min_restarts)
+        self.batch_size = int(batch_size)
+        self.offsets = atom_offsets(self.shape)
+        self.rho = int(self.offsets[-1])
+        self._rng = np.random.default_rng(seed)
+        self._last_theta: np.ndarray | None = None
+        self.last_run: AltMinRun | None = None
+
+    @property
+    def indices(self) -> np.ndarray:
+        """(u, p) view of the entries (no copy)."""
+        return self._idx.T
+
+    @property
+    def num_entries(self) -> int:
+        return self._idx.shape[1]
+
+    def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
+        """Best atom over the starts; ``extra_random`` more random starts are tried only if the
+        regular ones miss the target (callers escalate before paying for an exact oracle)."""
+        timer = Timer()
+        use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
+        c, c_abs_sum = _checked_direction(query.direction, self.num_entries, use_threads)
+        starts, first_modes = self._starting_atoms(query.hints)
+        if self.num_entries == 0:
+            return self._no_entries(timer)
+
+        tol = IMPROVEMENT_RTOL * c_abs_sum
+        max_updates = self.max_sweeps * len(self.shape)
+        descend = self._descender(c, tol, max_updates, use_threads)
+        best_theta, best_value, run = self._multi_start(starts, first_modes, descend, query,
+                                                        timer, extra_random)
+        theta = best_theta.astype(bool)
+        self._last_theta = theta
+        self.last_run = run
+        return OracleAnswer(
+            theta=theta,
+            # <c, v> as the descent's kernel summed it at its end, in its block order (whatever
+            # the thread count). Recomputing it in NumPy's order would be a serial pass plus a
+            # boolean-mask copy, a tenth of a two-thread call at 1e7 entries.
+            value=best_value,
+            lower_bound=-math.inf,
+            source=self.name,
+            time_s=timer.elapsed(),
+            status=run.status,
+            exact=False,
+        )
+
+    def _validated_hints(self, hints) -> np.ndarray:
+        hints = np.asarray(hints)
+        if hints.ndim != 2 or hints.shape[1] != self.rho:
+            raise ValueError(f"query.hints must have shape (k, {self.rho}), got {hints.shape}")
+        return hints.astype(bool)
+
+
+class AltMinOracle(MultiStartAltMin):
     """Multi-start alternating minimisation over 0/1 rank-1 atoms.
 
     indices: (u, p) integer array of the distinct observed entries.
@@ -105,8 +267,8 @@ class AltMinOracle:
         batch always runs, so a call can overrun ``query.deadline`` by one batch.
     """
 
-    name = "altmin"
-    certifies = False
+    # The zero counts are uint8.
+    _MAX_MODES = 255
 
     def __init__(
         self,
@@ -121,28 +283,14 @@ class AltMinOracle:
         batch_size: int = BATCH_SIZE,
         indexing: str = "auto",
     ) -> None:
-        self.shape = tuple(int(r) for r in shape)
-        #: (p, u) mode-major entry indices in an unsigned dtype: ``Observations.entries`` is a
-        #: view of such an array, which is then used as it is (no second copy of the entries)
-        self._idx = _mode_major(indices, self.shape)
-        for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
-                             ("min_restarts", min_restarts), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        super().__init__(indices, shape, restarts=restarts, seed=seed, max_sweeps=max_sweeps,
+                         parallel=parallel, min_restarts=min_restarts, batch_size=batch_size)
         if indexing not in INDEXINGS:
             raise ValueError(f"indexing must be one of {list(INDEXINGS)}, got {indexing!r}")
         if indexing == "auto":
             lists_bytes = 4 * self._idx.shape[0] * self._idx.shape[1]
             indexing = "lists" if lists_bytes <= LISTS_AUTO_MAX_BYTES else "counts"
         self.indexing = indexing
-        self.restarts = int(restarts)
-        self.max_sweeps = int(max_sweeps)
-        self.parallel = bool(parallel)
-        self.min_restarts = int(min_restarts)
-        self.batch_size = int(batch_size)
-
-        self.offsets = atom_offsets(self.shape)
-        self.rho = int(self.offsets[-1])
         if indexing == "lists":  # 4 bytes per (entry, mode): only for this variant
             self._mode_ptr, self._mode_entries = kernels.build_mode_lists(self._idx, self.offsets)
         else:
@@ -151,32 +299,8 @@ class AltMinOracle:
         # Bits no observed entry uses never change <c, v>: cleared in every start, they stay 0
         # (their coefficient is always 0, and a tied bit is never switched on).
         self._observed_bits = kernels.observed_bits(self._idx, self.offsets)
-        self._rng = np.random.default_rng(seed)
-        self._last_theta: np.ndarray | None = None
-        self.last_run: AltMinRun | None = None
 
-    @property
-    def indices(self) -> np.ndarray:
-        """(u, p) view of the entries (no copy)."""
-        return self._idx.T
-
-    @property
-    def num_entries(self) -> int:
-        return self._idx.shape[1]
-
-    # ---------------------------------------------------------------------------------------
-    def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
-        """Best atom over the starts; ``extra_random`` more random starts are tried only if the
-        regular ones miss the target (callers escalate before paying for an exact oracle)."""
-        timer = Timer()
-        use_threads = self.parallel and self.num_entries * len(self.shape) >= PARALLEL_MIN_WORK
-        c, c_abs_sum = _checked_direction(query.direction, self.num_entries, use_threads)
-        starts, first_modes = self._starting_atoms(query.hints)
-        if self.num_entries == 0:
-            return self._no_entries(timer)
-
-        tol = IMPROVEMENT_RTOL * c_abs_sum
-        max_updates = self.max_sweeps * len(self.shape)
+    def _descender(self, c, tol, max_updates, use_threads):
         if self.indexing == "counts":
             descend_batch = kernels.descend_batch_counts if use_threads \
                 else kernels.descend_batch_counts_serial
@@ -197,24 +321,11 @@ class AltMinOracle:
                               batch, batch_modes, max_updates, tol, values, updates)
             return values, updates
 
-        best_theta, best_value, run = self._multi_start(starts, first_modes, descend, query,
-                                                        timer, extra_random)
-        theta = best_theta.astype(bool)
-        self._last_theta = theta
-        self.last_run = run
-        return OracleAnswer(
-            theta=theta,
-            # <c, v> as the descent summed it at its end (over the entries with no zero mode;
-            # in blocks for "counts", whatever the thread count). Recomputing it in NumPy's
-            # order would be a serial pass plus a boolean-mask copy, a tenth of a two-thread
-            # call at 1e7 entries.
-            value=best_value,
-            lower_bound=-math.inf,
-            source=self.name,
-            time_s=timer.elapsed(),
-            status=run.status,
-            exact=False,
-        )
+        return descend
+
+    # _no_entries, _multi_start, _starting_atoms and _validated_hints are also run, as plain
+    # functions, by heuristics that are not subclasses (the distributed solve): they use only
+    # the attributes set in __init__ and module-level functions.
 
     def _no_entries(self, timer: Timer) -> OracleAnswer:
         """No entries: every atom has value 0; answer the empty atom."""
@@ -225,46 +336,15 @@ class AltMinOracle:
                             time_s=timer.elapsed(), status="no_entries", exact=False)
 
     def _multi_start(self, starts, first_modes, descend, query, timer, extra_random):
-        """Descend from the starts in batches of ``batch_size`` (``descend(batch, modes)``
-        descends the rows of ``batch`` in place and returns their values and update counts)
-        until the target is met after ``min_restarts`` starts, the starts run out (then, once,
-        ``extra_random`` more random ones if the target was missed) or the time is up.
-        Returns the best atom (first minimiser: ties go to the earlier start), its value from
-        the descent and the run's diagnostics. Shared with the partitioned prototype, which
-        must behave identically."""
-        best_value, best_theta, best_start = math.inf, None, -1
-        run = updates_total = 0
-        status = "restarts_exhausted"
-        escalated = False
-        while True:
-            if run >= starts.shape[0]:
-                if escalated or extra_random <= 0 or best_value <= query.target \
-                        or query.deadline.expired():
-                    break
-                escalated = True  # the regular starts missed the target: more random ones
-                more = self._rng.integers(0, 2, size=(extra_random, self.rho), dtype=np.uint8)
-                more &= self._observed_bits
-                starts = np.ascontiguousarray(np.vstack([starts, more]))
-                first_modes = np.concatenate([first_modes,
-                                              np.zeros(extra_random, dtype=np.int64)])
-            batch = starts[run:run + self.batch_size]  # contiguous rows, descended in place
-            values, updates = descend(batch, first_modes[run:run + self.batch_size])
-            i = int(np.argmin(values))  # first minimiser: ties go to the earlier start
-            if values[i] < best_value:
-                best_value, best_theta, best_start = float(values[i]), batch[i], run + i
-            run += batch.shape[0]
-            updates_total += int(updates.sum())
-            if best_value <= query.target and run >= self.min_restarts:
-                status = "target_reached"
-                break
-            if query.interrupted():  # the caller is being interrupted: what we have
-                status = "userinterrupt"
-                break
-            if run < starts.shape[0] and query.deadline.expired():
-                status = "time_limit"
-                break
-        return best_theta, best_value, AltMinRun(starts.shape[0], run, updates_total, best_start,
-                                                 status)
+        """:func:`multi_start`, the extra random starts drawn as Bernoulli(1/2) atoms on the
+        observed bits."""
+        def random_atoms(count):
+            atoms = self._rng.integers(0, 2, size=(count, self.rho), dtype=np.uint8)
+            atoms &= self._observed_bits
+            return atoms
+
+        return multi_start(starts, first_modes, descend, query, extra_random, random_atoms,
+                           batch_size=self.batch_size, min_restarts=self.min_restarts)
 
     # ---------------------------------------------------------------------------------------
     def _starting_atoms(self, hints) -> tuple[np.ndarray, np.ndarray]:
@@ -278,44 +358,20 @@ class AltMinOracle:
         block update can ever leave the zero atom). The random block is always drawn in full,
         so the generator advances by the same amount on every call.
         """
-        p = len(self.shape)
         random_starts = self._rng.integers(0, 2, size=(self.restarts, self.rho), dtype=np.uint8)
-        ones = np.ones((1, self.rho), dtype=np.uint8)
-        candidates = [(ones, 0)]
-        if self._last_theta is not None:
-            candidates.append((self._last_theta[None, :], 0))
-        if hints is not None:
-            candidates.append((self._validated_hints(hints), 0))
-        if self._last_theta is not None:
-            candidates.append((~self._last_theta[None, :], 0))
-        candidates.extend((ones, k) for k in range(1, p))
-        candidates.append((random_starts, 0))
-        pool = np.concatenate([np.asarray(a, dtype=np.uint8) for a, _ in candidates], axis=0)
+        pool, first_modes = candidate_starts(
+            self.rho, len(self.shape), self._last_theta,
+            None if hints is None else self._validated_hints(hints), random_starts,
+            complement=True)
         pool &= self._observed_bits
-        first_modes = np.concatenate([np.full(len(a), k, dtype=np.int64) for a, k in candidates])
-
         block_sizes = np.add.reduceat(pool, self.offsets[:-1], axis=1, dtype=np.int64)
         useful = (block_sizes == 0).sum(axis=1) <= 1
-        keep, seen = [], set()
-        for row in np.flatnonzero(useful):
-            key = (pool[row].tobytes(), first_modes[row])
-            if key not in seen:
-                seen.add(key)
-                keep.append(row)
-                if len(keep) == self.restarts:
-                    break
-        return np.ascontiguousarray(pool[keep]), first_modes[keep]
+        return distinct_starts(pool, first_modes, np.flatnonzero(useful), self.restarts)
 
     def _validated_direction(self, direction) -> np.ndarray:
         """The direction as contiguous float64, checked (shape, finite); shared with
         ``BranchBoundOracle``."""
         return _checked_direction(direction, self.num_entries, False)[0]
-
-    def _validated_hints(self, hints) -> np.ndarray:
-        hints = np.asarray(hints)
-        if hints.ndim != 2 or hints.shape[1] != self.rho:
-            raise ValueError(f"query.hints must have shape (k, {self.rho}), got {hints.shape}")
-        return hints.astype(bool)
 
 
 def _checked_direction(direction, num_entries: int, parallel: bool) -> tuple[np.ndarray, float]:
@@ -329,13 +385,14 @@ def _checked_direction(direction, num_entries: int, parallel: bool) -> tuple[np.
     return c, total
 
 
-def _mode_major(indices, shape: tuple[int, ...]) -> np.ndarray:
+def _mode_major(indices, shape: tuple[int, ...], max_modes: int | None = 255) -> np.ndarray:
     """Checked (p, u) C-contiguous unsigned view of the (u, p) entries: ``indices.T`` itself
-    when it already is one (``Observations.entries``), else a compact copy."""
+    when it already is one (``Observations.entries``), else a compact copy. At most
+    ``max_modes`` modes (None: any number)."""
     if not shape or any(r < 1 for r in shape):
         raise ValueError(f"shape must be a non-empty tuple of positive sizes, got {shape}")
-    if len(shape) > 255:
-        raise ValueError(f"shape has {len(shape)} modes; at most 255 are supported")
+    if max_modes is not None and len(shape) > max_modes:
+        raise ValueError(f"shape has {len(shape)} modes; at most {max_modes} are supported")
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.shape[1] != len(shape):
         raise ValueError(f"indices must have shape (u, {len(shape)}), got {indices.shape}")

@@ -115,145 +115,109 @@ PRESOLVE_SETTINGS = ("auto", "default", "fast", "aggressive", "off")
 AUTO_PRESOLVE_MAX_ENTRIES = 20_000
 
 
-class ScipOracle:
-    """Weak-separation oracle solving the full linearised IP with SCIP; certifies its bounds.
+def resolved_presolve(presolve: str, n_entries: int) -> str:
+    """The checked presolve setting, "auto" resolved for a model of ``n_entries`` entries."""
+    if presolve not in PRESOLVE_SETTINGS:
+        raise ValueError(f"presolve={presolve!r}: expected one of {PRESOLVE_SETTINGS}")
+    if presolve == "auto":
+        return "default" if n_entries <= AUTO_PRESOLVE_MAX_ENTRIES else "off"
+    return presolve
 
-    indices: (u, p) int array of the distinct observed entries.
-    shape: mode sizes (r_1, ..., r_p).
-    formulation: only "full" (sign-independent, so the model can be reused across directions).
-    presolve: SCIP presolve setting, one of "auto", "default", "fast", "aggressive", "off".
-        "auto" (default): "default" up to AUTO_PRESOLVE_MAX_ENTRIES entries, "off" above, where
-        the per-call re-presolve would cost more than it gains.
-    threads: accepted for interface compatibility and ignored: SCIP's branch and bound is
-        sequential here (concurrent solving is a different code path not used by this oracle).
-    scip_params: extra SCIP parameters ``{name: value}``, applied last (they win).
-    emphasis: optional SCIP emphasis name ("optimality", "feasibility", "hardlp", ...), applied
-        before the presolve setting.
 
-    Unobserved mode indices never influence <c, v>; they get no variable and are reported as 0.
-    Call ``close()`` (or use the oracle as a context manager) to free SCIP's memory promptly.
+class ScipModelOracle:
+    """What the SCIP oracles share: the settings, the lifecycle of the one model, the checks
+    on a query, the weak-separation limits and the solve with its read-back.
+
+    A subclass builds the model when there are entries (``_build_model``: the rows, read
+    with ``_read_lp``, which also sets ``_observed_bit_vars``, the binaries of
+    ``observed_bits`` in order; it keeps its variables in the lists named in
+    ``_VARIABLE_LISTS``), sets a normalised direction as the objective (``_set_objective``), hands SCIP
+    a complete start (``_add_full_solution``) and says how many variables the model has
+    (``n_variables``) and how its objective scales (``_OBJECTIVE_ABS_FACTOR``).
     """
 
     name = "scip"
     certifies = True
+    #: the attributes holding SCIP variable wrappers, emptied before the model is freed
+    _VARIABLE_LISTS: tuple[str, ...] = ("_observed_bit_vars",)
+    #: the value reported for the bits that no entry uses (they have no variable)
+    _UNOBSERVED_BIT = False
+    #: the sum of the objective's absolute coefficients is at most this times sum|c| (every
+    #: variable is in [0, 1])
+    _OBJECTIVE_ABS_FACTOR = 1.0
+    #: the name of the thread that runs SCIP
+    _SOLVE_THREAD = "scip-solve"
 
-    def __init__(
-        self,
-        indices: np.ndarray,
-        shape: Sequence[int],
-        *,
-        formulation: str = "full",
-        presolve: str = "auto",
-        threads: int = 1,
-        scip_params: Mapping[str, Any] | None = None,
-        emphasis: str | None = None,
-    ) -> None:
-        self._model = None  # first, so that close()/__del__ work even if the constructor fails
+    def _start_init(self) -> None:
+        """First in the constructor, so that close()/__del__ work even if it fails."""
+        self._model = None
         #: the interrupt flag of the call in progress (``SeparationQuery.interrupt_event``)
         self._interrupt = threading.Event()
-        self._theta_vars: list = []
-        self._phi_vars: list = []
-        self._phi_terms: list = []
-        self._observed_theta_vars: list = []
-        self.shape = tuple(int(r) for r in shape)
-        self.indices = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
-        if self.indices.ndim != 2 or self.indices.shape[1] != len(self.shape):
-            raise ValueError(
-                f"indices must be (u, {len(self.shape)}) for shape {self.shape}, "
-                f"got {self.indices.shape}"
-            )
-        if np.any(self.indices < 0) or np.any(self.indices >= np.asarray(self.shape)):
-            raise ValueError("indices out of range for shape")
-        if formulation != "full":
-            raise ValueError(f"formulation={formulation!r}: only 'full' is implemented")
-        if presolve not in PRESOLVE_SETTINGS:
-            raise ValueError(f"presolve={presolve!r}: expected one of {PRESOLVE_SETTINGS}")
-        if int(threads) < 1:
-            raise ValueError("threads must be >= 1")
-        self.formulation = formulation
-        if presolve == "auto":
-            presolve = "default" if self.indices.shape[0] <= AUTO_PRESOLVE_MAX_ENTRIES else "off"
+        self._forget_variables()
+
+    def _set_options(self, presolve: str, threads, scip_params, emphasis) -> None:
+        """``presolve`` as :func:`resolved_presolve` returns it, ``threads`` checked."""
         self.presolve = presolve
         self.threads = int(threads)
         self.emphasis = emphasis
         self.scip_params = dict(scip_params or {})
 
-        self.u, self.p = self.indices.shape
+    def _set_entries(self, indices: np.ndarray) -> None:
+        """Sizes, offsets and observed bits of the checked (u, p) int64 entries."""
+        self.indices = indices
+        self.u, self.p = indices.shape
         self.rho = int(sum(self.shape))
         self.offsets = atom_offsets(self.shape)
-        # global bit of every (entry, mode) pair, and the bits that some entry actually uses
-        self._bits = self.indices + self.offsets[:-1]
-        self.observed_mask = observed_bit_mask(self.indices, self.shape)
+        self.observed_mask = observed_bit_mask(indices, self.shape)
         self.observed_bits = np.flatnonzero(self.observed_mask)
 
+    def _build(self) -> None:
+        """Last in the constructor: the diagnostics, then the model."""
         self.failures: list[str] = []
+        #: whether the last call's solve was stopped by the interrupt flag or Ctrl-C
+        self.interrupted = False
         self.build_time_s = 0.0
         #: SCIP's raw numbers from the last solve (objective values in the caller's units), for
         #: diagnostics and benchmarks; SCIP's own bounds are NOT shaded here.
         self.last_stats: dict[str, Any] = {}
-
         timer = Timer()
-        self._build_model()
-        self.build_time_s = timer.elapsed()
-
-    # -------------------------------------------------------------------------------------------
-    # model construction
-
-    def _lp_text(self) -> str:
-        """The model in CPLEX LP format, formatted with one C-level ``%`` per block of rows.
-
-        Names: ``t<bit>`` for theta (global bit index), ``f<i>`` for phi of entry i. Rows are left
-        unnamed (the reader numbers them) to keep the file and the name tables small. The
-        objective is a placeholder: the real one is set per call.
-        """
-        u, p = self.u, self.p
-        parts = ["Minimize\n obj: 0 t%d\nSubject To\n" % self.observed_bits[0]]
-        # p upper rows per entry: phi_x - theta_k[x_k] <= 0
-        pairs = np.empty((u * p, 2), dtype=np.int64)
-        pairs[:, 0] = np.repeat(np.arange(u, dtype=np.int64), p)
-        pairs[:, 1] = self._bits.ravel()
-        parts.append((" f%d - t%d <= 0\n" * (u * p)) % tuple(pairs.ravel().tolist()))
-        # one lower row per entry: phi_x - sum_k theta_k[x_k] >= -(p - 1)
-        rows = np.empty((u, p + 1), dtype=np.int64)
-        rows[:, 0] = np.arange(u, dtype=np.int64)
-        rows[:, 1:] = self._bits
-        line = " f%d" + " - t%d" * p + " >= %d\n" % (-(p - 1))
-        parts.append((line * u) % tuple(rows.ravel().tolist()))
-        parts.append("Binaries\n")
-        parts.append((" t%d\n" * self.observed_bits.size) % tuple(self.observed_bits.tolist()))
-        parts.append("End\n")
-        return "".join(parts)
-
-    def _build_model(self) -> None:
         model = Model()
         model.hideOutput()
         self._model = model
-        if self.u == 0:
-            return  # nothing to optimise; separate() answers without SCIP
-        with tempfile.TemporaryDirectory(prefix="tensorcomp_scip_") as tmp:
-            path = os.path.join(tmp, "lmo.lp")
-            with open(path, "w") as handle:
-                handle.write(self._lp_text())
-            model.readProblem(path)
+        if self.u:  # else nothing to optimise: separate() answers without SCIP
+            self._build_model()
+            self._apply_settings()
+        self.build_time_s = timer.elapsed()
 
-        theta_vars = [None] * self.rho
-        phi_vars = [None] * self.u
+    def _read_lp(self, lp_text: str, bit_letter: str, n_continuous: int,
+                 label: str) -> tuple[list, list]:
+        """Read the problem of the LP file ``lp_text`` into the (empty) model and return its
+        variables: (by global bit, None where no entry uses the bit; by index). Names: the
+        binaries ``bit_letter`` + global bit, the ``n_continuous`` others one other letter +
+        index; the others get their upper bound 1 here (the reader's Bounds section is slow).
+        """
+        model = self._model
+        with tempfile.TemporaryDirectory(prefix=f"tensorcomp_{label}_") as tmp:
+            path = os.path.join(tmp, f"{label}.lp")
+            with open(path, "w") as handle:
+                handle.write(lp_text)
+            model.readProblem(path)
+        bit_vars = [None] * self.rho
+        continuous = [None] * n_continuous
         for var in model.getVars():
             name = var.name
-            if name[0] == "t":
-                theta_vars[int(name[1:])] = var
+            if name[0] == bit_letter:
+                bit_vars[int(name[1:])] = var
             else:
-                phi_vars[int(name[1:])] = var
+                continuous[int(name[1:])] = var
                 model.chgVarUb(var, 1.0)
-        if any(v is None for v in phi_vars) or any(
-            theta_vars[b] is None for b in self.observed_bits.tolist()
+        if any(v is None for v in continuous) or any(
+            bit_vars[b] is None for b in self.observed_bits.tolist()
         ):
-            raise RuntimeError("SCIP's LP reader lost variables while building the LMO model")
-        self._theta_vars = theta_vars
-        self._phi_vars = phi_vars
-        self._phi_terms = [Term(var) for var in phi_vars]
-        self._observed_theta_vars = [theta_vars[b] for b in self.observed_bits.tolist()]
-        self._apply_settings()
+            raise RuntimeError(f"SCIP's LP reader lost variables while building the {label} "
+                               "model")
+        self._observed_bit_vars = [bit_vars[b] for b in self.observed_bits.tolist()]
+        return bit_vars, continuous
 
     def _apply_settings(self) -> None:
         model = self._model
@@ -277,30 +241,33 @@ class ScipOracle:
         self._dualfeastol = float(model.getParam("numerics/dualfeastol"))
 
     def dual_margin(self, scale: float) -> float:
-        """How much SCIP's dual bound may overstate the minimum, in normalised units.
+        """How much SCIP's dual bound may overstate the minimum, in normalised units (``scale``
+        = 1 + sum|c'| for the normalised direction c').
 
         SCIP is not an exact-arithmetic solver: an LP bound comes from a solution that may
         violate each row by up to ``numerics/feastol`` (moving the objective by at most
-        feastol * sum|c|, as every variable is in [0, 1]) and whose reduced costs may be off by
-        up to ``numerics/dualfeastol`` (at most dualfeastol per variable). The margin is
-        DUAL_MARGIN_FACTOR times that first-order error: feastol * (1 + sum|c|) +
+        feastol times the sum of its absolute coefficients, ``_OBJECTIVE_ABS_FACTOR * sum|c'|``,
+        as every variable is in [0, 1]) and whose reduced costs may be off by up to
+        ``numerics/dualfeastol`` (at most dualfeastol per variable). The margin is
+        DUAL_MARGIN_FACTOR times that first-order error: feastol * factor * (1 + sum|c'|) +
         dualfeastol * (number of variables). Bounds are shaded by it, and certification levels
         are aimed two margins higher. Tests cross-check the shaded bounds against enumeration.
         """
-        n_vars = self.u + self.observed_bits.size
-        return DUAL_MARGIN_FACTOR * (self._feastol * scale + self._dualfeastol * n_vars)
+        return DUAL_MARGIN_FACTOR * (self._feastol * self._OBJECTIVE_ABS_FACTOR * scale
+                                     + self._dualfeastol * self.n_variables)
 
     # -------------------------------------------------------------------------------------------
     # lifecycle
+
+    def _forget_variables(self) -> None:
+        for name in self._VARIABLE_LISTS:
+            setattr(self, name, [])
 
     def close(self) -> None:
         """Free SCIP's memory now. The oracle cannot be used afterwards."""
         model, self._model = self._model, None
         # Drop the variable wrappers before the SCIP instance they point into.
-        self._theta_vars = []
-        self._phi_vars = []
-        self._phi_terms = []
-        self._observed_theta_vars = []
+        self._forget_variables()
         if model is not None:
             model.free()
 
@@ -315,7 +282,7 @@ class ScipOracle:
         """The underlying ``pyscipopt.Model`` (diagnostics only: do not change its problem)."""
         return self._model
 
-    def __enter__(self) -> "ScipOracle":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -324,81 +291,43 @@ class ScipOracle:
     # -------------------------------------------------------------------------------------------
     # one weak-separation call
 
-    def separate(self, query: SeparationQuery) -> OracleAnswer:
-        """Solve min <c, v> until the target is beaten, the level is certified, or time is up."""
-        timer = Timer()
+    def _checked_direction(self, query: SeparationQuery) -> np.ndarray:
+        """The query's direction, checked; takes the query's interrupt flag for this call."""
         if self._model is None:
-            raise RuntimeError("ScipOracle is closed")
+            raise RuntimeError(f"{type(self).__name__} is closed")
         c = np.asarray(query.direction, dtype=np.float64)
         if c.shape != (self.u,):
             raise ValueError(f"direction must have shape ({self.u},), got {c.shape}")
         if not np.all(np.isfinite(c)):
             raise ValueError("direction has non-finite entries")
         self._interrupt = query.interrupt_event()
+        self.interrupted = False
+        return c
 
-        hint_theta, hint_value = self._best_hint(c, query.hints)
-        if hint_theta is not None and hint_value <= query.target:
-            # The weak-separation question is already answered positively; SCIP could only stop
-            # at once (after a presolve that costs seconds at large |U|).
-            return OracleAnswer(
-                theta=hint_theta, value=hint_value, lower_bound=-math.inf, source=self.name,
-                time_s=timer.elapsed(), status="hint", exact=False,
-            )
-        if self.u == 0:
-            theta = np.zeros(self.rho, dtype=bool)
-            return OracleAnswer(
-                theta=theta, value=0.0, lower_bound=0.0, source=self.name,
-                time_s=timer.elapsed(), status="optimal", exact=True,
-            )
-
-        # SCIP works with absolute tolerances (1e-9 .. 1e-6): on a raw gradient (entries ~2/n times
-        # residuals) it returns "optimal" answers several percent off and dual bounds above the
-        # minimum. Normalising max|c| to 1 makes its tolerances relative to the direction.
-        unit = float(np.abs(c).max())
-        if unit == 0.0:
-            unit = 1.0
-        c_scip = c / unit
-        scale = 1.0 + float(np.abs(c_scip).sum())  # |<c, v>| / unit < scale for every atom v
-        margin = self.dual_margin(scale)  # in SCIP's (normalised) units
+    def _solve_query(self, query, c_scip, unit, start_theta, scale, margin):
+        """``_solve`` for the query, SCIP's errors caught: (status, incumbent bits or None,
+        dual bound, seconds in SCIP, the error's message or None)."""
         ip_timer = Timer()
         try:
-            status, scip_theta, dual = self._solve(
+            status, theta, dual = self._solve(
                 c_scip, unit, query.target / unit, query.certify_level / unit, query.deadline,
-                hint_theta, scale, margin, timer,
+                start_theta, scale, margin,
             )
         except Exception as exc:  # SCIP errors must not kill the caller's run
             message = f"{type(exc).__name__}: {exc}"
             self.failures.append(message)
-            return OracleAnswer(
-                theta=hint_theta, value=hint_value, lower_bound=-math.inf, source=self.name,
-                time_s=timer.elapsed(), status=f"error: {message}", exact=False,
-                ip_calls=1, ip_time_s=ip_timer.elapsed(), failures=[message],
-            )
-        ip_time = ip_timer.elapsed()
+            return None, None, -math.inf, ip_timer.elapsed(), message
+        return status, theta, dual, ip_timer.elapsed(), None
 
-        # Best atom seen: SCIP's incumbent or the hint, compared by their exact values.
-        theta, value = hint_theta, hint_value
-        if scip_theta is not None:
-            scip_value = self._value(c, scip_theta)
-            if theta is None or scip_value < value:
-                theta, value = scip_theta, scip_value
+    @staticmethod
+    def _shaded(dual: float, margin: float, unit: float) -> float:
+        """SCIP's dual bound in the caller's units, lowered by the margin for SCIP's tolerances
+        and for the conversion back."""
+        return unit * (dual - margin) * (1.0 + 4.0 * _EPS) - 4.0 * _EPS * unit
 
-        meaning = STATUS_MEANING.get(status, _UNKNOWN_STATUS)
-        lower_bound = -math.inf
-        if meaning.bound_valid and dual > -SCIP_INFINITY:
-            # SCIP's dual bound can overshoot the true minimum by its tolerances: shade it, and
-            # never claim more than an atom we hold proves possible.
-            lower_bound = unit * (dual - margin) * (1.0 + 4.0 * _EPS) - 4.0 * _EPS * unit
-            if theta is not None:
-                lower_bound = min(lower_bound, value)
-        return OracleAnswer(
-            theta=theta, value=value, lower_bound=lower_bound, source=self.name,
-            time_s=timer.elapsed(), status=status, exact=meaning.exact and theta is not None,
-            ip_calls=1, ip_time_s=ip_time,
-        )
-
-    def _solve(self, c, unit, target, level, deadline, hint_theta, scale, margin, timer):
-        """Run SCIP once on the normalised direction ``c`` (target and level in its units).
+    def _solve(self, c, unit, target, level, deadline, start_theta, scale, margin):
+        """Run SCIP once on the normalised direction ``c`` (target and level in its units),
+        warm-started from ``start_theta`` unless it is None.
 
         Returns (status, incumbent bits or None, SCIP's dual bound in normalised units).
         """
@@ -434,16 +363,16 @@ class ScipOracle:
             return "timelimit", None, -math.inf
         model.setParam("limits/time", min(remaining, SCIP_INFINITY))
 
-        if hint_theta is not None:
-            self._add_full_solution(hint_theta)
+        if start_theta is not None:
+            self._add_full_solution(start_theta)
         self._optimize_interruptibly()
 
         status = model.getStatus()
         theta = None
         if model.getNSols() > 0:
             sol = model.getBestSol()
-            theta = np.zeros(self.rho, dtype=bool)
-            values = [model.getSolVal(sol, var) for var in self._observed_theta_vars]
+            theta = np.full(self.rho, self._UNOBSERVED_BIT, dtype=bool)
+            values = [model.getSolVal(sol, var) for var in self._observed_bit_vars]
             theta[self.observed_bits] = np.asarray(values) > 0.5
         dual = float(model.getDualbound())
         if math.isnan(dual):
@@ -461,8 +390,163 @@ class ScipOracle:
         return status, theta, dual
 
     def _optimize_interruptibly(self) -> None:
-        if optimize_interruptibly(self._model, self._interrupt):
+        if optimize_interruptibly(self._model, self._interrupt, self._SOLVE_THREAD):
             self.interrupted = True
+
+
+class ScipOracle(ScipModelOracle):
+    """Weak-separation oracle solving the full linearised IP with SCIP; certifies its bounds.
+
+    indices: (u, p) int array of the distinct observed entries.
+    shape: mode sizes (r_1, ..., r_p).
+    formulation: only "full" (sign-independent, so the model can be reused across directions).
+    presolve: SCIP presolve setting, one of "auto", "default", "fast", "aggressive", "off".
+        "auto" (default): "default" up to AUTO_PRESOLVE_MAX_ENTRIES entries, "off" above, where
+        the per-call re-presolve would cost more than it gains.
+    threads: accepted for interface compatibility and ignored: SCIP's branch and bound is
+        sequential here (concurrent solving is a different code path not used by this oracle).
+    scip_params: extra SCIP parameters ``{name: value}``, applied last (they win).
+    emphasis: optional SCIP emphasis name ("optimality", "feasibility", "hardlp", ...), applied
+        before the presolve setting.
+
+    Unobserved mode indices never influence <c, v>; they get no variable and are reported as 0.
+    Call ``close()`` (or use the oracle as a context manager) to free SCIP's memory promptly.
+    """
+
+    _VARIABLE_LISTS = ("_theta_vars", "_phi_vars", "_phi_terms", "_observed_bit_vars")
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        shape: Sequence[int],
+        *,
+        formulation: str = "full",
+        presolve: str = "auto",
+        threads: int = 1,
+        scip_params: Mapping[str, Any] | None = None,
+        emphasis: str | None = None,
+    ) -> None:
+        self._start_init()
+        self.shape = tuple(int(r) for r in shape)
+        indices = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+        if indices.ndim != 2 or indices.shape[1] != len(self.shape):
+            raise ValueError(
+                f"indices must be (u, {len(self.shape)}) for shape {self.shape}, "
+                f"got {indices.shape}"
+            )
+        if np.any(indices < 0) or np.any(indices >= np.asarray(self.shape)):
+            raise ValueError("indices out of range for shape")
+        if formulation != "full":
+            raise ValueError(f"formulation={formulation!r}: only 'full' is implemented")
+        presolve = resolved_presolve(presolve, indices.shape[0])
+        if int(threads) < 1:
+            raise ValueError("threads must be >= 1")
+        self.formulation = formulation
+        self._set_options(presolve, threads, scip_params, emphasis)
+        self._set_entries(indices)
+        # global bit of every (entry, mode) pair
+        self._bits = self.indices + self.offsets[:-1]
+        self._build()
+
+    @property
+    def n_variables(self) -> int:
+        return self.u + int(self.observed_bits.size)
+
+    # -------------------------------------------------------------------------------------------
+    # model construction
+
+    def _lp_text(self) -> str:
+        """The model in CPLEX LP format, formatted with one C-level ``%`` per block of rows.
+
+        Names: ``t<bit>`` for theta (global bit index), ``f<i>`` for phi of entry i. Rows are left
+        unnamed (the reader numbers them) to keep the file and the name tables small. The
+        objective is a placeholder: the real one is set per call.
+        """
+        u, p = self.u, self.p
+        parts = ["Minimize\n obj: 0 t%d\nSubject To\n" % self.observed_bits[0]]
+        # p upper rows per entry: phi_x - theta_k[x_k] <= 0
+        pairs = np.empty((u * p, 2), dtype=np.int64)
+        pairs[:, 0] = np.repeat(np.arange(u, dtype=np.int64), p)
+        pairs[:, 1] = self._bits.ravel()
+        parts.append((" f%d - t%d <= 0\n" * (u * p)) % tuple(pairs.ravel().tolist()))
+        # one lower row per entry: phi_x - sum_k theta_k[x_k] >= -(p - 1)
+        rows = np.empty((u, p + 1), dtype=np.int64)
+        rows[:, 0] = np.arange(u, dtype=np.int64)
+        rows[:, 1:] = self._bits
+        line = " f%d" + " - t%d" * p + " >= %d\n" % (-(p - 1))
+        parts.append((line * u) % tuple(rows.ravel().tolist()))
+        parts.append("Binaries\n")
+        parts.append((" t%d\n" * self.observed_bits.size) % tuple(self.observed_bits.tolist()))
+        parts.append("End\n")
+        return "".join(parts)
+
+    def _build_model(self) -> None:
+        theta_vars, phi_vars = self._read_lp(self._lp_text(), "t", self.u, "lmo")
+        self._theta_vars = theta_vars
+        self._phi_vars = phi_vars
+        self._phi_terms = [Term(var) for var in phi_vars]
+
+    # -------------------------------------------------------------------------------------------
+    # one weak-separation call
+
+    def separate(self, query: SeparationQuery) -> OracleAnswer:
+        """Solve min <c, v> until the target is beaten, the level is certified, or time is up."""
+        timer = Timer()
+        c = self._checked_direction(query)
+
+        hint_theta, hint_value = self._best_hint(c, query.hints)
+        if hint_theta is not None and hint_value <= query.target:
+            # The weak-separation question is already answered positively; SCIP could only stop
+            # at once (after a presolve that costs seconds at large |U|).
+            return OracleAnswer(
+                theta=hint_theta, value=hint_value, lower_bound=-math.inf, source=self.name,
+                time_s=timer.elapsed(), status="hint", exact=False,
+            )
+        if self.u == 0:
+            theta = np.zeros(self.rho, dtype=bool)
+            return OracleAnswer(
+                theta=theta, value=0.0, lower_bound=0.0, source=self.name,
+                time_s=timer.elapsed(), status="optimal", exact=True,
+            )
+
+        # SCIP works with absolute tolerances (1e-9 .. 1e-6): on a raw gradient (entries ~2/n times
+        # residuals) it returns "optimal" answers several percent off and dual bounds above the
+        # minimum. Normalising max|c| to 1 makes its tolerances relative to the direction.
+        unit = float(np.abs(c).max())
+        if unit == 0.0:
+            unit = 1.0
+        c_scip = c / unit
+        scale = 1.0 + float(np.abs(c_scip).sum())  # |<c, v>| / unit < scale for every atom v
+        margin = self.dual_margin(scale)  # in SCIP's (normalised) units
+        status, scip_theta, dual, ip_time, error = self._solve_query(
+            query, c_scip, unit, hint_theta, scale, margin)
+        if error is not None:
+            return OracleAnswer(
+                theta=hint_theta, value=hint_value, lower_bound=-math.inf, source=self.name,
+                time_s=timer.elapsed(), status=f"error: {error}", exact=False,
+                ip_calls=1, ip_time_s=ip_time, failures=[error],
+            )
+
+        # Best atom seen: SCIP's incumbent or the hint, compared by their exact values.
+        theta, value = hint_theta, hint_value
+        if scip_theta is not None:
+            scip_value = self._value(c, scip_theta)
+            if theta is None or scip_value < value:
+                theta, value = scip_theta, scip_value
+
+        meaning = STATUS_MEANING.get(status, _UNKNOWN_STATUS)
+        lower_bound = -math.inf
+        if meaning.bound_valid and dual > -SCIP_INFINITY:
+            # SCIP's dual bound can overshoot the true minimum by its tolerances: shade it, and
+            # never claim more than an atom we hold proves possible.
+            lower_bound = self._shaded(dual, margin, unit)
+            if theta is not None:
+                lower_bound = min(lower_bound, value)
+        return OracleAnswer(
+            theta=theta, value=value, lower_bound=lower_bound, source=self.name,
+            time_s=timer.elapsed(), status=status, exact=meaning.exact and theta is not None,
+            ip_calls=1, ip_time_s=ip_time,
+        )
 
     def _set_objective(self, c: np.ndarray) -> None:
         """Only nonzero coefficients are passed; ``clear=True`` zeroes the rest in C.

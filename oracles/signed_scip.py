@@ -46,28 +46,20 @@ starting atoms, so the answer always holds an atom of value ``<= 0``.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from pyscipopt import SCIP_PARAMEMPHASIS, SCIP_PARAMSETTING, Model
 from pyscipopt.scip import Expr, Term
 
 from .altmin import validated_indices
-from .base import (OracleAnswer, SeparationQuery, Timer, atom_offsets, rounding_error,
-                   signed_atom_dot, signed_trivial_lower_bound)
-from .scip import (AUTO_PRESOLVE_MAX_ENTRIES, DUAL_MARGIN_FACTOR, LIMIT_OFF,
-                   PRESOLVE_SETTINGS, PRIMAL_AIM, SCIP_FEASTOL, SCIP_INFINITY, STATUS_MEANING,
-                   optimize_interruptibly)
+from .base import (OracleAnswer, SeparationQuery, Timer, rounding_error, signed_atom_dot,
+                   signed_trivial_lower_bound)
+from .scip import SCIP_INFINITY, STATUS_MEANING, ScipModelOracle, resolved_presolve
 from .signed_branch_bound import normalised_signed_atom
 
 __all__ = ["SignedScipOracle", "prefix_order"]
 
-_EPS = float(np.finfo(np.float64).eps)
 _UNKNOWN_STATUS = STATUS_MEANING["unknown"]
-
 
 
 def prefix_order(indices: np.ndarray, shape: Sequence[int]) -> tuple[int, ...]:
@@ -89,7 +81,7 @@ def prefix_order(indices: np.ndarray, shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(order)
 
 
-class SignedScipOracle:
+class SignedScipOracle(ScipModelOracle):
     """Weak-separation oracle over signed atoms solving the compact recursive IP with SCIP;
     certifies its bounds.
 
@@ -108,8 +100,10 @@ class SignedScipOracle:
     Call ``close()`` (or use the oracle as a context manager) to free SCIP's memory promptly.
     """
 
-    name = "scip"
-    certifies = True
+    _VARIABLE_LISTS = ("_bit_vars", "_prefix_vars", "_leaf_terms", "_observed_bit_vars")
+    _UNOBSERVED_BIT = True
+    _OBJECTIVE_ABS_FACTOR = 2.0  # the objective is 2 sum_x c_x w_x - sum_x c_x
+    _SOLVE_THREAD = "signed-scip-solve"
 
     def __init__(
         self,
@@ -122,40 +116,22 @@ class SignedScipOracle:
         scip_params: Mapping[str, Any] | None = None,
         emphasis: str | None = None,
     ) -> None:
-        self._model = None  # first, so that close()/__del__ work even if the constructor fails
-        self._interrupt = threading.Event()
-        self._bit_vars: list = []
-        self._prefix_vars: list = []
-        self._leaf_terms: list = []
-        self._observed_bit_vars: list = []
+        self._start_init()
         self.shape = tuple(int(r) for r in shape)
-        self.indices = validated_indices(indices, self.shape)
+        indices = validated_indices(indices, self.shape)
         p = len(self.shape)
         if mode_order is None:
-            mode_order = prefix_order(self.indices, self.shape)
+            mode_order = prefix_order(indices, self.shape)
         mode_order = tuple(int(k) for k in mode_order)
         if sorted(mode_order) != list(range(p)):
             raise ValueError(f"mode_order must be a permutation of range({p}), got {mode_order!r}")
-        if presolve not in PRESOLVE_SETTINGS:
-            raise ValueError(f"presolve={presolve!r}: expected one of {PRESOLVE_SETTINGS}")
+        presolve = resolved_presolve(presolve, indices.shape[0])
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
                 or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.mode_order = mode_order
-        if presolve == "auto":
-            presolve = "default" if self.indices.shape[0] <= AUTO_PRESOLVE_MAX_ENTRIES else "off"
-        self.presolve = presolve
-        self.threads = int(threads)
-        self.emphasis = emphasis
-        self.scip_params = dict(scip_params or {})
-
-        self.u, self.p = self.indices.shape
-        self.rho = int(sum(self.shape))
-        self.offsets = atom_offsets(self.shape)
-        self.observed_mask = np.zeros(self.rho, dtype=bool)
-        for k in range(self.p):
-            self.observed_mask[self.offsets[k] + self.indices[:, k]] = True
-        self.observed_bits = np.flatnonzero(self.observed_mask)
+        self._set_options(presolve, threads, scip_params, emphasis)
+        self._set_entries(indices)
         # one observed bit per mode but the last of the prefix order, fixed to +1: the bit of
         # the lowest observed index
         self.symmetry_bits = np.asarray(
@@ -163,16 +139,7 @@ class SignedScipOracle:
             if self.u else [], dtype=np.int64)
         self._free_mode = mode_order[-1]
         self._build_prefixes()
-
-        self.failures: list[str] = []
-        #: whether the last call's solve was stopped by the interrupt flag or Ctrl-C
-        self.interrupted = False
-        self.build_time_s = 0.0
-        #: SCIP's raw numbers from the last solve (objective values in the caller's units)
-        self.last_stats: dict[str, Any] = {}
-        timer = Timer()
-        self._build_model()
-        self.build_time_s = timer.elapsed()
+        self._build()
 
     # -------------------------------------------------------------------------------------------
     # model construction
@@ -241,98 +208,16 @@ class SignedScipOracle:
         return "".join(parts)
 
     def _build_model(self) -> None:
-        model = Model()
-        model.hideOutput()
-        self._model = model
-        if self.u == 0:
-            return  # nothing to optimise; separate() answers without SCIP
-        with tempfile.TemporaryDirectory(prefix="tensorcomp_signed_scip_") as tmp:
-            path = os.path.join(tmp, "signed_lmo.lp")
-            with open(path, "w") as handle:
-                handle.write(self._lp_text())
-            model.readProblem(path)
-
-        bit_vars = [None] * self.rho
-        prefix_vars = [None] * self.n_prefix_vars
-        for var in model.getVars():
-            name = var.name
-            if name[0] == "z":
-                bit_vars[int(name[1:])] = var
-            else:
-                prefix_vars[int(name[1:])] = var
-                model.chgVarUb(var, 1.0)  # implied by the rows; explicit for the LP
-        if any(v is None for v in prefix_vars) or any(
-            bit_vars[b] is None for b in self.observed_bits.tolist()
-        ):
-            raise RuntimeError("SCIP's LP reader lost variables while building the signed model")
+        # the prefix variables' upper bound 1 is implied by the rows; explicit for the LP
+        bit_vars, prefix_vars = self._read_lp(self._lp_text(), "z", self.n_prefix_vars,
+                                              "signed")
         for b in self.symmetry_bits.tolist():
-            model.chgVarLb(bit_vars[b], 1.0)
+            self._model.chgVarLb(bit_vars[b], 1.0)
         self._bit_vars = bit_vars
         self._prefix_vars = prefix_vars
         leaf_vars = [prefix_vars[j] if j >= 0 else bit_vars[-1 - j]
                      for j in self._leaf_of.tolist()]
         self._leaf_terms = [Term(var) for var in leaf_vars]
-        self._observed_bit_vars = [bit_vars[b] for b in self.observed_bits.tolist()]
-        self._apply_settings()
-
-    def _apply_settings(self) -> None:
-        model = self._model
-        if self.emphasis is not None:
-            try:
-                setting = getattr(SCIP_PARAMEMPHASIS, str(self.emphasis).upper())
-            except AttributeError:
-                raise ValueError(f"unknown SCIP emphasis {self.emphasis!r}") from None
-            model.setEmphasis(setting, quiet=True)
-        model.setPresolve(getattr(SCIP_PARAMSETTING, self.presolve.upper()))
-        model.setParam("constraints/logicor/maxprerounds", 0)
-        model.setParam("numerics/feastol", SCIP_FEASTOL)
-        model.setParam("numerics/dualfeastol", SCIP_FEASTOL)
-        for key, value in self.scip_params.items():
-            model.setParam(key, value)
-        self._feastol = float(model.getParam("numerics/feastol"))
-        self._dualfeastol = float(model.getParam("numerics/dualfeastol"))
-
-    def dual_margin(self, scale: float) -> float:
-        """How much SCIP's dual bound may overstate the minimum, in normalised units (``scale``
-        = 1 + sum |c'|).
-
-        The rule of ``ScipOracle.dual_margin``: a row violation of ``feastol`` moves the
-        objective by at most feastol times the sum of the objective's absolute coefficients
-        (here ``2 sum |c'|``: every variable is in [0, 1]), and reduced costs off by
-        ``dualfeastol`` move it by at most that per variable; the margin is
-        DUAL_MARGIN_FACTOR times this first-order error."""
-        return DUAL_MARGIN_FACTOR * (self._feastol * 2.0 * scale
-                                      + self._dualfeastol * self.n_variables)
-
-    # -------------------------------------------------------------------------------------------
-    # lifecycle
-
-    def close(self) -> None:
-        """Free SCIP's memory now. The oracle cannot be used afterwards."""
-        model, self._model = self._model, None
-        self._bit_vars = []
-        self._prefix_vars = []
-        self._leaf_terms = []
-        self._observed_bit_vars = []
-        if model is not None:
-            model.free()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: SCIP may already be gone
-            pass
-
-    @property
-    def model(self):
-        """The underlying ``pyscipopt.Model`` (diagnostics only: do not change its problem)."""
-        return self._model
-
-    def __enter__(self) -> "SignedScipOracle":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -------------------------------------------------------------------------------------------
     # one weak-separation call
@@ -340,15 +225,7 @@ class SignedScipOracle:
     def separate(self, query: SeparationQuery) -> OracleAnswer:
         """Solve min <c, a> until the target is beaten, the level is certified, or time is up."""
         timer = Timer()
-        if self._model is None:
-            raise RuntimeError("SignedScipOracle is closed")
-        c = np.asarray(query.direction, dtype=np.float64)
-        if c.shape != (self.u,):
-            raise ValueError(f"direction must have shape ({self.u},), got {c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("direction has non-finite entries")
-        self._interrupt = query.interrupt_event()
-        self.interrupted = False
+        c = self._checked_direction(query)
         if self.u == 0:
             return OracleAnswer(
                 theta=np.ones(self.rho, dtype=bool), value=0.0, lower_bound=0.0,
@@ -372,21 +249,14 @@ class SignedScipOracle:
         abs_sum = float(np.abs(c_scip).sum())
         scale = 1.0 + abs_sum  # |<c', a>| < scale for every atom a
         margin = self.dual_margin(scale) + rounding_error(self.u, abs_sum)  # offset's rounding
-        ip_timer = Timer()
-        try:
-            status, scip_theta, dual = self._solve(
-                c_scip, unit, query.target / unit, query.certify_level / unit, query.deadline,
-                start_theta, scale, margin,
-            )
-        except Exception as exc:  # SCIP errors must not kill the caller's run
-            message = f"{type(exc).__name__}: {exc}"
-            self.failures.append(message)
+        status, scip_theta, dual, ip_time, error = self._solve_query(
+            query, c_scip, unit, start_theta, scale, margin)
+        if error is not None:
             return OracleAnswer(
                 theta=start_theta, value=start_value, lower_bound=min(free_bound, start_value),
-                source=self.name, time_s=timer.elapsed(), status=f"error: {message}",
-                exact=False, ip_calls=1, ip_time_s=ip_timer.elapsed(), failures=[message],
+                source=self.name, time_s=timer.elapsed(), status=f"error: {error}",
+                exact=False, ip_calls=1, ip_time_s=ip_time, failures=[error],
             )
-        ip_time = ip_timer.elapsed()
 
         theta, value = start_theta, start_value
         if scip_theta is not None:
@@ -398,77 +268,13 @@ class SignedScipOracle:
         lower_bound = free_bound
         if meaning.bound_valid and -SCIP_INFINITY < dual < SCIP_INFINITY:
             # shade SCIP's bound for its tolerances and the conversion back to c's units
-            scip_bound = unit * (dual - margin) * (1.0 + 4.0 * _EPS) - 4.0 * _EPS * unit
-            lower_bound = max(lower_bound, scip_bound)
+            lower_bound = max(lower_bound, self._shaded(dual, margin, unit))
         lower_bound = min(lower_bound, value)
         return OracleAnswer(
             theta=theta, value=value, lower_bound=lower_bound, source=self.name,
             time_s=timer.elapsed(), status=status, exact=meaning.exact,
             ip_calls=1, ip_time_s=ip_time,
         )
-
-    def _solve(self, c, unit, target, level, deadline, start_theta, scale, margin):
-        """Run SCIP once on the normalised direction ``c`` (target and level in its units).
-
-        Returns (status, incumbent bits or None, SCIP's dual bound in normalised units).
-        """
-        model = self._model
-        self.last_stats = {}
-        model.freeTransform()
-        self._set_objective(c)
-
-        # limits/primal: aim below the target by SCIP's tolerance so that the exact value of
-        # the incumbent's bits is <= target (it is recomputed anyway). limits/dual: aim two
-        # margins above the level (the bound is shaded by one). Levels and targets beyond
-        # +-sum|c'| are "any atom" / "no atom can" / "any bound does" (the root LP is >= -sum|c'|).
-        if target >= scale:
-            primal_limit = scale
-        elif target < -scale or math.isnan(target):
-            primal_limit = LIMIT_OFF
-        else:
-            primal_limit = target - 10.0 * PRIMAL_AIM * scale
-        if level <= -scale:
-            dual_limit = 0.5 - scale
-        elif level > scale or math.isnan(level):
-            dual_limit = LIMIT_OFF
-        else:
-            dual_limit = level + 2.0 * margin
-        model.setParam("limits/primal", primal_limit)
-        model.setParam("limits/dual", dual_limit)
-
-        remaining = deadline.remaining()
-        if remaining <= 0.0:
-            return "timelimit", None, -math.inf
-        model.setParam("limits/time", min(remaining, SCIP_INFINITY))
-
-        self._add_full_solution(start_theta)
-        self._optimize_interruptibly()
-
-        status = model.getStatus()
-        theta = None
-        if model.getNSols() > 0:
-            sol = model.getBestSol()
-            theta = np.ones(self.rho, dtype=bool)
-            values = [model.getSolVal(sol, var) for var in self._observed_bit_vars]
-            theta[self.observed_bits] = np.asarray(values) > 0.5
-        dual = float(model.getDualbound())
-        if math.isnan(dual):
-            dual = -math.inf
-        self.last_stats = {
-            "status": status,
-            "n_solutions": model.getNSols(),
-            "primal_bound": float(model.getPrimalbound()) * unit if model.getNSols() else math.inf,
-            "dual_bound": dual * unit,
-            "nodes": model.getNNodes(),
-            "lp_iterations": model.getNLPIterations(),
-            "presolve_time_s": model.getPresolvingTime(),
-            "solve_time_s": model.getSolvingTime(),
-        }
-        return status, theta, dual
-
-    def _optimize_interruptibly(self) -> None:
-        if optimize_interruptibly(self._model, self._interrupt, "signed-scip-solve"):
-            self.interrupted = True
 
     def _set_objective(self, c: np.ndarray) -> None:
         """``2 sum_x c_x w_x - sum_x c_x``; only nonzero coefficients are passed (``clear``
