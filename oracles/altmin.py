@@ -24,7 +24,8 @@ from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
            "DEFAULT_RESTARTS", "MIN_RESTARTS", "BATCH_SIZE", "validated_indices", "zero_counts",
-           "mode_coefficients", "multi_start", "candidate_starts", "distinct_starts"]
+           "mode_coefficients", "multi_start", "candidate_starts", "distinct_starts",
+           "BlockDescent"]
 
 #: the heuristic's per-entry building blocks, for a sweep over partitioned entries (summed
 #: over partitions by ``tensorcomp.distributed``): the zero counts of an atom on the entries,
@@ -417,3 +418,53 @@ def _row_max(by_mode: np.ndarray) -> np.ndarray:
 def validated_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
     """(u, p) int64 copy of the checked entries (for oracles that index with int64)."""
     return np.ascontiguousarray(_mode_major(indices, shape).T, dtype=np.int64)
+
+
+class BlockDescent:
+    """The decisions of the heuristic's descent for one start, driven by block coefficients
+    summed elsewhere (a cluster's partitions, a GPU) instead of a local pass: same block rule,
+    same tie and settling rules, same termination as ``_altmin_kernels.descend``; only where
+    the coefficients come from differs.
+    ``value``: <g, a> of the current bits, known when the last update flipped nothing (the
+    round's value of the bits it was computed at), else None."""
+
+    def __init__(self, theta: np.ndarray, first_mode: int, p: int, offsets, max_updates: int):
+        self.theta, self.k, self.p, self.offsets = theta, int(first_mode), p, offsets
+        self.max_updates = max_updates
+        self.updates = self.unchanged = 0
+        self.ties_in_streak = self.settling = False
+        self.done = max_updates <= 0
+        self.value = None
+
+    def update(self, coef: np.ndarray, tol: float, value: float | None = None) -> bool:
+        """One block update of mode ``self.k`` from its coefficients at the current bits, whose
+        value is ``value``; returns whether it flipped bits."""
+        off, r = int(self.offsets[self.k]), int(self.offsets[self.k + 1] - self.offsets[self.k])
+        block, coef = self.theta[off:off + r], coef[:r]
+        self.value = value
+        # what switching each bit to its best value gains; cumsum adds in bit order like the
+        # kernel's loop (the zero terms it skips change no sum), so the same float results
+        gains = np.where(block != 0, np.maximum(coef, 0.0), np.maximum(-coef, 0.0))
+        gain = float(np.cumsum(gains)[-1]) if r else 0.0
+        tied = coef == 0.0
+        tied_on = bool(np.any(tied & (block != 0)))
+        flips = tied & (block != 0) & self.settling
+        if gain > tol:
+            flips |= ~tied & (block != (coef < 0.0))
+        block[flips] ^= 1
+        self.updates += 1
+        if flips.any():
+            self.unchanged, self.ties_in_streak = 0, False
+            self.value = None
+        else:
+            self.unchanged += 1
+            self.ties_in_streak = self.ties_in_streak or tied_on
+        flipped = bool(flips.any())
+        if self.unchanged == self.p:
+            if self.settling or not self.ties_in_streak:
+                self.done = True
+                return flipped
+            self.settling, self.unchanged = True, 0
+        self.k = (self.k + 1) % self.p
+        self.done = self.updates >= self.max_updates
+        return flipped

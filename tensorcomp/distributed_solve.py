@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tensorcomp.oracles.altmin import (BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle,
-                                      AltMinRun)
+                                      AltMinRun, BlockDescent)
 from tensorcomp.oracles.base import OracleAnswer, SeparationQuery, Timer, rounding_error
 from tensorcomp.oracles.chain import ChainOracle
 
@@ -275,55 +275,6 @@ class DistributedActiveSet(ActiveSet):
 # --------------------------------------------------------------------------------------------
 # The heuristic
 # --------------------------------------------------------------------------------------------
-class _Descent:
-    """The decisions of the heuristic's descent for one start, driven by summed block
-    coefficients instead of a local pass: same block rule, same tie and settling rules, same
-    termination as ``_altmin_kernels.descend``; only where the coefficients come from differs.
-    ``value``: <g, a> of the current bits, known when the last update flipped nothing (the
-    round's value of the bits it was computed at), else None."""
-
-    def __init__(self, theta: np.ndarray, first_mode: int, p: int, offsets, max_updates: int):
-        self.theta, self.k, self.p, self.offsets = theta, int(first_mode), p, offsets
-        self.max_updates = max_updates
-        self.updates = self.unchanged = 0
-        self.ties_in_streak = self.settling = False
-        self.done = max_updates <= 0
-        self.value = None
-
-    def update(self, coef: np.ndarray, tol: float, value: float) -> bool:
-        """One block update of mode ``self.k`` from its coefficients at the current bits, whose
-        value is ``value``; returns whether it flipped bits."""
-        off, r = int(self.offsets[self.k]), int(self.offsets[self.k + 1] - self.offsets[self.k])
-        block, coef = self.theta[off:off + r], coef[:r]
-        self.value = value
-        # what switching each bit to its best value gains; cumsum adds in bit order like the
-        # kernel's loop (the zero terms it skips change no sum), so the same float results
-        gains = np.where(block != 0, np.maximum(coef, 0.0), np.maximum(-coef, 0.0))
-        gain = float(np.cumsum(gains)[-1]) if r else 0.0
-        tied = coef == 0.0
-        tied_on = bool(np.any(tied & (block != 0)))
-        flips = tied & (block != 0) & self.settling
-        if gain > tol:
-            flips |= ~tied & (block != (coef < 0.0))
-        block[flips] ^= 1
-        self.updates += 1
-        if flips.any():
-            self.unchanged, self.ties_in_streak = 0, False
-            self.value = None
-        else:
-            self.unchanged += 1
-            self.ties_in_streak = self.ties_in_streak or tied_on
-        flipped = bool(flips.any())
-        if self.unchanged == self.p:
-            if self.settling or not self.ties_in_streak:
-                self.done = True
-                return flipped
-            self.settling, self.unchanged = True, 0
-        self.k = (self.k + 1) % self.p
-        self.done = self.updates >= self.max_updates
-        return flipped
-
-
 class DistributedAltMin:
     """``tensorcomp.oracles.altmin.AltMinOracle`` over the partitions: same starts (same
     generator, same order, same filtering), same batches and stopping rules, same per-start
@@ -386,7 +337,7 @@ class DistributedAltMin:
     def _descend(self, direction: Direction, batch: np.ndarray, modes: np.ndarray, tol: float):
         p = len(self.shape)
         key = next(self._batches)
-        runs = [_Descent(batch[s], modes[s], p, self.offsets, self.max_sweeps * p)
+        runs = [BlockDescent(batch[s], modes[s], p, self.offsets, self.max_sweeps * p)
                 for s in range(batch.shape[0])]
         while True:
             live = [s for s, run in enumerate(runs) if not run.done]

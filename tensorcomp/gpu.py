@@ -33,7 +33,8 @@ import math
 
 import numpy as np
 
-from tensorcomp.oracles.altmin import BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle
+from tensorcomp.oracles.altmin import (BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle,
+                                      BlockDescent)
 from tensorcomp.oracles.base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
                                      rounding_error)
 from tensorcomp.oracles.chain import ChainOracle
@@ -461,50 +462,10 @@ class GpuActiveSet(ActiveSet):
         return self.data.point(self._packed.buffer, self.m, self.weights)
 
 
-class _Descent:
-    """One start's descent driven by summed block coefficients: the block rule, ties,
-    settling and termination of ``tensorcomp.oracles._altmin_kernels.descend`` (its
-    ``_block_update``); only where the coefficients come from differs."""
-
-    def __init__(self, theta: np.ndarray, first_mode: int, p: int, offsets, max_updates: int):
-        self.theta, self.k, self.p, self.offsets = theta, int(first_mode), p, offsets
-        self.max_updates = max_updates
-        self.updates = self.unchanged = 0
-        self.ties_in_streak = self.settling = False
-        self.done = max_updates <= 0
-
-    def update(self, coef: np.ndarray, tol: float) -> None:
-        off, r = int(self.offsets[self.k]), int(self.offsets[self.k + 1] - self.offsets[self.k])
-        block, coef = self.theta[off:off + r], coef[:r]
-        # the gain of switching each bit to its best value, added in bit order as the kernel's
-        # loop does (cumsum adds left to right; the zero terms it skips change no sum)
-        gains = np.where(block != 0, np.maximum(coef, 0.0), np.maximum(-coef, 0.0))
-        gain = float(np.cumsum(gains)[-1]) if r else 0.0
-        tied = coef == 0.0
-        tied_on = bool(np.any(tied & (block != 0)))
-        flips = tied & (block != 0) & self.settling
-        if gain > tol:
-            flips |= ~tied & (block != (coef < 0.0))
-        block[flips] ^= 1
-        self.updates += 1
-        if flips.any():
-            self.unchanged, self.ties_in_streak = 0, False
-        else:
-            self.unchanged += 1
-            self.ties_in_streak = self.ties_in_streak or tied_on
-        if self.unchanged == self.p:
-            if self.settling or not self.ties_in_streak:
-                self.done = True
-                return
-            self.settling, self.unchanged = True, 0
-        self.k = (self.k + 1) % self.p
-        self.done = self.updates >= self.max_updates
-
-
 class GpuAltMin(AltMinOracle):
     """``AltMinOracle`` with its rounds on the device: the same starts (same generator, order
     and filtering), batches and stopping rules (the inherited code), the same per-start
-    decisions (:class:`_Descent`); each round computes one block update's coefficients for
+    decisions (:class:`BlockDescent`); each round computes one block update's coefficients for
     every unfinished start of a batch in one launch. Speaks weak separation with
     ``query.direction`` a :class:`DeviceDirection` of ``data``."""
 
@@ -543,7 +504,7 @@ class GpuAltMin(AltMinOracle):
 
     def _descend(self, direction, batch: np.ndarray, modes: np.ndarray, tol: float):
         p = len(self.shape)
-        runs = [_Descent(batch[s], modes[s], p, self.offsets, self.max_sweeps * p)
+        runs = [BlockDescent(batch[s], modes[s], p, self.offsets, self.max_sweeps * p)
                 for s in range(batch.shape[0])]
         while True:
             live = [s for s, run in enumerate(runs) if not run.done]
