@@ -111,7 +111,9 @@ def test_solve_rejects_unknown_option():
 def test_solve_has_a_small_surface_and_old_keywords_name_the_new_spelling():
     import inspect
     from tensorcomp import SolverOptions
-    assert len(inspect.signature(solve).parameters) <= 12
+    # what to solve (data, lam, atoms), how long and how exact, seed, callback, verbose, warm
+    # start; every "how" lives in options
+    assert len(inspect.signature(solve).parameters) <= 13
     obs = Observations(GOOD_IDX, GOOD_VAL, SHAPE)
     with pytest.warns(DeprecationWarning, match=r"options=SolverOptions\(oracle='exhaustive'\)"):
         old = solve(obs, lam=1.0, oracle="exhaustive", tol=1e-6)
