@@ -52,6 +52,13 @@ REFIT_SHARE = 0.8
 #: it carries the certificate only) gets at most this share of the whole budget: on noisy data
 #: it cannot prove its tolerance and would otherwise run out whatever budget was left
 FINAL_FIT_REFINED_SHARE = 0.2
+#: when the refined model is returned, the final convex fit (the certificate only) starts from
+#: the validation fit at the chosen lambda, on 1/(1 - validation_fraction) times its entries,
+#: so it needs about what that fit took: it may take FINAL_FIT_NEED_FACTOR times that, at
+#: least FINAL_FIT_MIN_S (and at most FINAL_FIT_REFINED_SHARE of the budget). On noisy data
+#: the proof of its tolerance does not come whatever the time
+FINAL_FIT_NEED_FACTOR = 3.0
+FINAL_FIT_MIN_S = 2.0
 #: the largest rank the refinement tries by default
 DEFAULT_MAX_RANK = 20
 #: solve()'s arguments that the pipeline sets itself
@@ -116,7 +123,7 @@ def check_options(*, lam, time_limit, refine, max_rank, validation_fraction, lam
 def choose_atoms(obs: Observations) -> tuple[str, str]:
     """atoms="auto": "signed" when some observed entry's mean is negative, else "binary" (a
     nonnegative model); with the reason, for the result's message."""
-    negative = int(np.count_nonzero(obs.means < 0))
+    negative = obs.negative_mean_count
     if negative:
         return "signed", (f"atoms='signed' (+-1 atoms): {negative:,} of {obs.n_entries:,} "
                           f"observed entries are negative")
@@ -183,8 +190,12 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
         tol=tol, rel_tol=rel_tol, callback=callback, options=options, deprecated=deprecated,
         entry="fit", atoms=atoms)
     if not isinstance(observations, Observations):
+        held_elsewhere = callable(getattr(observations, "solver_parts", None))
         raise InputError(f"observations must be a tensorcomp.Observations, got "
-                         f"{type(observations).__name__}")
+                         f"{type(observations).__name__}" + (
+                             "; the lambda search and refinement need the samples in this "
+                             "process: for data held by a cluster call solve(data, lam=<a "
+                             "number>)" if held_elsewhere else ""))
     return run_pipeline(observations, lam=lam, time_limit=time_limit, refine=refine,
                         max_rank=max_rank, validation_fraction=validation_fraction,
                         lam_grid=lam_grid, validation_oracle=validation_oracle, seed=seed,
@@ -274,6 +285,7 @@ class _Call:
         self.model = None            # the refined CPModel, when one validated better
         self.model_samples = None    # "training part" / "all observed"
         self.final: CompletionResult | None = None
+        self.final_note = ""  # why the final fit stopped short, when the pipeline capped it
         self.lam = None
         self.status = "finished"
         self.cut: list[str] = []
@@ -337,7 +349,11 @@ class _Call:
                 "chosen_lam": self.search.chosen() if lam == "auto" else lam,
                 "stopped": self.search.stopped,
                 "validation_se": [self.search.se[r[0]] for r in self.search.path],
-                "validation_entries": int(data.entries.shape[0])}
+                "validation_entries": int(data.entries.shape[0]),
+                # the curve the choice was made on: (lambda, validation MSE, its standard
+                # error), by increasing lambda
+                "validation_curve": sorted((r[0], r[1], self.search.se[r[0]])
+                                           for r in self.search.path)}
 
     def _refine(self, data: Split) -> None:
         t = self.deadline.elapsed()
@@ -365,20 +381,42 @@ class _Call:
         self.stats["refinement"]["final"] = refit.info
         self.bar.step("refinement", f"rank {refit.rank} on all entries")
 
+    def _final_fit_cap(self, warm):
+        """(seconds, why) the final convex fit may take at most; (None, None): what the
+        deadline leaves. Only a fit that certifies and is not returned (a refined model is)
+        is capped: a returned convex fit is the model, and its proof is worth the budget.
+        Without a time limit nothing is capped (results then do not depend on the clock)."""
+        if not self.deadline.limited or self.model is None:
+            return None, None
+        caps = [(FINAL_FIT_REFINED_SHARE * self.deadline.limit_s,
+                 f"{FINAL_FIT_REFINED_SHARE:.0%} of the budget")]
+        if warm is not None:
+            need = float(warm.stats.get("time_s", 0.0))
+            caps.append((max(FINAL_FIT_MIN_S, FINAL_FIT_NEED_FACTOR * need),
+                         f"{FINAL_FIT_NEED_FACTOR:g} x its validation fit's {need:.2g} s"))
+        cap, why = min(caps, key=lambda c: c[0])
+        return cap, f"{why}; the refined model is returned"
+
     def _final_fit(self) -> None:
         t = self.deadline.elapsed()
         warm = self.search.fits.get(self.lam) if self.search is not None else None
-        cap = None
-        if self.model is not None and self.deadline.limited:
-            cap = FINAL_FIT_REFINED_SHARE * self.deadline.limit_s
+        cap, reason = self._final_fit_cap(warm)
+        capped = cap is not None and cap < self.deadline.remaining()
         self.final = solve(self.obs, lam=self.lam, seed=self.seed, warm_start=warm,
                            time_limit=self.deadline.sub(1.0, cap_s=cap), **self.solve_kwargs)
         self.stats["final_fit_time_s"] = self.deadline.elapsed() - t
+        self.stats["final_fit"] = {"time_s": self.stats["final_fit_time_s"],
+                                   "status": self.final.status,
+                                   "cap_s": cap if capped else None,
+                                   "cap": reason if capped else None}
+        if capped and self.final.status == "time_limit" and not self.deadline.expired():
+            self.final_note = (f"the final convex fit (the certificate) was capped at "
+                               f"{cap:.3g} s ({reason}) and did not prove its tolerance")
         self.bar.step("final fit", f"lam={self.lam:.4g} {self.final.status} "
                                    f"({self.stats['final_fit_time_s']:.1f}s)")
         if self.final.status == "interrupted":
             raise KeyboardInterrupt
-        if self.final.status == "time_limit":
+        if self.final.status == "time_limit" and not self.final_note:  # the deadline cut it
             self.cut.append("final fit")
             if self.model is None:
                 self.status = "time_limit"
@@ -409,6 +447,8 @@ class _Call:
         elif self.status == "time_limit":
             notes.append(f"{self.entry}() ran out of its time_limit "
                          f"(cut: {', '.join(self.cut) or 'lambda search'})")
+        if self.final_note and self.final is convex:
+            notes.append(self.final_note)
         if self.model is not None:
             status = self.status if self.status != "finished" else "refined"
             if self.model_samples != "all observed" and status == "refined":

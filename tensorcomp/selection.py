@@ -20,7 +20,7 @@ from .options import SolverOptions
 from .solver import solve, solver_options
 
 __all__ = ["Stop", "Split", "mse_se", "LamSearch", "choose_lam", "rank_search",
-           "rank_schedule", "LAM_PATIENCE", "RANK_SCHEDULE"]
+           "rank_schedule", "data_rank_bound", "LAM_PATIENCE", "RANK_SCHEDULE"]
 
 #: lambda grid: base * LAM_GRID_RATIO**k, base = max|y| over the training entries; k >= 0 first,
 #: then k < 0 if the base itself validated best
@@ -30,6 +30,11 @@ LAM_GRID_MAX_POINTS = 12
 LAM_GRID_MIN_FACTOR = 1.0 / 16.0
 #: a search stops in a direction after this many points that do not improve validation
 LAM_PATIENCE = 2
+#: a point "improves" only when it lowers the best validation error by more than this many
+#: standard errors of the best: smaller gains are a plateau. The one-standard-error rule
+#: chooses among the points within a standard error of the best, so a point that shaves a
+#: fraction of one off rarely changes the choice, and the fits beyond it only cost time
+LAM_PLATEAU_SE = 0.25
 #: path fits stop at this tolerance, relative to mean(y^2). Tight on purpose: with the heuristic
 #: oracle the only proof is f >= 0 (within-entry variance), so a loose absolute tolerance stops a
 #: noisy fit as soon as f < tol, long before it fits; the per-fit time cap bounds the cost.
@@ -57,10 +62,17 @@ RANK_SEARCH_MAX_ENTRIES = 100_000
 #: the rank search compares validation errors: HALS stops at this relative decrease per sweep
 #: (the kept rank is then refitted on all entries to refine.refine_cp's default)
 RANK_SEARCH_REL_TOL = 1e-5
+#: a refined model is kept only if it validates better than the convex fit by more than its
+#: standard error and more than this share of mean(y^2): the path fits are solved to
+#: PATH_TOL_REL of it, so smaller differences in validation error say nothing
+RANK_KEEP_RESOLUTION = PATH_TOL_REL
 #: signed refinements (unconstrained CP): random starts tried per rank besides the convex
 #: fit's atoms, the best training objective kept. +-1 atoms are a poor start for smooth signed
 #: factors, and unconstrained ALS has swamps a second start escapes.
 SIGNED_RANDOM_STARTS = 4
+#: the refinement's largest rank leaves at least this many observed training entries per
+#: parameter of the CP model (data_rank_bound)
+ENTRIES_PER_PARAMETER = 2
 
 
 class Stop(Exception):
@@ -169,7 +181,8 @@ class LamSearch:
             before = self.best[0]
             self.fit(lam, warm)
             warm = self.fits[lam]
-            worse = 0 if self.best[0] < before else worse + 1
+            gain = before - self.best[0]
+            worse = 0 if gain > LAM_PLATEAU_SE * self.se[self.best[1]] else worse + 1
             if worse >= LAM_PATIENCE:
                 return
 
@@ -268,6 +281,15 @@ def random_start(obs: Observations, rank: int, seed: int) -> list:
     return [scale * rng.standard_normal((r, rank)) for r in obs.shape]
 
 
+def data_rank_bound(obs: Observations) -> int:
+    """The largest rank the observed entries support: a rank-R model has R * sum(shape)
+    parameters, and at least ENTRIES_PER_PARAMETER observed entries go to each. Nearer to one
+    entry per parameter a least-squares fit absorbs most of the noise; the validation error
+    may then still pick such a rank on one split, and the refit on all entries is not checked
+    by any held-out entry."""
+    return max(1, obs.n_entries // (ENTRIES_PER_PARAMETER * max(int(sum(obs.shape)), 1)))
+
+
 def rank_schedule(max_rank: int) -> list:
     """The ranks the refinement tries, ascending: RANK_SCHEDULE up to max_rank, and max_rank."""
     ranks = [r for r in RANK_SCHEDULE if r < max_rank]
@@ -284,8 +306,17 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
     not improve, then tries the best rank's untried neighbours (the schedule skips ranks above
     6). Path rows: (rank, validation_mse, train_objective, status)."""
     train = _subsample(data.train, RANK_SEARCH_MAX_ENTRIES, seed)
-    cap = min(max_rank, max(convex_fit.n_atoms, 1))
-    fitted, path = {}, []
+    cap = min(max_rank, max(convex_fit.n_atoms, 1), data_rank_bound(train))
+    fitted, path, errors = {}, [], {}
+    signed = convex_fit.atoms == "signed"
+
+    def record(rank, model):
+        fitted[rank] = model
+        errors[rank] = err = data.error(model)[0]
+        path.append((rank, err, model.info["objective"], model.info["status"]))
+        progress.step("refinement", f"rank {rank} validation MSE={err:.4g} "
+                                    f"(convex {convex_err:.4g})")
+        return err
 
     def fit_rank(rank):
         init = convex_start(convex_fit, rank)
@@ -295,7 +326,6 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
             # atoms: the fitted components need few sweeps, a fresh start from atoms hundreds
             init = [np.hstack([f, a[:, smaller:]]) for f, a in
                     zip(fitted[smaller].factors, init)]
-        signed = convex_fit.atoms == "signed"
         model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline,
                           nonnegative=not signed)
         for start in range(SIGNED_RANDOM_STARTS if signed else 0):
@@ -306,12 +336,22 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
                               nonnegative=False)
             if other.info["objective"] < model.info["objective"]:
                 model = other
-        fitted[rank] = model
-        err = data.error(model)[0]
-        path.append((rank, err, model.info["objective"], model.info["status"]))
-        progress.step("refinement", f"rank {rank} validation MSE={err:.4g} "
-                                    f"(convex {convex_err:.4g})")
-        return err
+        return record(rank, model)
+
+    def prune_down():
+        """Signed (unconstrained) fits: ALS at rank R often ends in a poor local minimum that
+        the fit at rank R + 1 escaped; rank R restarted from that fit minus its weakest
+        component reaches it in a few sweeps. Kept when its training objective is lower."""
+        for rank in sorted(fitted, reverse=True):
+            larger = fitted.get(rank + 1)
+            if larger is None or deadline.expired():
+                continue
+            strength = np.prod([np.linalg.norm(f, axis=0) for f in larger.factors], axis=0)
+            keep = np.argsort(-strength, kind="stable")[:rank]
+            model = refine_cp(train, [f[:, keep] for f in larger.factors],
+                              rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline, nonnegative=False)
+            if model.info["objective"] < fitted[rank].info["objective"]:
+                record(rank, model)
 
     # patience counts against the best refined rank, not the convex fit: low ranks are often
     # worse than the convex fit on the way to the right one
@@ -327,11 +367,15 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
             if worse >= LAM_PATIENCE:
                 break
     if path:
-        best_rank = min(path, key=lambda row: row[1])[0]
+        best_rank = min(errors, key=errors.get)
         for rank in (best_rank + 1, best_rank - 1):
             if 1 <= rank <= cap and rank not in fitted and not deadline.expired():
                 fit_rank(rank)
-    best = min(path, key=lambda row: row[1], default=None)
-    if best is None or not best[1] < (convex_err - convex_se) * (1 - 1e-9):
+    if signed:
+        prune_down()
+    best = min(errors, key=errors.get, default=None)
+    # among models the validation cannot tell apart the certified convex fit is kept
+    margin = max(convex_se, RANK_KEEP_RESOLUTION * data.train.value_scale)
+    if best is None or not errors[best] < (convex_err - margin) * (1 - 1e-9):
         return None, path
-    return fitted[best[0]], path
+    return fitted[best], path
