@@ -69,7 +69,7 @@ RANK_KEEP_RESOLUTION = PATH_TOL_REL
 #: signed refinements (unconstrained CP): random starts tried per rank besides the convex
 #: fit's atoms, the best training objective kept. +-1 atoms are a poor start for smooth signed
 #: factors, and unconstrained ALS has swamps a second start escapes.
-SIGNED_RANDOM_STARTS = 4
+SIGNED_RANDOM_STARTS = 2
 #: the refinement's largest rank leaves at least this many observed training entries per
 #: parameter of the CP model (data_rank_bound)
 ENTRIES_PER_PARAMETER = 2
