@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 from tensorcomp.oracles.altmin import DEFAULT_RESTARTS
 from tensorcomp.oracles.base import OracleAnswer, Timer
@@ -42,19 +44,75 @@ MAX_IP_ROWS = 1_000_000
 #: Seconds per constraint row to build the model (measured ~2 s for 8e5 rows): a call that
 #: would spend its whole budget building is skipped instead of overrunning the time limit.
 IP_BUILD_S_PER_ROW = 2.5e-6
+#: The branch-and-bound index per (entry, mode) pair: ~1.4e-6 s to build and a peak of ~68
+#: bytes while building (27 held after), measured at u = 1e6, p = 9. Unguarded, a search needed
+#: at 6e8 entries asked for ~400 GB and the process was killed.
+BRANCH_BOUND_BUILD_S_PER_UNIT = 1.5e-6
+BRANCH_BOUND_PEAK_BYTES_PER_UNIT = 70
+#: an exact stage's build may use at most this share of the memory available when it starts
+BUILD_MEMORY_SHARE = 0.5
+
+
+def available_memory_bytes() -> float:
+    """Physical memory available now (Linux and most Unixes); inf where the system cannot say."""
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES")) * float(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return math.inf
+
+
+@dataclass(frozen=True)
+class BuildCost:
+    """What building an exact stage costs, in ``units`` of ``what``: refused above
+    ``max_units``, or when its estimated peak memory exceeds BUILD_MEMORY_SHARE of the memory
+    available, or when its estimated build time exceeds the call's remaining budget (the build
+    cannot be interrupted)."""
+
+    units: int
+    what: str
+    s_per_unit: float
+    bytes_per_unit: float = 0.0
+    max_units: float = math.inf
+    limit_name: str = ""
+
+    def refusal(self, remaining_s: float) -> str | None:
+        if self.units > self.max_units:
+            return (f"{self.units:,} {self.what} exceed {self.limit_name}="
+                    f"{int(self.max_units):,}")
+        need = self.bytes_per_unit * self.units
+        free = available_memory_bytes()
+        if need > BUILD_MEMORY_SHARE * free:
+            return (f"{self.units:,} {self.what} need ~{need / 2**30:.1f} GiB to build, "
+                    f"{free / 2**30:.1f} GiB are available")
+        if remaining_s < self.s_per_unit * self.units:
+            return (f"the remaining time ({remaining_s:.2f} s) is below the estimated build "
+                    f"time")
+        return None
+
+
+def ip_cost(rows: int) -> BuildCost:
+    return BuildCost(rows, "constraint rows", IP_BUILD_S_PER_ROW, max_units=MAX_IP_ROWS,
+                     limit_name="MAX_IP_ROWS")
+
+
+def branch_bound_cost(indices) -> BuildCost:
+    u, p = indices.shape
+    return BuildCost(u * p, "(entry, mode) pairs", BRANCH_BOUND_BUILD_S_PER_UNIT,
+                     BRANCH_BOUND_PEAK_BYTES_PER_UNIT)
 
 
 class _Deferred:
     """Builds the wrapped oracle on its first call: most runs never need an exact stage, and
     building a SCIP model costs seconds at 1e5 entries (the branch-and-bound index holds
-    O(p u) integers). With ``rows`` (integer programs), refuses models that would not fit
-    (MAX_IP_ROWS) and calls whose budget the build alone would exhaust; building time counts
-    against the call's budget. ``time_share``: see ``ChainOracle``."""
+    O(p u) integers). With a ``cost`` (``BuildCost``), refuses builds that would not fit in
+    memory or in the call's budget, each call answering "skipped" with the reason (reported
+    once as a failure); building time counts against the call's budget. ``time_share``: see
+    ``ChainOracle``."""
 
-    def __init__(self, build, name: str, certifies: bool, rows: int | None = None,
+    def __init__(self, build, name: str, certifies: bool, cost: BuildCost | None = None,
                  time_share: float = 1.0) -> None:
         self._build, self._oracle = build, None
-        self.name, self.certifies, self.rows = name, certifies, rows
+        self.name, self.certifies, self.cost = name, certifies, cost
         self.time_share = time_share
         self._reported = False
 
@@ -71,14 +129,11 @@ class _Deferred:
 
     def separate(self, query):
         timer = Timer()
-        if self._oracle is None and self.rows is not None:
-            if self.rows > MAX_IP_ROWS:
-                return self._skip(f"integer program not built: {self.rows:,} constraint rows "
-                                  f"exceed MAX_IP_ROWS={MAX_IP_ROWS:,}", timer)
-            limit = query.deadline.remaining()
-            if limit < IP_BUILD_S_PER_ROW * self.rows:
-                return self._skip("integer program not built: the remaining time "
-                                  f"({limit:.2f} s) is below the estimated build time", timer)
+        if self._oracle is None and self.cost is not None:
+            why = self.cost.refusal(query.deadline.remaining())
+            if why is not None:
+                kind = "integer program" if self.name == "scip" else f"{self.name} stage"
+                return self._skip(f"{kind} not built: {why}", timer)
         if self._oracle is None:
             self._oracle = self._build()  # the query's deadline already counts the build
         return self._oracle.separate(query)
@@ -116,11 +171,11 @@ def make_oracle(spec, obs, *, seed: int, exact_time_limit_s, heuristic_indexing:
         return AltMinOracle(indices, shape, seed=seed, indexing=heuristic_indexing,
                                  restarts=heuristic_restarts)
     branch_bound = _Deferred(lambda: _split(indices, shape, _branch_bound), "branch_bound", True,
-                             time_share=BRANCH_BOUND_TIME_SHARE)
+                             branch_bound_cost(indices), time_share=BRANCH_BOUND_TIME_SHARE)
     if spec == "branch_bound":
         return branch_bound
     rows = indices.shape[0] * (indices.shape[1] + 1)
-    exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True, rows)
+    exact = _Deferred(lambda: _split(indices, shape, _scip), "scip", True, ip_cost(rows))
     if spec == "scip":
         return exact
     if spec == "auto":
@@ -154,11 +209,12 @@ def _make_signed(spec, indices, shape, seed, exact_time_limit_s, restarts):
         return heuristic
     branch_bound = _Deferred(lambda: ParityOracle(SignedBranchBoundOracle(
         indices, shape, threads=BRANCH_BOUND_THREADS)), "branch_bound", True,
-        time_share=BRANCH_BOUND_TIME_SHARE)
+        branch_bound_cost(indices), time_share=BRANCH_BOUND_TIME_SHARE)
     if spec == "branch_bound":
         return branch_bound
     rows = signed_ip_rows(indices)
-    exact = _Deferred(lambda: ParityOracle(SignedScipOracle(indices, shape)), "scip", True, rows)
+    exact = _Deferred(lambda: ParityOracle(SignedScipOracle(indices, shape)), "scip", True,
+                      ip_cost(rows))
     if spec == "scip":
         return exact
     if spec == "auto":

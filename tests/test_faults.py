@@ -133,3 +133,18 @@ def test_no_build_when_the_budget_is_too_short(noisy, monkeypatch):
     assert time.perf_counter() - t < 3.5
     assert res.stats["ip_calls"] == 0
     assert any("below the estimated build time" in f for f in res.stats["oracle_failures"])
+
+
+def test_exact_stage_that_would_not_fit_in_memory_is_skipped(noisy_instance, monkeypatch):
+    """An exact stage whose index would exceed the memory available is not built (a search
+    needed at 6e8 entries once asked for ~400 GB and the process was killed): the run ends
+    with the bounds it has and says why."""
+    noisy, f_star = noisy_instance
+    from tensorcomp import oracle_factory
+    monkeypatch.setattr(oracle_factory, "available_memory_bytes", lambda: 1000.0)
+    res = solve(noisy, lam=LAM, tol=1e-9,
+                options=SolverOptions(oracle="branch_bound", ip_policy="eager"))
+    assert any("branch_bound stage not built" in f and "GiB are available" in f
+               for f in res.stats["oracle_failures"])
+    assert res.status == "stalled" and res.gap > res.tol
+    assert res.lower_bound <= f_star
