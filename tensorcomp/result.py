@@ -21,7 +21,8 @@ STATUSES = {
                "convex problem's optimum on these samples); tol = max(absolute tol, rel_tol * "
                "(lower_bound - W)), W = stats['within_bound'] the within-entry variance; "
                "rel_tol is 0 when solve() was given tol",
-    "refined": "the model is the nonnegative CP refinement, returned because it validated "
+    "refined": "the model is the CP refinement (nonnegative; signed for atoms='signed'), "
+               "returned because it validated "
                "better than the convex fit; no optimality bound covers it (the convex fit's "
                "is in ``certificate``); proves only lower_bound <= its objective",
     "uncertified": "the papers' shortcut (gap_reset='published') estimated the gap <= tol by "
@@ -146,7 +147,7 @@ class CompletionResult:
 
     @classmethod
     def from_cp(cls, *, shape, factors, **fields) -> "CompletionResult":
-        """A result holding a nonnegative CP model (``model="cp"``, unit weights)."""
+        """A result holding a CP model (``model="cp"``, unit weights)."""
         factors = [np.ascontiguousarray(f, dtype=np.float64) for f in factors]
         rank = factors[0].shape[1] if factors else 0
         return cls(shape=tuple(int(r) for r in shape), weights=np.ones(rank), factors=factors,
@@ -372,7 +373,8 @@ class CompletionResult:
         """What the model is, what is proven about it, and how the call went."""
         s = self.stats
         if self.model == "cp":
-            head = (f"model: nonnegative CP of rank {self.n_atoms} (refinement), status "
+            kind = "signed" if self.atoms == "signed" else "nonnegative"
+            head = (f"model: {kind} CP of rank {self.n_atoms} (refinement), status "
                     f"{self.status}; objective {self.objective:.6g} on all observed samples; "
                     f"NOT covered by a certificate")
         else:
