@@ -25,7 +25,7 @@ from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
            "DEFAULT_RESTARTS", "MIN_RESTARTS", "BATCH_SIZE", "validated_indices", "zero_counts",
            "mode_coefficients", "multi_start", "candidate_starts", "distinct_starts",
-           "BlockDescent"]
+           "BlockDescent", "RoundsAltMin"]
 
 #: the heuristic's per-entry building blocks, for a sweep over partitioned entries (summed
 #: over partitions by ``tensorcomp.distributed``): the zero counts of an atom on the entries,
@@ -468,3 +468,32 @@ class BlockDescent:
         self.k = (self.k + 1) % self.p
         self.done = self.updates >= self.max_updates
         return flipped
+
+
+class RoundsAltMin:
+    """``separate`` of the heuristics whose rounds run where the data are (a cluster, a GPU):
+    the direction is a handle with ``n_entries`` and ``abs_sum``; a subclass provides
+    ``_check_direction(direction)``, ``_descend(direction, batch, modes, tol)`` (its rounds,
+    decided by :class:`BlockDescent`) and AltMinOracle's start selection and batch loop
+    (``_starting_atoms``, ``_multi_start``, ``_no_entries``)."""
+
+    def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
+        timer = Timer()
+        direction = query.direction
+        self._check_direction(direction)
+        starts, first_modes = self._starting_atoms(query.hints)
+        if direction.n_entries == 0:
+            return self._no_entries(timer)
+        tol = IMPROVEMENT_RTOL * direction.abs_sum
+
+        def descend(batch, batch_modes):
+            return self._descend(direction, batch, batch_modes, tol)
+
+        best_theta, best_value, run = self._multi_start(starts, first_modes, descend, query,
+                                                        timer, extra_random)
+        theta = best_theta.astype(bool)
+        self._last_theta = theta
+        self.last_run = run
+        return OracleAnswer(theta=theta, value=best_value, lower_bound=-math.inf,
+                            source=self.name, time_s=timer.elapsed(), status=run.status,
+                            exact=False)

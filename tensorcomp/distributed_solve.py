@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tensorcomp.oracles.altmin import (BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle,
-                                      AltMinRun, BlockDescent)
+from tensorcomp.oracles.altmin import (BATCH_SIZE, MIN_RESTARTS, AltMinOracle, AltMinRun,
+                                      BlockDescent, RoundsAltMin)
 from tensorcomp.oracles.base import OracleAnswer, SeparationQuery, Timer, rounding_error
 from tensorcomp.oracles.chain import ChainOracle
 
@@ -275,7 +275,7 @@ class DistributedActiveSet(ActiveSet):
 # --------------------------------------------------------------------------------------------
 # The heuristic
 # --------------------------------------------------------------------------------------------
-class DistributedAltMin:
+class DistributedAltMin(RoundsAltMin):
     """``tensorcomp.oracles.altmin.AltMinOracle`` over the partitions: same starts (same
     generator, same order, same filtering), same batches and stopping rules, same per-start
     decisions. One round runs one block update of every unfinished start of a batch.
@@ -359,28 +359,10 @@ class DistributedAltMin:
                                                  batch[missing]))
         return values, np.array([run.updates for run in runs], dtype=np.int64)
 
-    def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
-        timer = Timer()
-        direction = query.direction
+    def _check_direction(self, direction) -> None:
         if not isinstance(direction, Direction) or direction.owner != self.data.token:
             raise InputError("query.direction must be a Direction from this data's data pass, "
                              f"got {describe(direction)}")
-        starts, first_modes = self._starting_atoms(query.hints)
-        if direction.n_entries == 0:
-            return self._no_entries(timer)
-        tol = IMPROVEMENT_RTOL * direction.abs_sum
-
-        def descend(batch, batch_modes):
-            return self._descend(direction, batch, batch_modes, tol)
-
-        best_theta, best_value, run = self._multi_start(starts, first_modes, descend, query,
-                                                        timer, extra_random)
-        theta = best_theta.astype(bool)
-        self._last_theta = theta
-        self.last_run = run
-        return OracleAnswer(theta=theta, value=best_value, lower_bound=-math.inf,
-                            source=self.name, time_s=timer.elapsed(), status=run.status,
-                            exact=False)
 
 
 # --------------------------------------------------------------------------------------------

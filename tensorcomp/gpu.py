@@ -33,10 +33,9 @@ import math
 
 import numpy as np
 
-from tensorcomp.oracles.altmin import (BATCH_SIZE, IMPROVEMENT_RTOL, MIN_RESTARTS, AltMinOracle,
-                                      BlockDescent)
-from tensorcomp.oracles.base import (OracleAnswer, SeparationQuery, Timer, atom_offsets,
-                                     rounding_error)
+from tensorcomp.oracles.altmin import (BATCH_SIZE, MIN_RESTARTS, AltMinOracle, BlockDescent,
+                                      RoundsAltMin)
+from tensorcomp.oracles.base import atom_offsets, rounding_error
 from tensorcomp.oracles.chain import ChainOracle
 
 from ._validation import InputError, describe
@@ -462,7 +461,7 @@ class GpuActiveSet(ActiveSet):
         return self.data.point(self._packed.buffer, self.m, self.weights)
 
 
-class GpuAltMin(AltMinOracle):
+class GpuAltMin(RoundsAltMin, AltMinOracle):
     """``AltMinOracle`` with its rounds on the device: the same starts (same generator, order
     and filtering), batches and stopping rules (the inherited code), the same per-start
     decisions (:class:`BlockDescent`); each round computes one block update's coefficients for
@@ -518,26 +517,8 @@ class GpuAltMin(AltMinOracle):
         values = self.data.atom_values(direction, batch)
         return values, np.array([run.updates for run in runs], dtype=np.int64)
 
-    def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
-        timer = Timer()
-        direction = query.direction
+    def _check_direction(self, direction) -> None:
         self.data.check_direction(direction)
-        starts, first_modes = self._starting_atoms(query.hints)
-        if direction.n_entries == 0:
-            return self._no_entries(timer)
-        tol = IMPROVEMENT_RTOL * direction.abs_sum
-
-        def descend(batch, batch_modes):
-            return self._descend(direction, batch, batch_modes, tol)
-
-        best_theta, best_value, run = self._multi_start(starts, first_modes, descend, query,
-                                                        timer, extra_random)
-        theta = best_theta.astype(bool)
-        self._last_theta = theta
-        self.last_run = run
-        return OracleAnswer(theta=theta, value=best_value, lower_bound=-math.inf,
-                            source=self.name, time_s=timer.elapsed(), status=run.status,
-                            exact=False)
 
 
 def solver_parts(obs, lam: float, options, *, seed: int, signed: bool):
