@@ -135,8 +135,9 @@ class Observations:
 
     @property
     def negative_mean_count(self) -> int:
-        """How many distinct entries have a negative mean."""
-        return int(np.count_nonzero(self.means < 0))
+        """How many distinct entries have a negative mean (counts are positive: the sign of
+        a mean is its sum's; one compiled pass, no temporary)."""
+        return int(AK.negative_summary(self.sums)[0])
 
     @property
     def smallest_mean(self) -> float:
