@@ -155,3 +155,36 @@ def objective(samples: Samples, predict) -> float:
     pred = np.asarray(predict(np.asarray(samples.indices)))
     r = np.asarray(samples.values) - pred
     return float(r @ r) / len(r)
+
+
+# ---- signed atoms: values and the exact minimum of a linear function, by enumeration --------
+
+def signed_values(theta, indices, shape) -> np.ndarray:
+    """(u,) float values +-1 of the signed atom with bits ``theta`` (1: +1, 0: -1)."""
+    off = np.concatenate([[0], np.cumsum(shape)]).astype(int)
+    a = np.ones(len(indices))
+    for k in range(len(shape)):
+        a = a * np.where(np.asarray(theta)[off[k] + indices[:, k]], 1.0, -1.0)
+    return a
+
+
+def signed_value(c, theta, indices, shape) -> float:
+    """<c, a> for the signed atom with bits ``theta``."""
+    return float((np.asarray(c, dtype=float) * signed_values(theta, indices, shape)).sum())
+
+
+def signed_minimum(c, indices, shape) -> float:
+    """min <c, a> over every signed atom, by enumeration of all sign vectors."""
+    blocks = [np.array(list(itertools.product((0, 1), repeat=r)), dtype=bool) for r in shape]
+    return min(signed_value(c, np.concatenate(combo), indices, shape)
+               for combo in itertools.product(*blocks))
+
+
+def entries_with_gaps(shape, rng, fraction) -> np.ndarray:
+    """A random subset of the cells of ``shape`` that never uses the last index of mode 0
+    (when it has more than one index), so that some bits are unobserved."""
+    cells = np.array(list(itertools.product(*[range(r) for r in shape])), dtype=np.int64)
+    if shape[0] > 1:
+        cells = cells[cells[:, 0] != shape[0] - 1]
+    u = max(1, int(round(fraction * len(cells))))
+    return cells[np.sort(rng.choice(len(cells), u, replace=False))]

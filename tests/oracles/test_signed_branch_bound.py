@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 
+from ground_truth import entries_with_gaps, signed_minimum, signed_value, signed_values
 from tensorcomp.oracles import _signed_branch_bound_kernels as K
 from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.branch_bound import quantise
@@ -22,38 +23,6 @@ INF = math.inf
 
 # ---------------------------------------------------------------------------------------------
 # independent ground truth: every sign vector of every mode, no library code
-
-
-def atom_values(theta, indices, shape):
-    """(u,) float values +-1 of the signed atom with bits ``theta`` (1: +1, 0: -1)."""
-    off = np.concatenate([[0], np.cumsum(shape)]).astype(int)
-    a = np.ones(len(indices))
-    for k in range(len(shape)):
-        a = a * np.where(np.asarray(theta)[off[k] + indices[:, k]], 1.0, -1.0)
-    return a
-
-
-def exact_value(c, theta, indices, shape):
-    return float((np.asarray(c, dtype=float) * atom_values(theta, indices, shape)).sum())
-
-
-def brute_force(c, indices, shape):
-    """Minimum of <c, a> over every signed atom, by enumeration of all sign vectors."""
-    blocks = [np.array(list(itertools.product((0, 1), repeat=r)), dtype=bool) for r in shape]
-    best = INF
-    for combo in itertools.product(*blocks):
-        best = min(best, exact_value(c, np.concatenate(combo), indices, shape))
-    return best
-
-
-def entries_with_gaps(shape, rng, fraction):
-    """A random subset of the cells of ``shape`` that never uses the last index of mode 0
-    (when it has more than one index), so that some bits are unobserved."""
-    cells = np.array(list(itertools.product(*[range(r) for r in shape])), dtype=np.int64)
-    if shape[0] > 1:
-        cells = cells[cells[:, 0] != shape[0] - 1]
-    u = max(1, int(round(fraction * len(cells))))
-    return cells[np.sort(rng.choice(len(cells), u, replace=False))]
 
 
 def directions(u, rng):
@@ -85,7 +54,7 @@ def check_answer(oracle, c, answer):
     theta = answer.theta
     assert theta.dtype == bool and theta.shape == (oracle.rho,)
     assert theta[~oracle.observed_mask].all(), "unobserved bits must be 1"
-    assert answer.value == exact_value(c, theta, oracle.indices, oracle.shape)
+    assert answer.value == signed_value(c, theta, oracle.indices, oracle.shape)
     assert answer.lower_bound <= answer.value
     assert answer.source == "branch_bound"
 
@@ -111,7 +80,7 @@ TRUTH: dict[int, float] = {}
 def truth(i):
     if i not in TRUTH:
         shape, indices, _, c = CASES[i]
-        TRUTH[i] = brute_force(c, indices, shape)
+        TRUTH[i] = signed_minimum(c, indices, shape)
     return TRUTH[i]
 
 
@@ -145,8 +114,8 @@ def test_minimum_and_maximum_through_the_negated_direction():
         low = oracle.separate(query(c)).value
         high = -oracle.separate(query(-c)).value  # max <c, a>
         assert low <= 0.0 <= high
-        assert low == pytest.approx(brute_force(c, indices, shape), abs=1e-12)
-        assert -high == pytest.approx(brute_force(-c, indices, shape), abs=1e-12)
+        assert low == pytest.approx(signed_minimum(c, indices, shape), abs=1e-12)
+        assert -high == pytest.approx(signed_minimum(-c, indices, shape), abs=1e-12)
 
 
 def test_closed_form_brute_force_on_a_certifiable_size():
@@ -274,7 +243,7 @@ def test_zero_deadline_and_pending_interrupt():
     shape = (3, 3, 3)
     indices = entries_with_gaps(shape, rng, 1.0)
     c = rng.standard_normal(len(indices))
-    true_min = brute_force(c, indices, shape)
+    true_min = signed_minimum(c, indices, shape)
     oracle = SignedBranchBoundOracle(indices, shape)
     answer = oracle.separate(query(c, deadline=Deadline(0.0)))
     check_answer(oracle, c, answer)
@@ -331,8 +300,8 @@ def test_normalised_atom_has_the_same_values():
         theta = rng.random(oracle.rho) < 0.5
         normal = normalised_signed_atom(theta, shape, oracle.observed_mask,
                                         oracle.symmetry_bits, oracle.closed_mode)
-        assert np.array_equal(atom_values(normal, indices, shape),
-                              atom_values(theta, indices, shape))
+        assert np.array_equal(signed_values(normal, indices, shape),
+                              signed_values(theta, indices, shape))
         assert normal[oracle.symmetry_bits].all() and normal[~oracle.observed_mask].all()
 
 
@@ -412,7 +381,7 @@ def test_node_bound_is_below_every_completion(seed):
     cint = rng.integers(-20, 21, size=len(indices)).astype(np.int64)
     blocks = [np.array(list(itertools.product((0, 1), repeat=r)), dtype=bool) for r in shape]
     atoms = np.array([np.concatenate(combo) for combo in itertools.product(*blocks)])
-    values = np.array([int((cint * atom_values(a, indices, shape)).sum()) for a in atoms])
+    values = np.array([int((cint * signed_values(a, indices, shape)).sum()) for a in atoms])
     branchable = np.flatnonzero(oracle.observed_mask & (oracle._level_of_bit > 0))
     for trial in range(20):
         val = np.full(oracle.rho, -1, dtype=np.int8)

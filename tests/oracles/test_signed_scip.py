@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 
+from ground_truth import entries_with_gaps, signed_minimum, signed_value
 from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.deadline import Deadline
 from tensorcomp.oracles.signed_branch_bound import SignedBranchBoundOracle
@@ -21,36 +22,6 @@ INF = math.inf
 
 # ---------------------------------------------------------------------------------------------
 # independent ground truth: every sign vector of every mode, no library code
-
-
-def atom_values(theta, indices, shape):
-    """(u,) float values +-1 of the signed atom with bits ``theta`` (1: +1, 0: -1)."""
-    off = np.concatenate([[0], np.cumsum(shape)]).astype(int)
-    a = np.ones(len(indices))
-    for k in range(len(shape)):
-        a = a * np.where(np.asarray(theta)[off[k] + indices[:, k]], 1.0, -1.0)
-    return a
-
-
-def exact_value(c, theta, indices, shape):
-    return float((np.asarray(c, dtype=float) * atom_values(theta, indices, shape)).sum())
-
-
-def brute_force(c, indices, shape):
-    """Minimum of <c, a> over every signed atom, by enumeration of all sign vectors."""
-    blocks = [np.array(list(itertools.product((0, 1), repeat=r)), dtype=bool) for r in shape]
-    return min(exact_value(c, np.concatenate(combo), indices, shape)
-               for combo in itertools.product(*blocks))
-
-
-def entries_with_gaps(shape, rng, fraction):
-    """A random subset of the cells of ``shape`` that never uses the last index of mode 0
-    (when it has more than one index), so that some bits are unobserved."""
-    cells = np.array(list(itertools.product(*[range(r) for r in shape])), dtype=np.int64)
-    if shape[0] > 1:
-        cells = cells[cells[:, 0] != shape[0] - 1]
-    u = max(1, int(round(fraction * len(cells))))
-    return cells[np.sort(rng.choice(len(cells), u, replace=False))]
 
 
 def directions(u, rng):
@@ -82,7 +53,7 @@ def check_answer(oracle, c, answer):
     theta = answer.theta
     assert theta.dtype == bool and theta.shape == (oracle.rho,)
     assert theta[~oracle.observed_mask].all(), "unobserved bits must be 1"
-    assert answer.value == exact_value(c, theta, oracle.indices, oracle.shape)
+    assert answer.value == signed_value(c, theta, oracle.indices, oracle.shape)
     assert answer.lower_bound <= answer.value
     assert answer.lower_bound >= -np.abs(c).sum() * (1.0 + 1e-12)
     assert answer.source == "scip"
@@ -115,7 +86,7 @@ def test_exact_minimum_matches_brute_force(shape):
         indices = entries_with_gaps(shape, rng, fraction)
         with SignedScipOracle(indices, shape) as oracle:  # one model, many directions
             for kind, c in directions(len(indices), rng).items():
-                true_min = brute_force(c, indices, shape)
+                true_min = signed_minimum(c, indices, shape)
                 answer = oracle.separate(query(c))
                 check_answer(oracle, c, answer)
                 assert answer.status == "optimal" and answer.exact, kind
@@ -154,7 +125,7 @@ def test_every_mode_order_is_exact():
     shape = (2, 3, 2)
     indices = entries_with_gaps(shape, rng, 0.8)
     c = rng.standard_normal(len(indices))
-    true_min = brute_force(c, indices, shape)
+    true_min = signed_minimum(c, indices, shape)
     for order in itertools.permutations(range(3)):
         with SignedScipOracle(indices, shape, mode_order=order) as oracle:
             answer = oracle.separate(query(c))
@@ -230,7 +201,7 @@ def test_thresholds_on_tiny_instances(shape):
     with SignedScipOracle(indices, shape) as oracle:
         for _ in range(3):
             c = rng.standard_normal(len(indices))
-            true_min = brute_force(c, indices, shape)
+            true_min = signed_minimum(c, indices, shape)
             for target, level in [(0.5 * true_min, INF), (true_min, INF),
                                   (-INF, 1.5 * true_min - 0.1), (-INF, true_min + 0.5),
                                   (true_min - 0.5, -INF)]:
@@ -267,7 +238,7 @@ def test_tiny_deadline_on_brute_force_instances():
     with SignedScipOracle(indices, shape) as oracle:
         for seconds in (0.0, 1e-4, 1e-3, 3e-3):
             c = rng.standard_normal(len(indices))
-            true_min = brute_force(c, indices, shape)
+            true_min = signed_minimum(c, indices, shape)
             answer = oracle.separate(query(c, deadline=Deadline(seconds)))
             check_answer(oracle, c, answer)
             assert answer.lower_bound <= true_min
