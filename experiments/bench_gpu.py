@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -30,6 +31,11 @@ PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}
 
 def log(*args) -> None:
     print(*args, flush=True)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def make_instance(order: int, n: int, seed: int):
@@ -71,8 +77,10 @@ def run_solve(obs, device: str, time_limit: float):
 def point(order: int, n: int, args) -> dict:
     log(f"--- p={order} n={n:.0e}")
     obs, t_gen, t_obs = make_instance(order, n, args.seed)
-    rec = {"p": order, "n": n, "u": obs.n_entries, "generate_s": t_gen, "aggregate_s": t_obs}
-    log(f"u={obs.n_entries:,} generate {t_gen:.1f}s aggregate {t_obs:.1f}s")
+    rec = {"p": order, "n": n, "u": obs.n_entries, "generate_s": t_gen, "aggregate_s": t_obs,
+           "peak_rss_gib_after_aggregate": peak_rss_gib()}
+    log(f"u={obs.n_entries:,} generate {t_gen:.1f}s aggregate {t_obs:.1f}s "
+        f"peak RSS {rec['peak_rss_gib_after_aggregate']:.1f} GiB")
     fits = {}
     devices = ["cuda"] + (["cpu"] if n <= args.cpu_max else [])
     for device in devices:
@@ -83,6 +91,8 @@ def point(order: int, n: int, args) -> dict:
             log(device, rec[device])
             continue
         fits[device] = res
+        r["peak_rss_gib"] = peak_rss_gib()
+        r["message"] = res.message
         rec[device] = r
         log(json.dumps(r))
     if len(fits) == 2:
@@ -158,15 +168,76 @@ def kernels(order: int, n: int, args) -> dict:
     }
     out = {"p": order, "n": n, "u": u, "device": name, "copy_bandwidth_Bps": copy,
            "peak_bandwidth_Bps": peak, "atoms": m, "kernels": {}}
-    for key, (fn, nbytes) in cases.items():
+    def measure(key, fn, nbytes):
         t = _time(fn, cuda, args.reps)
         out["kernels"][key] = {"time_ms": 1e3 * t, "bytes": nbytes, "Bps": nbytes / t,
                                "of_copy": nbytes / t / copy, "of_peak": nbytes / t / peak}
-        log(f"{key:28s} {1e3 * t:8.3f} ms  {nbytes / t / 1e9:7.0f} GB/s  "
+        log(f"{key:36s} {1e3 * t:8.3f} ms  {nbytes / t / 1e9:7.0f} GB/s  "
             f"{nbytes / t / copy:5.0%} of copy  {nbytes / t / peak:5.0%} of peak")
+
+    for key, (fn, nbytes) in cases.items():
+        measure(key, fn, nbytes)
         if key == "data_pass":  # the timed passes made g stale: a fresh one for the rest
             g = aset.data_pass()[1]
+    # the launch shape of the multi-start kernels: entries per thread, threads per block
+    GK = data.kernels
+    if args.sweep and hasattr(GK, "ENTRIES_PER_THREAD"):
+        default = (GK.ENTRIES_PER_THREAD, data.threads)
+        for per_thread in (1, 2, 4, 8):
+            for threads in (128, 256):
+                GK.ENTRIES_PER_THREAD, data.threads = per_thread, threads
+                data._waves.clear()
+                tag = f"[{per_thread} per thread, {threads} threads]"
+                measure(f"round all-ones {tag}",
+                        lambda: data.block_coefficients(g, ones, modes), u * (p * idx_b + 8))
+                measure(f"atom values 2 {tag}", lambda: data.atom_values(g, random2),
+                        u * p * idx_b)
+        GK.ENTRIES_PER_THREAD, data.threads = default
+        data._waves.clear()
+    if hasattr(data, "_waves"):  # blocks per launch, registers per thread
+        data.block_coefficients(g, ones, modes)
+        data.atom_values(g, random2)
+        data.data_pass(rows, m, aset.weights, 1.0, float(obs.n_samples))
+        out["launch"] = {}
+        for kernel, wave in data._waves.items():
+            name = getattr(kernel, "__name__", None) or kernel.py_func.__name__
+            try:
+                regs = kernel.get_regs_per_thread()
+            except Exception as exc:  # noqa: BLE001 - a report only
+                regs = f"unknown ({type(exc).__name__})"
+            out["launch"][name + f" ({len(out['launch'])})"] = {"blocks": wave,
+                                                               "registers": str(regs)}
+            log(f"launch {name}: {wave} blocks of {data.threads}, registers {regs}")
     return out
+
+
+def complete_point(spec: str, args) -> dict:
+    """A noisy ``complete()`` with its defaults, on the GPU and on the CPU: spec is
+    SHAPE:RANK:NOISE:FRACTION, e.g. 250x200x200:5:0.05:0.1 (smooth nonnegative rank-RANK
+    truth, Gaussian noise of NOISE x RMS(truth) clipped at 0, FRACTION observed), scored on
+    every missing entry."""
+    from tensorcomp import complete
+    from tensorcomp.options import SolverOptions
+    from experiments.bench_complete import make_instance as smooth_instance
+    shape_s, rank, noise, frac = spec.split(":")
+    inst = dict(shape=tuple(int(v) for v in shape_s.split("x")), rank=int(rank),
+                noise=float(noise), frac=float(frac))
+    X, truth, idx, values = smooth_instance("smooth", inst, args.seed)
+    rec = {"spec": spec, "observed": int(np.isfinite(X).sum()), "cells": int(X.size)}
+    log(f"--- complete() {spec}: {rec['observed']:,} observed of {X.size:,}")
+    for device in ("cuda", "cpu"):
+        t = time.perf_counter()
+        out, res = complete(X, return_result=True, seed=args.seed, progress=False,
+                            options=SolverOptions(device=device))
+        wall = time.perf_counter() - t
+        pred = out[tuple(idx.T)]
+        r = {"time_s": wall, "nmse": float(np.sum((pred - values) ** 2) / np.sum(values ** 2)),
+             "status": res.stats["call"]["status"], "model": res.model,
+             "certificate": res.certificate.status, "lam": res.lam,
+             "message": res.message}
+        rec[device] = r
+        log(device, json.dumps(r))
+    return rec
 
 
 def main(argv=None) -> int:
@@ -176,6 +247,11 @@ def main(argv=None) -> int:
                     help="run the CPU solve too up to this many samples")
     ap.add_argument("--kernels", default="", help="p:n for the kernel timings (e.g. 9:1e8)")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--sweep", action="store_true",
+                    help="also time the multi-start kernels at 1-8 entries per thread, "
+                         "128 and 256 threads")
+    ap.add_argument("--complete", default="",
+                    help="SHAPE:RANK:NOISE:FRACTION of a noisy complete(), GPU and CPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-limit", type=float, default=600.0)
     ap.add_argument("--out", default="", help="JSON file for the records")
@@ -198,7 +274,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         solve(small, lam=1.0, options=SolverOptions(device=device))
         log(f"warm-up {device}: {time.perf_counter() - t:.1f} s")
-    records = {"meta": meta, "points": [], "kernels": None}
+    records = {"meta": meta, "points": [], "kernels": None, "complete": None}
 
     def save():
         if args.out:
@@ -208,6 +284,9 @@ def main(argv=None) -> int:
     if args.kernels:
         order, n = args.kernels.split(":")
         records["kernels"] = kernels(int(order), int(float(n)), args)
+        save()
+    if args.complete:
+        records["complete"] = complete_point(args.complete, args)
         save()
     for spec in filter(None, args.points.split(",")):
         order, n = spec.split(":")

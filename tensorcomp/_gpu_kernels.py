@@ -50,6 +50,12 @@ HIST_SHARED = 4096
 MAX_STARTS = 8
 #: modes of the offsets copied to shared memory
 MAX_MODES = 64
+#: atoms whose words the data pass stages in shared memory at a time (one per thread of a
+#: warp: a block of 32 w threads loads w words of 32 atoms)
+ATOM_TILE = 32
+#: entries each thread of a multi-start pass (heuristic round, atom values) takes per
+#: iteration: their index loads are issued together, so more bytes are in flight per thread
+ENTRIES_PER_THREAD = 4
 # shared-array shapes must be module constants (an expression is typed, not folded)
 _BLOCK_WORDS = MAX_THREADS // 32
 _OFFSETS_SHARED = MAX_MODES + 1
@@ -142,41 +148,71 @@ def gram_row(words, new, counts, unit_counts, out):
 def data_pass(words, weights, m, sums, counts, lam, n, g, partials):
     """g[x] = (2 lam / n)(lam m_x phi_x - s_x) with phi_x = sum_j w_j a_j[x] (atoms in order);
     partials[block] = (sum m_x (s_x / m_x - lam phi_x)^2, <g, phi>, sum |g|, sum min(g, 0))
-    over the block's entries."""
+    over the block's entries.
+
+    The block takes a tile of blockDim entries (blockDim / 32 words of every row) at a time
+    and stages the rows' words for ATOM_TILE atoms in shared memory, each thread loading one
+    word: the loads of a tile are issued together, instead of one chain of m dependent loads
+    per entry. Every thread then reads its bit of each staged word (a broadcast within the
+    warp); phi is summed in atom order, as on the CPU."""
     r0 = cuda.shared.array(MAX_THREADS, np.float64)
     r1 = cuda.shared.array(MAX_THREADS, np.float64)
     r2 = cuda.shared.array(MAX_THREADS, np.float64)
     r3 = cuda.shared.array(MAX_THREADS, np.float64)
+    sh_words = cuda.shared.array(MAX_THREADS, np.uint32)
+    sh_w = cuda.shared.array(ATOM_TILE, np.float64)
     u = g.shape[0]
+    n_words = words.shape[1]
+    tid = cuda.threadIdx.x
+    block = cuda.blockDim.x
+    per_tile = block >> 5  # words of one row in a tile
+    my_word = tid >> 5
+    lane = np.uint32(tid & 31)
+    load_atom = tid // per_tile  # < ATOM_TILE: block = 32 * per_tile, ATOM_TILE = 32
+    load_word = tid % per_tile
     scale = 2.0 * lam / n
     rss = 0.0
     gphi = 0.0
     gabs = 0.0
     gneg = 0.0
-    x = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    while x < u:
-        word = x >> 5
-        shift = np.uint32(x & 31)
+    tile = cuda.blockIdx.x * block
+    while tile < u:  # the same trip count for every thread of the block (barriers inside)
+        x = tile + tid
+        base = tile >> 5
         phi = 0.0
-        for j in range(m):
-            phi += weights[j] * ((words[j, word] >> shift) & np.uint32(1))
-        mx = np.float64(counts[x])
-        s = sums[x]
-        r = _dsub(s / mx, _dmul(lam, phi))
-        rss += _dmul(mx, _dmul(r, r))
-        lam_mx = _dmul(lam, mx)
-        gx = _dmul(scale, _dsub(_dmul(lam_mx, phi), s))
-        g[x] = gx
-        gphi += _dmul(gx, phi)
-        gabs += abs(gx)
-        if gx < 0.0:
-            gneg += gx
-        x += cuda.gridDim.x * cuda.blockDim.x
+        j0 = 0
+        while j0 < m:
+            j = j0 + load_atom
+            w = base + load_word
+            sh_words[tid] = words[j, w] if (j < m and w < n_words) else np.uint32(0)
+            if tid < ATOM_TILE:
+                sh_w[tid] = weights[j0 + tid] if j0 + tid < m else 0.0
+            cuda.syncthreads()
+            top = m - j0
+            if top > ATOM_TILE:
+                top = ATOM_TILE
+            for jj in range(top):
+                phi += sh_w[jj] * ((sh_words[jj * per_tile + my_word] >> lane) & np.uint32(1))
+            cuda.syncthreads()
+            j0 += ATOM_TILE
+        if x < u:
+            mx = np.float64(counts[x])
+            s = sums[x]
+            r = _dsub(s / mx, _dmul(lam, phi))
+            rss += _dmul(mx, _dmul(r, r))
+            lam_mx = _dmul(lam, mx)
+            gx = _dmul(scale, _dsub(_dmul(lam_mx, phi), s))
+            g[x] = gx
+            gphi += _dmul(gx, phi)
+            gabs += abs(gx)
+            if gx < 0.0:
+                gneg += gx
+        tile += cuda.gridDim.x * block
     rss = _block_sum_float(r0, rss)
     gphi = _block_sum_float(r1, gphi)
     gabs = _block_sum_float(r2, gabs)
     gneg = _block_sum_float(r3, gneg)
-    if cuda.threadIdx.x == 0:
+    if tid == 0:
         b = cuda.blockIdx.x
         partials[b, 0] = rss
         partials[b, 1] = gphi
@@ -205,8 +241,7 @@ def point(words, weights, m, phi):
 
 @functools.lru_cache(maxsize=None)
 def for_order(order: int) -> SimpleNamespace:
-    """``support_row``, ``atom_values`` and ``block_coefficients`` with the number of modes a
-    compile-time constant: the loops over the modes unroll, so an entry's p index loads are
+    """``support_row`` with the number of modes a compile-time constant: the loops over the modes unroll, so an entry's p index loads are
     issued together instead of one after the other (each waiting for the last)."""
     P = int(order)
 
@@ -253,88 +288,167 @@ def for_order(order: int) -> SimpleNamespace:
             if total != 0:
                 cuda.atomic.add(out, 1, total)
 
-    @cuda.jit
-    def atom_values(idx, offsets, thetas, parity, c, c_scale, out):
-        """out[s] += the fixed-point sum of c over the support of thetas[s], s = blockIdx.y
-        (``parity``: as in ``support_row``)."""
-        red = cuda.shared.array(MAX_THREADS, np.int64)
-        sh_theta = cuda.shared.array(THETA_SHARED, np.uint8)
-        s = cuda.blockIdx.y
+    return SimpleNamespace(support_row=support_row)
+
+
+def shared_cells(n: int, least: int) -> int:
+    """A shared-array size for n cells: the next power of two, at least ``least`` (few
+    distinct sizes, so few compiled kernels)."""
+    return max(int(least), 1 << max(int(n) - 1, 0).bit_length())
+
+
+@functools.lru_cache(maxsize=None)
+def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
+              per_thread: int) -> SimpleNamespace:
+    """``block_coefficients`` and ``atom_values`` for ``starts`` atoms at once, with the number
+    of modes, of starts and of entries per thread compile-time constants: the loops over them
+    unroll, every per-start and per-entry variable lives in a register, and a thread issues
+    the index loads of its ``per_thread`` entries together. Shared memory is sized to the
+    problem (``theta_cells`` bytes of atom bits >= starts * rho, ``hist_cells`` int64 cells
+    >= starts * max r_k), so that many blocks fit on a multiprocessor.
+
+    Entry x of a thread's tile is tile + i * blockDim + threadIdx, i < per_thread: every
+    load instruction of a warp reads consecutive entries."""
+    P, S, U = int(order), int(starts), int(per_thread)
+    TC, HC = int(theta_cells), int(hist_cells)
+    UP, US = U * P, U * S
+
+    @cuda.jit(device=True)
+    def _load_tile(idx, off, tile, u, ix):
+        """ix[i * P + k] = offsets[k] + idx[k, x_i] (x_i clamped to the last entry)."""
         tid = cuda.threadIdx.x
-        for i in range(tid, thetas.shape[1], cuda.blockDim.x):
-            sh_theta[i] = thetas[s, i]
-        cuda.syncthreads()
-        u = idx.shape[1]
-        acc = np.int64(0)
-        x = cuda.blockIdx.x * cuda.blockDim.x + tid
-        while x < u:
-            zeros = 0
+        block = cuda.blockDim.x
+        for i in range(U):
+            x = tile + i * block + tid
+            if x >= u:
+                x = u - 1
             for k in range(P):
-                zeros += 1 - sh_theta[offsets[k] + idx[k, x]]
-            if (zeros % 2 == 0) if parity else (zeros == 0):
-                acc += np.int64(c[x] * c_scale)
-            x += cuda.gridDim.x * cuda.blockDim.x
-        acc = _block_sum_int(red, acc)
-        if tid == 0 and acc != 0:
-            cuda.atomic.add(out, s, acc)
+                ix[i * P + k] = off[k] + np.int32(idx[k, x])
 
     @cuda.jit
     def block_coefficients(idx, offsets, thetas, modes, c, c_scale, out):
         """out[s, j] += the fixed-point sum of c_x over the entries x with x_k = j
         (k = modes[s]) at which every other mode's bit of thetas[s] is set: one
         alternating-minimisation round (``tensorcomp.oracles._altmin_kernels.
-        mode_coefficients``) for every start of the batch.
+        mode_coefficients``) for every start of the batch (S = thetas.shape[0]).
 
         An entry counts for start s iff z + theta_k[x_k] == 1, z being its number of clear
         bits. Each thread keeps one running sum per start while its counted entries stay in
         one bin (entries are sorted, so a mode's index is constant over long runs) and adds
         it to the block's shared histogram when the bin changes; the block then adds its
         histogram to ``out``. Integer additions: the order changes nothing."""
-        sh_theta = cuda.shared.array(THETA_SHARED, np.uint8)
-        hist = cuda.shared.array(HIST_SHARED, np.int64)
-        acc = cuda.local.array(MAX_STARTS, np.int64)
-        cur = cuda.local.array(MAX_STARTS, np.int64)
-        ix = cuda.local.array(P, np.int64)
+        sh_theta = cuda.shared.array(TC, np.uint8)
+        hist = cuda.shared.array(HC, np.int64)
+        off = cuda.local.array(P, np.int32)
+        mode = cuda.local.array(S, np.int32)
+        mode_off = cuda.local.array(S, np.int32)
+        acc = cuda.local.array(S, np.int64)
+        cur = cuda.local.array(S, np.int32)
+        ix = cuda.local.array(UP, np.int32)
+        bins = cuda.local.array(US, np.int32)
+        val = cuda.local.array(U, np.int64)
         tid = cuda.threadIdx.x
         block = cuda.blockDim.x
-        n_starts, rho = thetas.shape
+        rho = thetas.shape[1]
         r_max = out.shape[1]
         u = idx.shape[1]
-        for i in range(tid, n_starts * rho, block):
+        for i in range(tid, S * rho, block):
             sh_theta[i] = thetas[i // rho, i % rho]
-        for i in range(tid, n_starts * r_max, block):
+        for i in range(tid, S * r_max, block):
             hist[i] = 0
-        for s in range(n_starts):
+        for k in range(P):
+            off[k] = offsets[k]
+        for s in range(S):
+            mode[s] = modes[s]
+            mode_off[s] = offsets[modes[s]]
             acc[s] = 0
             cur[s] = -1
         cuda.syncthreads()
-        x = cuda.blockIdx.x * block + tid
-        while x < u:
-            for k in range(P):  # unrolled: the p loads in flight together
-                ix[k] = offsets[k] + idx[k, x]
-            for s in range(n_starts):
-                t0 = s * rho
-                zeros = 0
-                for k in range(P):
-                    zeros += 1 - sh_theta[t0 + ix[k]]
-                ks = modes[s]
-                bit = ix[ks]
-                if zeros + sh_theta[t0 + bit] == 1:
-                    j = bit - offsets[ks]
-                    if j != cur[s]:
-                        if acc[s] != 0:
-                            cuda.atomic.add(hist, s * r_max + cur[s], acc[s])
-                        cur[s] = j
-                        acc[s] = 0
-                    acc[s] += np.int64(c[x] * c_scale)
-            x += cuda.gridDim.x * block
-        for s in range(n_starts):
+        tile = cuda.blockIdx.x * block * U
+        while tile < u:
+            _load_tile(idx, off, tile, u, ix)
+            for i in range(U):
+                x = tile + i * block + tid
+                need = False
+                for s in range(S):
+                    t0 = s * rho
+                    zeros = 0
+                    bit = 0
+                    for k in range(P):
+                        b = ix[i * P + k]
+                        zeros += 1 - sh_theta[t0 + b]
+                        if k == mode[s]:
+                            bit = b
+                    j = -1
+                    if x < u and zeros + sh_theta[t0 + bit] == 1:
+                        j = bit - mode_off[s]
+                        need = True
+                    bins[i * S + s] = j
+                val[i] = np.int64(c[x] * c_scale) if need else np.int64(0)
+            for i in range(U):
+                for s in range(S):
+                    j = bins[i * S + s]
+                    if j >= 0:
+                        if j != cur[s]:
+                            if acc[s] != 0:
+                                cuda.atomic.add(hist, s * r_max + cur[s], acc[s])
+                            cur[s] = j
+                            acc[s] = 0
+                        acc[s] += val[i]
+            tile += cuda.gridDim.x * block * U
+        for s in range(S):
             if acc[s] != 0:
                 cuda.atomic.add(hist, s * r_max + cur[s], acc[s])
         cuda.syncthreads()
-        for i in range(tid, n_starts * r_max, block):
+        for i in range(tid, S * r_max, block):
             if hist[i] != 0:
                 cuda.atomic.add(out, (i // r_max, i % r_max), hist[i])
 
-    return SimpleNamespace(support_row=support_row, atom_values=atom_values,
-                           block_coefficients=block_coefficients)
+    @cuda.jit
+    def atom_values(idx, offsets, thetas, parity, c, c_scale, out):
+        """out[s] += the fixed-point sum of c over the support of thetas[s], s < S (``parity``:
+        as in ``support_row``), all starts in one pass over the entries."""
+        sh_theta = cuda.shared.array(TC, np.uint8)
+        red = cuda.shared.array(MAX_THREADS, np.int64)
+        off = cuda.local.array(P, np.int32)
+        acc = cuda.local.array(S, np.int64)
+        ix = cuda.local.array(UP, np.int32)
+        on = cuda.local.array(US, np.uint8)
+        val = cuda.local.array(U, np.int64)
+        tid = cuda.threadIdx.x
+        block = cuda.blockDim.x
+        rho = thetas.shape[1]
+        u = idx.shape[1]
+        for i in range(tid, S * rho, block):
+            sh_theta[i] = thetas[i // rho, i % rho]
+        for k in range(P):
+            off[k] = offsets[k]
+        for s in range(S):
+            acc[s] = 0
+        cuda.syncthreads()
+        tile = cuda.blockIdx.x * block * U
+        while tile < u:
+            _load_tile(idx, off, tile, u, ix)
+            for i in range(U):
+                x = tile + i * block + tid
+                need = False
+                for s in range(S):
+                    t0 = s * rho
+                    zeros = 0
+                    for k in range(P):
+                        zeros += 1 - sh_theta[t0 + ix[i * P + k]]
+                    hit = x < u and ((zeros % 2 == 0) if parity else (zeros == 0))
+                    on[i * S + s] = 1 if hit else 0
+                    need = need or hit
+                val[i] = np.int64(c[x] * c_scale) if need else np.int64(0)
+            for i in range(U):
+                for s in range(S):
+                    if on[i * S + s]:
+                        acc[s] += val[i]
+            tile += cuda.gridDim.x * block * U
+        for s in range(S):
+            total = _block_sum_int(red, acc[s])
+            if tid == 0 and total != 0:
+                cuda.atomic.add(out, s, total)
+
+    return SimpleNamespace(block_coefficients=block_coefficients, atom_values=atom_values)

@@ -220,10 +220,30 @@ class DeviceObservations:
         self.pass_id = 0
         self._direction = None
         self._partials = None
+        self._waves = {}
 
     # ------------------------------------------------------------------------ launches
-    def _grid(self, items: int, per_thread: int = 1) -> int:
-        return max(1, min(-(-items // (self.threads * per_thread)), self.max_blocks))
+    def _grid(self, items: int, per_thread: int = 1, kernel=None) -> int:
+        """Blocks for a grid-stride launch over ``items``: enough for one item per thread
+        (``per_thread`` items), at most one wave of the blocks that fit on the device at once
+        (``kernel``'s occupancy once it is compiled, else BLOCKS_PER_SM per
+        multiprocessor): every block then does the same work and none waits for a second
+        wave."""
+        cap = self._waves.get(kernel, self.max_blocks) if kernel is not None else self.max_blocks
+        return max(1, min(-(-items // (self.threads * per_thread)), cap))
+
+    def _learn_wave(self, kernel) -> None:
+        """After ``kernel``'s first launch: how many of its blocks fit on the device at once."""
+        if kernel in self._waves:
+            return
+        cap = self.max_blocks
+        if not _simulated(self.cuda):
+            try:
+                compiled = next(iter(kernel.overloads.values()))
+                cap = int(compiled.max_cooperative_grid_blocks(self.threads))
+            except Exception:  # noqa: BLE001 - a launch size only: the default is correct too
+                cap = self.max_blocks
+        self._waves[kernel] = max(1, cap)
 
     def new_rows(self, capacity: int, old=None, used: int = 0):
         """A (capacity, W) uint32 row buffer with the first ``used`` rows of ``old``."""
@@ -256,13 +276,15 @@ class DeviceObservations:
 
     def data_pass(self, rows, m: int, weights: np.ndarray, lam: float, n: float):
         """(residual sum of squares, the pass's DeviceDirection, <g, phi>, sum |g|)."""
-        grid = self._grid(self.n_entries)
-        if self._partials is None:
+        kernel = self.kernels.data_pass
+        grid = self._grid(self.n_entries, kernel=kernel)
+        if self._partials is None or self._partials.shape[0] != grid:
             self._partials = self.cuda.device_array((grid, 4), dtype=np.float64)
         partials = self._partials
         w = self.cuda.to_device(np.ascontiguousarray(weights, dtype=np.float64))
-        self.kernels.data_pass[grid, self.threads](rows, w, m, self.sums, self.counts,
-                                                   float(lam), float(n), self.g, partials)
+        kernel[grid, self.threads](rows, w, m, self.sums, self.counts, float(lam), float(n),
+                                   self.g, partials)
+        self._learn_wave(kernel)
         rss, gphi, gabs, gneg = partials.copy_to_host().sum(axis=0)  # block order, fixed
         if not math.isfinite(gabs):
             raise FloatingPointError("the data pass produced a non-finite gradient")
@@ -283,17 +305,35 @@ class DeviceObservations:
         if direction.pass_id != self.pass_id:
             raise InputError("the direction is stale: a later data pass overwrote it")
 
+    def _batch_kernels(self, starts: int):
+        GK = self.kernels
+        return GK.for_batch(self.order, starts, GK.shared_cells(starts * self.rho, 64),
+                            GK.shared_cells(starts * self.r_max, 32), GK.ENTRIES_PER_THREAD)
+
+    def _batch_size(self) -> int:
+        """Starts per multi-start launch: their bits and histograms fit the shared arrays."""
+        GK = self.kernels
+        return max(1, min(GK.MAX_STARTS, GK.THETA_SHARED // self.rho,
+                          GK.HIST_SHARED // self.r_max))
+
     def atom_values(self, direction: DeviceDirection, thetas, parity: bool = False):
         """(B,) <g, a> for the atoms ``thetas`` (B, rho), in fixed point."""
         self.check_direction(direction)
         thetas = np.ascontiguousarray(thetas, dtype=np.uint8)
         B = thetas.shape[0]
-        out = self.cuda.to_device(np.zeros(B, dtype=np.int64))
-        grid = self._grid(self.n_entries)
-        self.per_order.atom_values[(grid, B), self.threads](
-            self.idx, self.d_offsets, self.cuda.to_device(thetas), bool(parity),
-            direction.device, direction.fixed_scale, out)
-        return out.copy_to_host().astype(np.float64) / direction.fixed_scale
+        out = np.zeros(B, dtype=np.int64)
+        chunk = self._batch_size()
+        for lo in range(0, B, chunk):
+            part = thetas[lo:lo + chunk]
+            kernel = self._batch_kernels(part.shape[0]).atom_values
+            d_out = self.cuda.to_device(np.zeros(part.shape[0], dtype=np.int64))
+            grid = self._grid(self.n_entries, self.kernels.ENTRIES_PER_THREAD, kernel)
+            kernel[grid, self.threads](self.idx, self.d_offsets, self.cuda.to_device(part),
+                                       bool(parity), direction.device, direction.fixed_scale,
+                                       d_out)
+            self._learn_wave(kernel)
+            out[lo:lo + part.shape[0]] = d_out.copy_to_host()
+        return out.astype(np.float64) / direction.fixed_scale
 
     def block_coefficients(self, direction: DeviceDirection, thetas, modes) -> np.ndarray:
         """(B, max r_k) block coefficients of mode modes[s] for each start thetas[s]
@@ -306,17 +346,17 @@ class DeviceObservations:
         out = np.zeros((B, self.r_max), dtype=np.int64)
         empty = np.add.reduceat(thetas, self.offsets[:-1], axis=1, dtype=np.int64) == 0
         live = np.flatnonzero(empty.sum(axis=1) <= 1)
-        GK = self.kernels
-        chunk = max(1, min(GK.MAX_STARTS, GK.THETA_SHARED // self.rho,
-                           GK.HIST_SHARED // self.r_max))
-        grid = self._grid(self.n_entries, per_thread=4)
+        chunk = self._batch_size()
         for lo in range(0, live.size, chunk):
             rows = live[lo:lo + chunk]
+            kernel = self._batch_kernels(rows.size).block_coefficients
             d_out = self.cuda.to_device(np.zeros((rows.size, self.r_max), dtype=np.int64))
-            self.per_order.block_coefficients[grid, self.threads](
+            grid = self._grid(self.n_entries, self.kernels.ENTRIES_PER_THREAD, kernel)
+            kernel[grid, self.threads](
                 self.idx, self.d_offsets, self.cuda.to_device(thetas[rows]),
                 self.cuda.to_device(modes[rows]), direction.device, direction.fixed_scale,
                 d_out)
+            self._learn_wave(kernel)
             out[rows] = d_out.copy_to_host()
         return out.astype(np.float64) / direction.fixed_scale
 
