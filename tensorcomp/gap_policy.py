@@ -10,8 +10,10 @@ Contract
   as the minimum) feeds ``estimated_bound``, never ``lower_bound``; a run that stops on it ends
   with status ``"uncertified"``, not ``"optimal"``.
 * **Every positive answer makes progress.** Phi never falls below ``floor`` = max(tol / 4,
-  RESOLUTION_FACTOR * K * r), where r bounds the rounding error of <g, phi> - <g, v>
-  (``resolution``). A positive answer v therefore satisfies
+  RESOLUTION_FACTOR * K * r), where r bounds the rounding error of <g, phi> - <g, v> at the
+  current data pass (``resolution``: it scales with sum |g|, so it follows the residuals down;
+  a floor kept at the largest r seen would stay at the first passes' scale, orders of magnitude
+  above the last ones', and end runs on large data as "stalled" far above tol). A positive answer v therefore satisfies
   <g, phi - v> >= Phi / K - r >= Phi / (2K) in exact arithmetic, and the exact line search
   towards it lowers f by at least ``min(delta / 2, delta^2 / (4 lam^2))`` with
   delta = floor / (2K) (the curvature of f along v - phi is at most 2 lam^2: |v_x - phi_x| <= 1
@@ -27,9 +29,9 @@ Contract
   floor between a query and its answer, and a proof at the coarse level that query asked for
   says nothing about the gap at the floor (that query is then followed by one at the floor).
 * **Bound on oracle calls** (no time limit needed): with f_0 the first objective and
-  Delta = min(delta / 2, delta^2 / (4 lam^2)), delta = floor / (2K),
+  Delta = min(delta / 2, delta^2 / (4 lam^2)), delta = tol / (8K) (the smallest floor),
 
-      oracle calls <= 2 (f_0 - f*) / Delta + log2(Phi_0 / floor) + 4
+      oracle calls <= 2 (f_0 - f*) / Delta + log2(4 Phi_0 / tol) + 4
 
   (progress steps, at most as many steps without progress as with it plus the safety net's two,
   the halvings, the escalation). Local steps between oracle calls need a gap >= Phi >= floor as
@@ -45,7 +47,8 @@ from dataclasses import dataclass
 
 from tensorcomp.oracles.base import rounding_error
 
-__all__ = ["GapPolicy", "Thresholds", "ACCURACY_K", "CERTIFY_FRACTION", "FLOOR_FRACTION"]
+__all__ = ["GapPolicy", "Thresholds", "ACCURACY_K", "CERTIFY_FRACTION", "FLOOR_FRACTION",
+           "RESOLUTION_FACTOR"]
 
 #: weak-separation accuracy: a positive answer improves <g, .> by at least Phi / K
 ACCURACY_K = 2.0
@@ -146,16 +149,18 @@ class GapPolicy:
     # ------------------------------------------------------------------------------ Phi
     def start(self, f: float, gphi: float, free_bound: float, resolution: float) -> None:
         """Phi_0 from the free bound: an upper bound on the Frank-Wolfe gap, halved."""
-        self._raise_floor(resolution)
+        self._set_floor(resolution)
         self.phi = max((gphi - free_bound) / 2.0, self.floor)
 
-    def _raise_floor(self, resolution: float) -> None:
-        self.floor = max(self.floor, RESOLUTION_FACTOR * ACCURACY_K * resolution)
+    def _set_floor(self, resolution: float) -> None:
+        """The floor at the current data pass: never below FLOOR_FRACTION * tol, whatever the
+        resolution does (the termination bound rests on that)."""
+        self.floor = max(FLOOR_FRACTION * self.tol, RESOLUTION_FACTOR * ACCURACY_K * resolution)
 
     def query(self, f: float, gphi: float, resolution: float) -> Thresholds:
         """Thresholds of the next oracle call at objective f, <g, phi> = gphi, where
         ``resolution`` bounds the rounding error of <g, phi> - <g, v>."""
-        self._raise_floor(resolution)
+        self._set_floor(resolution)
         # f - f* <= f - L: a larger estimate only wastes oracle calls on halvings
         self.phi = max(min(self.phi, f - self.stop_bound()), self.floor)
         exact = (not self.lazy or self.phi <= self.stop_tol() or self.force_exact)

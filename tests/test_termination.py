@@ -18,7 +18,7 @@ import pytest
 from ground_truth import Samples, aggregate, all_entries, optimum
 from tensorcomp.oracles.base import OracleAnswer
 from tensorcomp import InputError, Observations, solve
-from tensorcomp.gap_policy import ACCURACY_K, GapPolicy
+from tensorcomp.gap_policy import ACCURACY_K, FLOOR_FRACTION, GapPolicy, RESOLUTION_FACTOR
 from tensorcomp.options import SolverOptions
 
 # noisy instances include negative samples on purpose
@@ -251,6 +251,20 @@ def test_policy_floor_follows_the_floating_point_resolution():
     pol.start(f=1.0, gphi=1e6, free_bound=-1e6, resolution=1e-6)
     q = pol.query(f=1.0, gphi=1e6, resolution=1e-6)
     assert 1e6 - q.target >= 4 * 1e-6  # resolvable in float64, whatever tol says
+
+
+def test_policy_floor_follows_the_current_resolution_down():
+    """The first passes' residuals are large, so is their rounding; the floor must come down
+    with them (a floor kept at the first pass's scale ends a large run far above tol), and
+    never below tol / 4."""
+    tol = 1e-9
+    pol = GapPolicy(tol)
+    pol.start(f=1.0, gphi=1.0, free_bound=-1.0, resolution=1e-6)
+    assert pol.floor == pytest.approx(RESOLUTION_FACTOR * ACCURACY_K * 1e-6)
+    pol.query(f=1e-6, gphi=1e-6, resolution=1e-10)
+    assert pol.floor == pytest.approx(RESOLUTION_FACTOR * ACCURACY_K * 1e-10)
+    pol.query(f=1e-8, gphi=1e-8, resolution=0.0)
+    assert pol.floor == FLOOR_FRACTION * tol
 
 
 def test_policy_negative_answers_are_finite_and_escalate_before_stalling():
