@@ -140,16 +140,71 @@ def warm_up(peers):
 
 
 # ------------------------------------------------------------------------------------ table
+#: a peer is "comparable" on a split when its (a) NMSE is within this factor of the best NMSE
+#: of that split, best over ours and every peer
+COMPARABLE = 1.05
+
+
 def _gmean(xs):
     xs = [x for x in xs if x is not None and math.isfinite(x) and x > 0]
     return float(np.exp(np.mean(np.log(xs)))) if xs else math.nan
 
 
-def table(path) -> None:
+def _median(xs):
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return float(np.median(xs)) if xs else math.nan
+
+
+def split_criteria(me: dict, peers: list) -> dict:
+    """One split's comparison of our record ``me`` with the peers' records (those with a
+    finite (a) NMSE); other labels of ours are not counted.
+
+    Returns nmse_ratio (ours / the best peer's (a) NMSE), best_b_ratio (ours / the best (b)
+    NMSE of any peer), best_a_time_ratio (ours / that best (a) peer's time) and
+    comparable_time_s: the time of the fastest peer whose (a) NMSE is within COMPARABLE x the
+    best NMSE of the split (None when no peer is)."""
+    best_a = min(peers, key=lambda r: r["nmse"])
+    best = min([me["nmse"]] + [r["nmse"] for r in peers])
+    close = [r["time_s"] for r in peers if r["nmse"] <= COMPARABLE * best]
+    return {"nmse_ratio": me["nmse"] / best_a["nmse"],
+            "best_b_ratio": me["nmse"] / min(r.get("nmse_test_selected", r["nmse"])
+                                             for r in peers),
+            "best_a_time_ratio": me["time_s"] / best_a["time_s"],
+            "comparable_time_s": min(close) if close else None}
+
+
+def dataset_criteria(mine: dict, peer_runs: dict, splits) -> dict:
+    """The criteria over ``splits`` of one dataset: ``mine`` split -> our record,
+    ``peer_runs`` split -> the peers' records. nmse_ratio: the median over splits of ours /
+    the best peer's (a) NMSE; time_ratio: our median time / the median over splits of the
+    fastest comparable peer's time (splits without one left out; nan when no split has one);
+    plus the geometric means of the per-split ratios."""
+    per = []
+    for s in splits:
+        peers = [r for r in peer_runs.get(s, []) if math.isfinite(r["nmse"])]
+        if s in mine and peers:
+            per.append((mine[s], split_criteria(mine[s], peers)))
+    if not per:
+        return {}
+    comparable = [c["comparable_time_s"] for _, c in per if c["comparable_time_s"] is not None]
+    med_time = _median([me["time_s"] for me, _ in per])
+    return {"splits": len(per),
+            "nmse_ratio": _median([c["nmse_ratio"] for _, c in per]),
+            "time_ratio": med_time / _median(comparable) if comparable else math.nan,
+            "nmse_ratio_gmean": _gmean([c["nmse_ratio"] for _, c in per]),
+            "best_b_ratio_gmean": _gmean([c["best_b_ratio"] for _, c in per]),
+            "best_a_time_ratio_gmean": _gmean([c["best_a_time_ratio"] for _, c in per]),
+            "median_nmse": _median([me["nmse"] for me, _ in per]), "median_time_s": med_time}
+
+
+def table(path, labels=None) -> None:
+    """Markdown tables of the records in ``path``. ``labels``: the methods of ours to show
+    (default: every method that is not a peer)."""
     rows = [json.loads(line) for line in open(path)]
     names = list(dict.fromkeys(r["dataset"] for r in rows))
-    ours = [m for m in ("tensorcomp-base", "tensorcomp") if any(r["method"] == m for r in rows)]
-    peers = [p for p in dict.fromkeys(r["method"] for r in rows) if p not in ours]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ours = [m for m in methods if m not in PEERS] if labels is None else list(labels)
+    peers = [m for m in methods if m in PEERS]
     by = {}
     for r in rows:
         by.setdefault((r["dataset"], r["method"]), {})[r["split"]] = r
@@ -166,9 +221,12 @@ def table(path) -> None:
         times = [r[tkey] for r in recs if r.get(tkey) is not None]
         ranks = sorted({r["detail"].get(rkey) for r in recs if r["detail"].get(rkey)})
         rk = f", R={'/'.join(map(str, ranks))}" if ranks else ""
-        return f"{np.mean(vals):.3g} ({np.mean(times):.1f}s{rk})"
+        return f"{np.median(vals):.3g} ({np.median(times):.1f}s{rk})"
 
-    print("Held-out NMSE, mean over the splits every method ran (mean wall time; ranks "
+    def fmt(x, digits):
+        return "—" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+    print("Held-out NMSE, median over the splits every method ran (median wall time; ranks "
           "chosen). Peers: rank chosen on the observed entries only (a).\n")
     head = ["dataset", "shape", "obs", "splits"] + ours + peers
     print("| " + " | ".join(head) + " |")
@@ -181,45 +239,32 @@ def table(path) -> None:
         for m in ours + peers:
             cells.append(cell([by[(d, m)][s] for s in splits if (d, m) in by]))
         print("| " + " | ".join(cells) + " |")
-    print("\nRatios: geometric mean over splits of per-split ratios. best (a) / (b): the peer "
-          "with the lowest NMSE on that split, its rank chosen on the observed entries (a) or "
-          "on the held-out set (b); time: ours / that best (a) peer's, and ours / the fastest "
-          "peer whose (a) NMSE is within 1.1x of ours.\n")
+    print(f"\nCriteria: NMSE = median over splits of ours / the best peer's (a) NMSE (goal "
+          f"≤ 1); time = our median time / the median over splits of the time of the fastest "
+          f"peer whose (a) NMSE is within {COMPARABLE}x the split's best NMSE (best over ours "
+          f"and every peer; goal ≤ 2; — : no peer that close). Then geometric means over "
+          f"splits: ours / best (a) NMSE, / best (b) NMSE, / best (a) peer's time.\n")
     head = ["dataset", "splits"]
     for o in ours:
-        head += [f"{o} / best (a) NMSE", f"{o} / best (b) NMSE", f"{o} / best (a) time",
-                 f"{o} / fastest comparable time"]
+        head += [f"{o} NMSE", f"{o} time", f"{o} gm (a)", f"{o} gm (b)", f"{o} gm (a) time"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    summary = {o: [[], [], [], []] for o in ours}
     for d in names:
         splits = common(d)
         cells = [d, str(len(splits))]
+        peer_runs = {s: [by[(d, p)][s] for p in peers if s in by.get((d, p), {})]
+                     for s in splits}
         for o in ours:
-            ra, rb, ta, tc = [], [], [], []
-            for s in splits:
-                me = by.get((d, o), {}).get(s)
-                pr = [by[(d, p)][s] for p in peers if s in by.get((d, p), {})
-                      and math.isfinite(by[(d, p)][s]["nmse"])]
-                if me is None or not pr:
-                    continue
-                best_a = min(pr, key=lambda r: r["nmse"])
-                best_b = min(r.get("nmse_test_selected", r["nmse"]) for r in pr)
-                ra.append(me["nmse"] / best_a["nmse"])
-                rb.append(me["nmse"] / best_b)
-                ta.append(me["time_s"] / best_a["time_s"])
-                close = [r["time_s"] for r in pr if r["nmse"] <= 1.1 * me["nmse"]]
-                tc.append(me["time_s"] / min(close) if close else None)
-            for acc, xs in zip(summary[o], (ra, rb, ta, tc)):
-                acc += [x for x in xs if x is not None]
-            cells += [f"{_gmean(ra):.3f}", f"{_gmean(rb):.3f}", f"{_gmean(ta):.2f}",
-                      "—" if not any(x is not None for x in tc) else f"{_gmean(tc):.2f}"]
+            c = dataset_criteria(by.get((d, o), {}), peer_runs, splits)
+            if not c:
+                cells += ["—"] * 5
+                continue
+            ok_n = "" if c["nmse_ratio"] <= 1 else " ✗"
+            ok_t = "" if math.isnan(c["time_ratio"]) or c["time_ratio"] <= 2 else " ✗"
+            cells += [fmt(c["nmse_ratio"], 3) + ok_n, fmt(c["time_ratio"], 2) + ok_t,
+                      fmt(c["nmse_ratio_gmean"], 3), fmt(c["best_b_ratio_gmean"], 3),
+                      fmt(c["best_a_time_ratio_gmean"], 2)]
         print("| " + " | ".join(cells) + " |")
-    for o in ours:
-        ra, rb, ta, tc = summary[o]
-        print(f"\n{o}: over all splits, geometric means: / best (a) NMSE {_gmean(ra):.3f}, "
-              f"/ best (b) NMSE {_gmean(rb):.3f}, / best (a) time {_gmean(ta):.2f}, "
-              f"/ fastest comparable time {_gmean(tc):.2f}")
 
 
 def main() -> None:
@@ -235,9 +280,11 @@ def main() -> None:
                     help="method name of complete()'s records (another revision: another name)")
     ap.add_argument("--no-ours", action="store_true")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--labels", default=None,
+                    help="--table: comma-separated methods of ours to show (default: all)")
     a = ap.parse_args()
     if a.table:
-        table(a.out)
+        table(a.out, None if a.labels is None else a.labels.split(","))
         return
     peers = [p for p in a.peers.split(",") if p]
     ranks = [int(r) for r in a.ranks.split(",")]
