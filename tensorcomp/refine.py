@@ -183,7 +183,7 @@ def refine_cp(obs: Observations, init_factors, *, ridge_rel: float = RIDGE_REL,
             break
     factors = [F[offsets[k]:offsets[k + 1]].copy() for k in range(p)]
     info = {"sweeps": sweep, "objective": float(prev), "start_objective": float(start),
-            "status": status, "rank": R, "extrapolations": accepted}
+            "status": status, "rank": R, "extrapolations": accepted, "ridge_rel": ridge_rel}
     if not math.isfinite(prev):
         raise FloatingPointError("CP refinement diverged (non-finite objective)")
     return CPModel(shape, factors, info)

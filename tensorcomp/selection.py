@@ -15,7 +15,7 @@ from tensorcomp.oracles.deadline import Deadline
 from ._validation import InputError, as_positive_float
 from .observations import Observations
 from .progress import Progress
-from .refine import convex_start, refine_cp
+from .refine import RIDGE_REL, convex_start, refine_cp
 from .options import SolverOptions
 from .solver import solve, solver_options
 
@@ -297,14 +297,17 @@ def rank_schedule(max_rank: int) -> list:
 
 
 def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
-                deadline: Deadline, progress: Progress, seed: int = 0, convex_se: float = 0.0):
+                deadline: Deadline, progress: Progress, seed: int = 0, convex_se: float = 0.0,
+                ridge_rel: float = RIDGE_REL):
     """Nonnegative CP ranks of ``rank_schedule`` started from the convex fit, fitted on (a
     subset of) the training entries; returns (best model or None, rank path). ``None`` unless
     a rank validates better than the convex fit by more than ``convex_se`` (the standard error
     of the convex fit's validation MSE: as in the lambda choice, among models the validation
     cannot tell apart the certified one is kept). Stops after LAM_PATIENCE ranks in a row that do
     not improve, then tries the best rank's untried neighbours (the schedule skips ranks above
-    6). Path rows: (rank, validation_mse, train_objective, status)."""
+    6). Path rows: (rank, validation_mse, train_objective, status). Every fit uses the ridge
+    ``ridge_rel`` (``refine_cp``); the returned model's ``info`` holds it and its validation
+    MSE."""
     train = _subsample(data.train, RANK_SEARCH_MAX_ENTRIES, seed)
     cap = min(max_rank, max(convex_fit.n_atoms, 1), data_rank_bound(train))
     fitted, path, errors = {}, [], {}
@@ -313,6 +316,7 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
     def record(rank, model):
         fitted[rank] = model
         errors[rank] = err = data.error(model)[0]
+        model.info["validation_mse"] = err
         path.append((rank, err, model.info["objective"], model.info["status"]))
         progress.step("refinement", f"rank {rank} validation MSE={err:.4g} "
                                     f"(convex {convex_err:.4g})")
@@ -327,13 +331,13 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
             init = [np.hstack([f, a[:, smaller:]]) for f, a in
                     zip(fitted[smaller].factors, init)]
         model = refine_cp(train, init, rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline,
-                          nonnegative=not signed)
+                          nonnegative=not signed, ridge_rel=ridge_rel)
         for start in range(SIGNED_RANDOM_STARTS if signed else 0):
             if deadline.expired():
                 break
             other = refine_cp(train, random_start(train, rank, seed + 1000 * rank + start),
                               rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline,
-                              nonnegative=False)
+                              nonnegative=False, ridge_rel=ridge_rel)
             if other.info["objective"] < model.info["objective"]:
                 model = other
         return record(rank, model)
@@ -349,7 +353,8 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
             strength = np.prod([np.linalg.norm(f, axis=0) for f in larger.factors], axis=0)
             keep = np.argsort(-strength, kind="stable")[:rank]
             model = refine_cp(train, [f[:, keep] for f in larger.factors],
-                              rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline, nonnegative=False)
+                              rel_tol=RANK_SEARCH_REL_TOL, deadline=deadline, nonnegative=False,
+                              ridge_rel=ridge_rel)
             if model.info["objective"] < fitted[rank].info["objective"]:
                 record(rank, model)
 

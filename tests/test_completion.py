@@ -146,6 +146,39 @@ def test_refinement_recovers_noiseless_low_rank_and_leaves_input_alone():
     assert np.allclose(model.predict(np.array([[1, 2, 3]])), est[1, 2, 3])
 
 
+def test_refinement_ridge_is_chosen_by_validation_and_kept_in_the_refit():
+    """Each ridge of REFINE_RIDGES gets its own rank search; the returned model is the one
+    with the lowest validation error, and its refit on all entries uses the same ridge."""
+    from tensorcomp.fitting import REFINE_RIDGES
+    truth, noisy, mask = smooth_low_rank()
+    _, res = complete(np.where(mask, noisy, np.nan), return_result=True, time_limit=None)
+    ref = res.stats["refinement"]
+    assert ref["kept"] and set(ref["rank_paths"]) == {repr(r) for r in REFINE_RIDGES}
+    best = {r: min(row[1] for row in path) for r, path in ref["rank_paths"].items() if path}
+    assert ref["ridge_rel"] in REFINE_RIDGES
+    assert best[repr(ref["ridge_rel"])] == min(best.values())
+    assert ref["final"]["ridge_rel"] == ref["ridge_rel"]
+
+
+def test_a_strong_ridge_keeps_sparse_rows_from_growing():
+    """Rows seen only a few times: with the strong ridge of REFINE_RIDGES their factors stay
+    near the others' scale; the numerical ridge lets them grow where nothing is observed."""
+    from tensorcomp.fitting import REFINE_RIDGES
+    rng = np.random.default_rng(3)
+    shape, rank = (30, 30, 30), 8
+    truth = np.einsum("ir,jr,kr->ijk", *(rng.random((r, rank)) for r in shape))
+    noisy = truth + 0.1 * truth.std() * rng.standard_normal(shape)
+    mask = rng.random(shape) < 0.03
+    obs = Observations.from_dense(np.where(mask, noisy, np.nan))
+    init = [rng.random((r, rank)) for r in shape]
+    weak = refine_cp(obs, init, ridge_rel=REFINE_RIDGES[0], max_sweeps=300)
+    strong = refine_cp(obs, init, ridge_rel=REFINE_RIDGES[-1], max_sweeps=300)
+    far = ~mask
+    err = {name: np.sum((m.to_dense()[far] - truth[far]) ** 2) / np.sum(truth[far] ** 2)
+           for name, m in (("weak", weak), ("strong", strong))}
+    assert err["strong"] < err["weak"], err
+
+
 def test_cp_model_to_dense_refuses_huge():
     model = CPModel((10**4, 10**4, 10**4), [np.ones((10**4, 1))] * 3)
     with pytest.raises(InputError, match="max_bytes"):
