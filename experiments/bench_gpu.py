@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -125,7 +124,6 @@ def copy_bandwidth(cuda, nbytes: int = 2 << 30) -> float:
     a = cuda.device_array(nbytes // 8, dtype=np.float64)
     b = cuda.device_array(nbytes // 8, dtype=np.float64)
     t = _time(lambda: b.copy_to_device(a), cuda, 10)
-    del a, b
     return 2 * nbytes / t
 
 

@@ -314,6 +314,15 @@ def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
     UP, US = U * P, U * S
 
     @cuda.jit(device=True)
+    def _stage(thetas, offsets, sh_theta, off):
+        """The starts' bits into shared memory, the offsets into registers (every thread)."""
+        rho = thetas.shape[1]
+        for i in range(cuda.threadIdx.x, S * rho, cuda.blockDim.x):
+            sh_theta[i] = thetas[i // rho, i % rho]
+        for k in range(P):
+            off[k] = offsets[k]
+
+    @cuda.jit(device=True)
     def _load_tile(idx, off, tile, u, ix):
         """ix[i * P + k] = offsets[k] + idx[k, x_i] (x_i clamped to the last entry)."""
         tid = cuda.threadIdx.x
@@ -352,12 +361,9 @@ def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
         rho = thetas.shape[1]
         r_max = out.shape[1]
         u = idx.shape[1]
-        for i in range(tid, S * rho, block):
-            sh_theta[i] = thetas[i // rho, i % rho]
+        _stage(thetas, offsets, sh_theta, off)
         for i in range(tid, S * r_max, block):
             hist[i] = 0
-        for k in range(P):
-            off[k] = offsets[k]
         for s in range(S):
             mode[s] = modes[s]
             mode_off[s] = offsets[modes[s]]
@@ -419,10 +425,7 @@ def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
         block = cuda.blockDim.x
         rho = thetas.shape[1]
         u = idx.shape[1]
-        for i in range(tid, S * rho, block):
-            sh_theta[i] = thetas[i // rho, i % rho]
-        for k in range(P):
-            off[k] = offsets[k]
+        _stage(thetas, offsets, sh_theta, off)
         for s in range(S):
             acc[s] = 0
         cuda.syncthreads()
