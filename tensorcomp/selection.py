@@ -71,8 +71,12 @@ RANK_KEEP_RESOLUTION = PATH_TOL_REL
 #: factors, and unconstrained ALS has swamps a second start escapes.
 SIGNED_RANDOM_STARTS = 2
 #: the refinement's largest rank leaves at least this many observed training entries per
-#: parameter of the CP model (data_rank_bound)
-ENTRIES_PER_PARAMETER = 2
+#: parameter of the CP model (data_rank_bound). With the strong ridge among the refinement's
+#: searches (fitting.REFINE_RIDGES) ranks nearer to one entry per parameter do not blow up
+#: where nothing was observed, and small smooth tensors need them (a 52 x 7 x 24 tensor with
+#: 700 training entries: rank 5 under 1.5 entries per parameter, rank 4 under 2; rank 5
+#: validates best)
+ENTRIES_PER_PARAMETER = 1.5
 
 
 class Stop(Exception):
@@ -287,7 +291,7 @@ def data_rank_bound(obs: Observations) -> int:
     entry per parameter a least-squares fit absorbs most of the noise; the validation error
     may then still pick such a rank on one split, and the refit on all entries is not checked
     by any held-out entry."""
-    return max(1, obs.n_entries // (ENTRIES_PER_PARAMETER * max(int(sum(obs.shape)), 1)))
+    return max(1, int(obs.n_entries // (ENTRIES_PER_PARAMETER * max(int(sum(obs.shape)), 1))))
 
 
 def rank_schedule(max_rank: int) -> list:
