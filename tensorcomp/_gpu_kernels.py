@@ -79,25 +79,10 @@ else:
 
 
 @cuda.jit(device=True)
-def _block_sum_int(red, value):
-    """Sum of ``value`` over the block (every thread must call it); int64, exact."""
-    tid = cuda.threadIdx.x
-    red[tid] = value
-    cuda.syncthreads()
-    half = cuda.blockDim.x // 2
-    while half > 0:
-        if tid < half:
-            red[tid] += red[tid + half]
-        cuda.syncthreads()
-        half //= 2
-    total = red[0]
-    cuda.syncthreads()
-    return total
-
-
-@cuda.jit(device=True)
-def _block_sum_float(red, value):
-    """Sum of ``value`` over the block by a fixed tree (deterministic)."""
+def _block_sum(red, value):
+    """Sum of ``value`` over the block by a fixed tree (every thread must call it; ``red`` a
+    shared array of the value's type, one cell per thread): exact for int64, deterministic for
+    float64. Compiled once per type."""
     tid = cuda.threadIdx.x
     red[tid] = value
     cuda.syncthreads()
@@ -135,7 +120,7 @@ def gram_row(words, new, counts, unit_counts, out):
                 acc += np.int64(counts[w * 32 + b])
                 both &= both - np.uint32(1)
         w += cuda.gridDim.x * cuda.blockDim.x
-    acc = _block_sum_int(red, acc)
+    acc = _block_sum(red, acc)
     if cuda.threadIdx.x == 0 and acc != 0:
         cuda.atomic.add(out, j, acc)
 
@@ -208,10 +193,10 @@ def data_pass(words, weights, m, sums, counts, lam, n, g, partials):
             if gx < 0.0:
                 gneg += gx
         tile += cuda.gridDim.x * block
-    rss = _block_sum_float(r0, rss)
-    gphi = _block_sum_float(r1, gphi)
-    gabs = _block_sum_float(r2, gabs)
-    gneg = _block_sum_float(r3, gneg)
+    rss = _block_sum(r0, rss)
+    gphi = _block_sum(r1, gphi)
+    gabs = _block_sum(r2, gabs)
+    gneg = _block_sum(r3, gneg)
     if tid == 0:
         b = cuda.blockIdx.x
         partials[b, 0] = rss
@@ -280,8 +265,8 @@ def for_order(order: int) -> SimpleNamespace:
             if tid < n_words and base + 32 * tid < u:
                 words[row, (base >> 5) + tid] = bits[tid]
             base += cuda.gridDim.x * block
-        count = _block_sum_int(red, count)
-        total = _block_sum_int(red, total)
+        count = _block_sum(red, count)
+        total = _block_sum(red, total)
         if tid == 0:
             if count != 0:
                 cuda.atomic.add(out, 0, count)
@@ -450,7 +435,7 @@ def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
                         acc[s] += val[i]
             tile += cuda.gridDim.x * block * U
         for s in range(S):
-            total = _block_sum_int(red, acc[s])
+            total = _block_sum(red, acc[s])
             if tid == 0 and total != 0:
                 cuda.atomic.add(out, s, total)
 
