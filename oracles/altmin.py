@@ -25,7 +25,7 @@ from .base import OracleAnswer, SeparationQuery, Timer, atom_offsets
 __all__ = ["AltMinOracle", "AltMinRun", "IMPROVEMENT_RTOL", "PARALLEL_MIN_WORK", "INDEXINGS",
            "DEFAULT_RESTARTS", "MIN_RESTARTS", "BATCH_SIZE", "validated_indices", "zero_counts",
            "mode_coefficients", "multi_start", "candidate_starts", "distinct_starts",
-           "BlockDescent", "RoundsAltMin"]
+           "BlockDescent", "RoundsAltMin", "check_settings"]
 
 #: the heuristic's per-entry building blocks, for a sweep over partitioned entries (summed
 #: over partitions by ``tensorcomp.distributed``): the zero counts of an atom on the entries,
@@ -178,10 +178,8 @@ class MultiStartAltMin:
         #: (p, u) mode-major entry indices in an unsigned dtype: ``Observations.entries`` is a
         #: view of such an array, which is then used as it is (no second copy of the entries)
         self._idx = _mode_major(indices, self.shape, self._MAX_MODES)
-        for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
-                             ("min_restarts", min_restarts), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        check_settings(restarts=restarts, max_sweeps=max_sweeps, min_restarts=min_restarts,
+                       batch_size=batch_size)
         self.restarts = int(restarts)
         self.max_sweeps = int(max_sweeps)
         self.parallel = bool(parallel)
@@ -470,12 +468,37 @@ class BlockDescent:
         return flipped
 
 
+def check_settings(error: type = ValueError, **settings) -> None:
+    """Each setting (restarts, max_sweeps, ...) an integer >= 1, else ``error`` naming it."""
+    for label, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise error(f"{label} must be an integer >= 1, got {value!r}")
+
+
 class RoundsAltMin:
     """``separate`` of the heuristics whose rounds run where the data are (a cluster, a GPU):
     the direction is a handle with ``n_entries`` and ``abs_sum``; a subclass provides
     ``_check_direction(direction)``, ``_descend(direction, batch, modes, tol)`` (its rounds,
     decided by :class:`BlockDescent`) and AltMinOracle's start selection and batch loop
     (``_starting_atoms``, ``_multi_start``, ``_no_entries``)."""
+
+    def _setup(self, data, observed_bits, *, restarts: int, seed: int, max_sweeps: int,
+               min_restarts: int, batch_size: int, error: type = ValueError) -> None:
+        """The settings and state every such heuristic keeps (``check_settings``, raising
+        ``error``). ``rounds``: rounds run where the data are, summed over calls."""
+        check_settings(error, restarts=restarts, max_sweeps=max_sweeps,
+                       min_restarts=min_restarts, batch_size=batch_size)
+        self.data = data
+        self.shape = data.shape
+        self.offsets = data.offsets
+        self.rho = data.rho
+        self.restarts, self.max_sweeps = int(restarts), int(max_sweeps)
+        self.min_restarts, self.batch_size = int(min_restarts), int(batch_size)
+        self._observed_bits = np.asarray(observed_bits, dtype=np.uint8)
+        self._rng = np.random.default_rng(seed)
+        self._last_theta = None
+        self.last_run = None
+        self.rounds = 0
 
     def separate(self, query: SeparationQuery, extra_random: int = 0) -> OracleAnswer:
         timer = Timer()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tensorcomp.oracles.altmin import (BATCH_SIZE, MIN_RESTARTS, AltMinOracle, AltMinRun,
+from tensorcomp.oracles.altmin import (BATCH_SIZE, MIN_RESTARTS, AltMinOracle,
                                       BlockDescent, RoundsAltMin)
 from tensorcomp.oracles.base import OracleAnswer, SeparationQuery, Timer, rounding_error
 from tensorcomp.oracles.chain import ChainOracle
@@ -305,16 +305,9 @@ class DistributedAltMin(RoundsAltMin):
                  batch_size: int = BATCH_SIZE, lookahead: int | None = None) -> None:
         if not callable(getattr(data, "map_partitions", None)):
             raise InputError(f"data must be a DistributedData, got {describe(data)}")
-        for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
-                             ("min_restarts", min_restarts), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{label} must be an integer >= 1, got {value!r}")
-        self.data = data
-        self.shape = data.shape
-        self.offsets = data.offsets
-        self.rho = data.rho
-        self.restarts, self.max_sweeps = int(restarts), int(max_sweeps)
-        self.min_restarts, self.batch_size = int(min_restarts), int(batch_size)
+        self._setup(data, data.observed_bits, restarts=restarts, seed=seed,
+                    max_sweeps=max_sweeps, min_restarts=min_restarts, batch_size=batch_size,
+                    error=InputError)
         if lookahead is None:
             small = int(np.max(data.partition_entries)) <= LOOKAHEAD_MAX_ENTRIES
             lookahead = len(self.shape) if small else 1
@@ -323,12 +316,7 @@ class DistributedAltMin(RoundsAltMin):
             raise InputError(f"lookahead must be an integer in [1, {len(self.shape)}], got "
                              f"{lookahead!r}")
         self.lookahead = int(lookahead)
-        self._observed_bits = data.observed_bits.astype(np.uint8)
-        self._rng = np.random.default_rng(seed)
-        self._last_theta: np.ndarray | None = None
-        self.last_run: AltMinRun | None = None
         self._batches = itertools.count()
-        self.rounds = 0  # map-reduce rounds, summed over calls
 
     def _round(self, fn, *args):
         self.rounds += 1

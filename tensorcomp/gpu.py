@@ -514,24 +514,10 @@ class GpuAltMin(RoundsAltMin, AltMinOracle):
     def __init__(self, data: DeviceObservations, observed_bits, *, restarts: int = 16,
                  seed: int = 0, max_sweeps: int = 100, min_restarts: int = MIN_RESTARTS,
                  batch_size: int = BATCH_SIZE) -> None:
-        for label, value in (("restarts", restarts), ("max_sweeps", max_sweeps),
-                             ("min_restarts", min_restarts), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{label} must be an integer >= 1, got {value!r}")
-        self.data = data
-        self.shape = data.shape
-        self.offsets = data.offsets
-        self.rho = data.rho
+        self._setup(data, observed_bits, restarts=restarts, seed=seed, max_sweeps=max_sweeps,
+                    min_restarts=min_restarts, batch_size=batch_size, error=InputError)
         self.indexing = "device"
         self.parallel = True
-        self.restarts, self.max_sweeps = int(restarts), int(max_sweeps)
-        self.min_restarts, self.batch_size = int(min_restarts), int(batch_size)
-        self._observed_bits = np.asarray(observed_bits, dtype=np.uint8)
-        self._rng = np.random.default_rng(seed)
-        self._last_theta = None
-        self.last_run = None
-        #: device rounds (one launch each), summed over calls
-        self.rounds = 0
 
     @property
     def num_entries(self) -> int:
