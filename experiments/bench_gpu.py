@@ -218,6 +218,7 @@ def complete_point(spec: str, args) -> dict:
     from tensorcomp.fitting import auto_time_limit
     from tensorcomp.options import SolverOptions
     from experiments.bench_complete import make_instance as smooth_instance
+    from experiments.metrics import nmse
     shape_s, rank, noise, frac = spec.split(":")
     inst = dict(shape=tuple(int(v) for v in shape_s.split("x")), rank=int(rank),
                 noise=float(noise), frac=float(frac))
@@ -233,7 +234,7 @@ def complete_point(spec: str, args) -> dict:
                             options=SolverOptions(device=device))
         wall = time.perf_counter() - t
         pred = out[tuple(idx.T)]
-        r = {"time_s": wall, "nmse": float(np.sum((pred - values) ** 2) / np.sum(values ** 2)),
+        r = {"time_s": wall, "nmse": nmse(pred, values),
              "status": res.stats["call"]["status"], "model": res.model,
              "certificate": res.certificate.status, "lam": res.lam,
              "message": res.message, "budget_s": auto_time_limit(rec["observed"]),

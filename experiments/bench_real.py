@@ -35,6 +35,7 @@ from tensorcomp import complete
 
 from .baselines import fit_baseline, peer_seed
 from .instances import MaskedData
+from .metrics import nmse
 from .real_datasets import DATASETS, load
 
 PEERS = ["pyttb_gcp", "tensorly_nncp", "tensortools_ncp_hals", "tensortools_mcp_als",
@@ -57,13 +58,6 @@ def make_split(tensor: np.ndarray, fraction: float, seed: int):
     X[tuple(measured[observed].T)] = tensor[tuple(measured[observed].T)]
     held = measured[~observed]
     return X, held, tensor[tuple(held.T)]
-
-
-def nmse(pred, values) -> float:
-    pred = np.asarray(pred, dtype=np.float64)
-    if not np.all(np.isfinite(pred)):
-        return math.inf
-    return float(np.sum((pred - values) ** 2) / np.sum(values**2))
 
 
 def run_ours(X, idx, values, seed) -> dict:

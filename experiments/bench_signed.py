@@ -42,6 +42,7 @@ from tensorcomp import Observations, complete, fit, solve
 
 from .baselines import peer_seed
 from .instances import MaskedData, load_dataset
+from .metrics import nmse
 from .signed_peers import SIGNED_PEERS, best_rank, oracle_rank
 
 #: (id, group, spec)
@@ -119,13 +120,6 @@ def il2_split(seed):
     X[tuple(measured[held].T)] = np.nan
     idx = measured[held]
     return X, idx, tensor[tuple(idx.T)]
-
-
-def nmse(pred, values) -> float:
-    pred = np.asarray(pred, dtype=np.float64)
-    if not np.all(np.isfinite(pred)):
-        return math.inf
-    return float(np.sum((pred - values) ** 2) / np.sum(values**2))
 
 
 def masked_from_dense(X) -> MaskedData:

@@ -23,11 +23,20 @@ import numpy as np
 
 from tensorcomp.synthetic import cp_inner_factors, thetas_to_factors
 
-__all__ = ["Estimate", "evaluate", "cp_inner", "thetas_to_factors"]
+__all__ = ["Estimate", "evaluate", "cp_inner", "thetas_to_factors", "nmse"]
 
 
 # one implementation of the exact CP-form inner product, shared with the library
 cp_inner = cp_inner_factors
+
+
+def nmse(pred, values) -> float:
+    """Held-out NMSE sum (pred - values)^2 / sum values^2 at scored entries; inf when a
+    prediction is not finite."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if not np.all(np.isfinite(pred)):
+        return math.inf
+    return float(np.sum((pred - values) ** 2) / np.sum(values**2))
 
 
 @dataclass
