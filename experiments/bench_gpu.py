@@ -178,34 +178,31 @@ def kernels(order: int, n: int, args) -> dict:
         if key == "data_pass":  # the timed passes made g stale: a fresh one for the rest
             g = aset.data_pass()[1]
     # the launch shape of the multi-start kernels: entries per thread, threads per block
-    GK = data.kernels
-    if args.sweep and hasattr(GK, "ENTRIES_PER_THREAD"):
-        default = (GK.ENTRIES_PER_THREAD, data.threads)
+    if args.sweep:
+        default = dict(threads=data.threads, per_thread=data.per_thread)
         for per_thread in (1, 2, 4, 8):
             for threads in (128, 256):
-                GK.ENTRIES_PER_THREAD, data.threads = per_thread, threads
-                data._waves.clear()
+                data.set_launch_shape(threads=threads, per_thread=per_thread)
                 tag = f"[{per_thread} per thread, {threads} threads]"
                 measure(f"round all-ones {tag}",
                         lambda: data.block_coefficients(g, ones, modes), u * (p * idx_b + 8))
                 measure(f"atom values 2 {tag}", lambda: data.atom_values(g, random2),
                         u * p * idx_b)
-        GK.ENTRIES_PER_THREAD, data.threads = default
-        data._waves.clear()
-    if hasattr(data, "_waves"):  # blocks per launch, registers per thread
-        data.block_coefficients(g, ones, modes)
-        data.atom_values(g, random2)
-        data.data_pass(rows, m, aset.weights, 1.0, float(obs.n_samples))
-        out["launch"] = {}
-        for kernel, wave in data._waves.items():
-            name = getattr(kernel, "__name__", None) or kernel.py_func.__name__
-            try:
-                regs = kernel.get_regs_per_thread()
-            except Exception as exc:  # noqa: BLE001 - a report only
-                regs = f"unknown ({type(exc).__name__})"
-            out["launch"][name + f" ({len(out['launch'])})"] = {"blocks": wave,
-                                                               "registers": str(regs)}
-            log(f"launch {name}: {wave} blocks of {data.threads}, registers {regs}")
+        data.set_launch_shape(**default)
+    # blocks per launch, registers per thread
+    data.block_coefficients(g, ones, modes)
+    data.atom_values(g, random2)
+    data.data_pass(rows, m, aset.weights, 1.0, float(obs.n_samples))
+    out["launch"] = {}
+    for kernel, wave in data.waves.items():
+        name = getattr(kernel, "__name__", None) or kernel.py_func.__name__
+        try:
+            regs = kernel.get_regs_per_thread()
+        except Exception as exc:  # noqa: BLE001 - a report only
+            regs = f"unknown ({type(exc).__name__})"
+        out["launch"][name + f" ({len(out['launch'])})"] = {"blocks": wave,
+                                                           "registers": str(regs)}
+        log(f"launch {name}: {wave} blocks of {data.threads}, registers {regs}")
     return out
 
 

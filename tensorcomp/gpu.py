@@ -220,21 +220,38 @@ class DeviceObservations:
         self.pass_id = 0
         self._direction = None
         self._partials = None
-        self._waves = {}
+        #: entries each thread of a multi-start launch takes per iteration
+        self.per_thread = GK.ENTRIES_PER_THREAD
+        #: blocks per launch by kernel, learned after the kernel's first launch
+        self.waves = {}
 
     # ------------------------------------------------------------------------ launches
+    def set_launch_shape(self, *, threads: int, per_thread: int) -> None:
+        """Threads per block (a power of two, 32 to ``_gpu_kernels.MAX_THREADS``) and entries
+        per thread of the multi-start kernels, e.g. for a benchmark's sweep; the learned wave
+        sizes are forgotten."""
+        if (isinstance(threads, bool) or not isinstance(threads, int) or threads < 32
+                or threads > self.kernels.MAX_THREADS or threads & (threads - 1)
+                or isinstance(per_thread, bool) or not isinstance(per_thread, int)
+                or per_thread < 1):
+            raise InputError(f"threads must be a power of two in [32, "
+                             f"{self.kernels.MAX_THREADS}] and per_thread >= 1, got "
+                             f"{threads!r}, {per_thread!r}")
+        self.threads, self.per_thread = threads, per_thread
+        self.waves.clear()
+
     def _grid(self, items: int, per_thread: int = 1, kernel=None) -> int:
         """Blocks for a grid-stride launch over ``items``: enough for one item per thread
         (``per_thread`` items), at most one wave of the blocks that fit on the device at once
         (``kernel``'s occupancy once it is compiled, else BLOCKS_PER_SM per
         multiprocessor): every block then does the same work and none waits for a second
         wave."""
-        cap = self._waves.get(kernel, self.max_blocks) if kernel is not None else self.max_blocks
+        cap = self.waves.get(kernel, self.max_blocks) if kernel is not None else self.max_blocks
         return max(1, min(-(-items // (self.threads * per_thread)), cap))
 
     def _learn_wave(self, kernel) -> None:
         """After ``kernel``'s first launch: how many of its blocks fit on the device at once."""
-        if kernel in self._waves:
+        if kernel in self.waves:
             return
         cap = self.max_blocks
         if not _simulated(self.cuda):
@@ -243,7 +260,7 @@ class DeviceObservations:
                 cap = int(compiled.max_cooperative_grid_blocks(self.threads))
             except Exception:  # noqa: BLE001 - a launch size only: the default is correct too
                 cap = self.max_blocks
-        self._waves[kernel] = max(1, cap)
+        self.waves[kernel] = max(1, cap)
 
     def new_rows(self, capacity: int, old=None, used: int = 0):
         """A (capacity, W) uint32 row buffer with the first ``used`` rows of ``old``."""
@@ -308,7 +325,7 @@ class DeviceObservations:
     def _batch_kernels(self, starts: int):
         GK = self.kernels
         return GK.for_batch(self.order, starts, GK.shared_cells(starts * self.rho, 64),
-                            GK.shared_cells(starts * self.r_max, 32), GK.ENTRIES_PER_THREAD)
+                            GK.shared_cells(starts * self.r_max, 32), self.per_thread)
 
     def _batch_size(self) -> int:
         """Starts per multi-start launch: their bits and histograms fit the shared arrays."""
@@ -327,7 +344,7 @@ class DeviceObservations:
             part = thetas[lo:lo + chunk]
             kernel = self._batch_kernels(part.shape[0]).atom_values
             d_out = self.cuda.to_device(np.zeros(part.shape[0], dtype=np.int64))
-            grid = self._grid(self.n_entries, self.kernels.ENTRIES_PER_THREAD, kernel)
+            grid = self._grid(self.n_entries, self.per_thread, kernel)
             kernel[grid, self.threads](self.idx, self.d_offsets, self.cuda.to_device(part),
                                        bool(parity), direction.device, direction.fixed_scale,
                                        d_out)
@@ -351,7 +368,7 @@ class DeviceObservations:
             rows = live[lo:lo + chunk]
             kernel = self._batch_kernels(rows.size).block_coefficients
             d_out = self.cuda.to_device(np.zeros((rows.size, self.r_max), dtype=np.int64))
-            grid = self._grid(self.n_entries, self.kernels.ENTRIES_PER_THREAD, kernel)
+            grid = self._grid(self.n_entries, self.per_thread, kernel)
             kernel[grid, self.threads](
                 self.idx, self.d_offsets, self.cuda.to_device(thetas[rows]),
                 self.cuda.to_device(modes[rows]), direction.device, direction.fixed_scale,

@@ -189,6 +189,12 @@ def test_kernel_block_coefficients_and_values(u):
     for s in range(11):
         on = K.atom_support_numpy(thetas[s].astype(bool), obs.entries, offsets)
         assert abs(values[s] - math.fsum(c[on])) <= tol
+    # another launch shape: the same integers (fixed point: the order changes nothing)
+    data.set_launch_shape(threads=64, per_thread=1)
+    assert np.array_equal(data.block_coefficients(direction, thetas, modes), coef)
+    assert np.array_equal(data.atom_values(direction, thetas), values)
+    with pytest.raises(InputError, match="threads must be a power of two"):
+        data.set_launch_shape(threads=96, per_thread=1)
 
 
 @needs_gpu
