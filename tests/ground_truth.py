@@ -188,3 +188,20 @@ def entries_with_gaps(shape, rng, fraction) -> np.ndarray:
         cells = cells[cells[:, 0] != shape[0] - 1]
     u = max(1, int(round(fraction * len(cells))))
     return cells[np.sort(rng.choice(len(cells), u, replace=False))]
+
+
+def oracle_directions(u, rng, mixed_scales: bool = False) -> dict:
+    """Directions c of the oracle tests by kind: Gaussian, integer ties, half zeros, all
+    positive, tiny, huge and (``mixed_scales``) entries 15 orders of magnitude apart. Drawn
+    from ``rng`` in this order."""
+    out = {
+        "gaussian": rng.standard_normal(u),
+        "integer_ties": rng.integers(-2, 3, size=u).astype(float),
+        "zeros": rng.standard_normal(u) * (rng.random(u) < 0.5),
+        "positive": np.abs(rng.standard_normal(u)) + 0.1,
+        "tiny": 1e-7 * rng.standard_normal(u),
+        "huge": 1e5 * rng.standard_normal(u),
+    }
+    if mixed_scales:
+        out["mixed_scales"] = rng.standard_normal(u) * np.where(rng.random(u) < 0.3, 1e6, 1e-9)
+    return out

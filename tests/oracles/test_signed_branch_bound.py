@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from ground_truth import entries_with_gaps, signed_minimum, signed_value, signed_values
+from ground_truth import (entries_with_gaps, oracle_directions, signed_minimum, signed_value,
+                          signed_values)
 from tensorcomp.oracles import _signed_branch_bound_kernels as K
 from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.branch_bound import quantise
@@ -23,18 +24,6 @@ INF = math.inf
 
 # ---------------------------------------------------------------------------------------------
 # independent ground truth: every sign vector of every mode, no library code
-
-
-def directions(u, rng):
-    return {
-        "gaussian": rng.standard_normal(u),
-        "integer_ties": rng.integers(-2, 3, size=u).astype(float),
-        "zeros": rng.standard_normal(u) * (rng.random(u) < 0.5),
-        "positive": np.abs(rng.standard_normal(u)) + 0.1,
-        "tiny": 1e-7 * rng.standard_normal(u),
-        "huge": 1e5 * rng.standard_normal(u),
-        "mixed_scales": rng.standard_normal(u) * np.where(rng.random(u) < 0.3, 1e6, 1e-9),
-    }
 
 
 def query(c, **kw):
@@ -68,7 +57,7 @@ def instances():
         rng = np.random.default_rng(100 + i)
         for fraction in (0.4, 1.0):
             indices = entries_with_gaps(shape, rng, fraction)
-            for kind, c in directions(len(indices), rng).items():
+            for kind, c in oracle_directions(len(indices), rng, mixed_scales=True).items():
                 out.append((shape, indices, kind, c))
     return out
 

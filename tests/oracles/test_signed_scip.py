@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from ground_truth import entries_with_gaps, signed_minimum, signed_value
+from ground_truth import entries_with_gaps, oracle_directions, signed_minimum, signed_value
 from tensorcomp.oracles.base import SeparationQuery
 from tensorcomp.oracles.deadline import Deadline
 from tensorcomp.oracles.signed_branch_bound import SignedBranchBoundOracle
@@ -22,17 +22,6 @@ INF = math.inf
 
 # ---------------------------------------------------------------------------------------------
 # independent ground truth: every sign vector of every mode, no library code
-
-
-def directions(u, rng):
-    return {
-        "gaussian": rng.standard_normal(u),
-        "integer_ties": rng.integers(-2, 3, size=u).astype(float),
-        "zeros": rng.standard_normal(u) * (rng.random(u) < 0.5),
-        "positive": np.abs(rng.standard_normal(u)) + 0.1,
-        "tiny": 1e-7 * rng.standard_normal(u),
-        "huge": 1e5 * rng.standard_normal(u),
-    }
 
 
 def query(c, **kw):
@@ -85,7 +74,7 @@ def test_exact_minimum_matches_brute_force(shape):
     for fraction in (0.4, 1.0):
         indices = entries_with_gaps(shape, rng, fraction)
         with SignedScipOracle(indices, shape) as oracle:  # one model, many directions
-            for kind, c in directions(len(indices), rng).items():
+            for kind, c in oracle_directions(len(indices), rng).items():
                 true_min = signed_minimum(c, indices, shape)
                 answer = oracle.separate(query(c))
                 check_answer(oracle, c, answer)
