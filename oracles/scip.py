@@ -183,6 +183,10 @@ class ScipModelOracle:
         timer = Timer()
         model = Model()
         model.hideOutput()
+        # SCIP's own SIGINT handler, installed for each solve, would take a Ctrl-C that Python
+        # must see: a solve that ends before SCIP polls its flag loses the interrupt. With it
+        # off, Python's handler flags the running solves and the waiting thread stops SCIP.
+        model.setParam("misc/catchctrlc", False)
         self._model = model
         if self.u:  # else nothing to optimise: separate() answers without SCIP
             self._build_model()

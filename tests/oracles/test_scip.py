@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -336,6 +339,35 @@ def test_time_limit_on_hard_instance(hard_instance):
         assert answer.lower_bound >= -np.abs(c).sum() - 1e-6 or answer.lower_bound == -INF
         if hints is not None:
             assert answer.value <= value
+
+
+def test_ctrl_c_during_a_solve_reaches_python(hard_instance):
+    """SIGINT while SCIP solves goes to Python's handler, never to SCIP's own: SCIP's would
+    swallow it (a solve that ends before SCIP polls its flag loses the Ctrl-C, and the caller's
+    run goes on to its time limit). Here Python's handler sets the query's flag, which stops
+    the solve; with SCIP's handler the solve would run the whole 10 s."""
+    oracle, indices, shape, c, rng = hard_instance
+    event = threading.Event()
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        start = time.perf_counter()
+        answer = oracle.separate(solve_query(c, time_limit_s=10.0, interrupt=event))
+        elapsed = time.perf_counter() - start
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.SIGINT]
+    assert oracle.interrupted and answer.status == "userinterrupt"
+    assert elapsed < 3.0
+    check_answer_consistent(oracle, c, answer)
 
 
 def test_expired_time_limit_returns_the_hint(hard_instance):
