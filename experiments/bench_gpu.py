@@ -177,15 +177,28 @@ def kernels(order: int, n: int, args) -> dict:
         measure(key, fn, nbytes)
         if key == "data_pass":  # the timed passes made g stale: a fresh one for the rest
             g = aset.data_pass()[1]
-    # the launch shape of the multi-start kernels: entries per thread, threads per block
+    # the other kind of multi-start pass on the same data (word passes: 32-bit index loads,
+    # register masks, for modes of at most MASK_BITS indices; byte passes: the rest)
+    if data.r_max <= data.kernels.MASK_BITS:
+        data.word_passes = not data.word_passes
+        other = "word passes" if data.word_passes else "byte passes"
+        for key in ("round_all_ones_2_starts", "round_random_2_starts", "atom_values_2"):
+            measure(f"{key} [{other}]", *cases[key])
+        data.word_passes = not data.word_passes
+    # the launch shape of the multi-start kernels: words (entries, for the byte passes) per
+    # thread, threads per block
     if args.sweep:
-        default = dict(threads=data.threads, per_thread=data.per_thread)
-        for per_thread in (1, 2, 4, 8):
-            for threads in (128, 256):
-                data.set_launch_shape(threads=threads, per_thread=per_thread)
-                tag = f"[{per_thread} per thread, {threads} threads]"
+        default = dict(threads=data.threads, per_thread=data.per_thread,
+                       words_per_thread=data.words_per_thread)
+        for words in ((1, 2) if data.word_passes else (1,)):
+            for threads in (64, 128, 256):
+                data.set_launch_shape(threads=threads, per_thread=data.per_thread,
+                                      words_per_thread=words)
+                tag = f"[{words} words per thread, {threads} threads]"
                 measure(f"round all-ones {tag}",
                         lambda: data.block_coefficients(g, ones, modes), u * (p * idx_b + 8))
+                measure(f"round random {tag}",
+                        lambda: data.block_coefficients(g, random2, modes), u * p * idx_b)
                 measure(f"atom values 2 {tag}", lambda: data.atom_values(g, random2),
                         u * p * idx_b)
         data.set_launch_shape(**default)
@@ -254,21 +267,25 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", default="", help="p:n for the kernel timings (e.g. 9:1e8)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--sweep", action="store_true",
-                    help="also time the multi-start kernels at 1-8 entries per thread, "
-                         "128 and 256 threads")
+                    help="also time the multi-start kernels at 1-2 words per thread (word "
+                         "passes), 64, 128 and 256 threads")
     ap.add_argument("--complete", default="",
                     help="SHAPE:RANK:NOISE:FRACTION of a noisy complete(), GPU and CPU")
     ap.add_argument("--no-complete-cpu", dest="complete_cpu", action="store_false",
                     help="the noisy complete() on the GPU only")
+    ap.add_argument("--word-passes", action="store_true",
+                    help="solves and kernel timings with tensorcomp.gpu.WORD_PASSES on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-limit", type=float, default=600.0)
     ap.add_argument("--out", default="", help="JSON file for the records")
     args = ap.parse_args(argv)
     from tensorcomp import gpu
+    gpu.WORD_PASSES = args.word_passes
     ok, name = gpu.available()
     meta = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
             "device": name if ok else None, "cpu_cores": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__}
+            "python": platform.python_version(), "numpy": np.__version__,
+            "word_passes": args.word_passes}
     log(json.dumps(meta))
     if not ok:
         log(name)

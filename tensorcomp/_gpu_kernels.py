@@ -56,6 +56,14 @@ ATOM_TILE = 32
 #: entries each thread of a multi-start pass (heuristic round, atom values) takes per
 #: iteration: their index loads are issued together, so more bytes are in flight per thread
 ENTRIES_PER_THREAD = 4
+#: modes of at most this many indices: an atom's bits of the mode fit one 32-bit register
+#: mask, and the multi-start passes read the indices as 32-bit words (``for_words``)
+MASK_BITS = 32
+#: a round over words keeps one register sum per start and index of the widest mode when it
+#: has at most this many indices (else run-length sums into a shared histogram)
+REGISTER_BINS = 16
+#: words of every mode each thread of a word pass takes per iteration
+WORDS_PER_THREAD = 1
 # shared-array shapes must be module constants (an expression is typed, not folded)
 _BLOCK_WORDS = MAX_THREADS // 32
 _OFFSETS_SHARED = MAX_MODES + 1
@@ -434,6 +442,217 @@ def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
                     if on[i * S + s]:
                         acc[s] += val[i]
             tile += cuda.gridDim.x * block * U
+        for s in range(S):
+            total = _block_sum(red, acc[s])
+            if tid == 0 and total != 0:
+                cuda.atomic.add(out, s, total)
+
+    return SimpleNamespace(block_coefficients=block_coefficients, atom_values=atom_values)
+
+
+# ---------------------------------------------------------------------------------------------
+# the same two passes over index words, the atoms' bits as register masks
+
+
+def lane_bits(r_max: int) -> int:
+    """Bits per start in a word pass's 64-bit masks: the least of 8, 16, 32 >= r_max."""
+    return next(b for b in (8, 16, 32) if r_max <= b)
+
+
+@functools.lru_cache(maxsize=None)
+def for_words(order: int, starts: int, index_bytes: int, lane: int, bins: int,
+              hist_cells: int, per_thread: int) -> SimpleNamespace:
+    """``block_coefficients`` and ``atom_values`` (as ``for_batch``'s) for shapes whose modes
+    all have at most MASK_BITS indices, reading the entries' indices as 32-bit words.
+
+    * ``idxw`` (p, W) uint32 is the mode-major index array read as words: word w of a mode
+      holds the indices of entries w E .. w E + E - 1 (E = 4 / ``index_bytes``), the first in
+      the lowest byte(s); entries from u on are padding and never count. One load per mode
+      brings E entries.
+    * ``masks`` (ceil(S / G), p) uint64, G = 64 / ``lane`` starts per mask: bit
+      ``lane`` * (s % G) + i of masks[s // G, k] is start s's bit of index i of mode k
+      (i < lane). Shifted right by an entry's mode-k index, every start's bit lands on its
+      lane's first bit: one shift and one AND (an XOR for parity) per mode tests G starts.
+      For a round the lanes of a start's own mode are all ones (its own bit is ignored).
+      The masks live in registers: no shared-memory lookups.
+    * ``short`` (S,) uint8, for a round: 1 where start s's mode changes its index every few
+      entries; such a start keeps one register sum per index (``bins`` of them, the widest
+      mode's size; 0: none are kept and every start runs as a long one), added to the block's
+      histogram once at the end. A long-run start keeps one running sum and adds it to the
+      shared histogram when its index changes (entries are sorted: the leading modes change
+      rarely).
+
+    A thread takes ``per_thread`` words of every mode per iteration (word tile + i blockDim +
+    threadIdx), their loads issued together. Integer sums: the results are the integers of
+    ``for_batch``'s kernels, bit for bit."""
+    P, S, V = int(order), int(starts), int(per_thread)
+    E = 4 // int(index_bytes)
+    IB = 8 * int(index_bytes)
+    IM = np.uint32((1 << IB) - 1)
+    L = int(lane)
+    G = 64 // L
+    NG = -(-S // G)
+    R = int(bins)
+    HC = int(hist_cells)
+    GP, SR, VP, EG = NG * P, S * max(R, 1), V * P, E * NG
+    ONE = np.uint64(1)
+    # the first bit of every lane
+    LANE_FIRST = np.uint64(sum(1 << (L * g) for g in range(G)))
+
+    @cuda.jit(device=True)
+    def _load(idxw, tile, n_words, wv):
+        """wv[i * P + k] = idxw[k, tile + i * blockDim + threadIdx] (0 past the end)."""
+        tid = cuda.threadIdx.x
+        block = cuda.blockDim.x
+        for i in range(V):
+            w = tile + i * block + tid
+            if w < n_words:
+                for k in range(P):
+                    wv[i * P + k] = idxw[k, w]
+            else:
+                for k in range(P):
+                    wv[i * P + k] = 0
+
+    @cuda.jit(device=True)
+    def _lanes(wv, i, x0, u, msk, both, parity):
+        """both[e * NG + g]: lane first bits of the AND (``parity``: the XOR) over the modes
+        of masks[g, k] shifted by entry e's mode-k index, e < E the entries of word i (all 0
+        for padding entries, x0 + e >= u). Returns whether any lane's first bit is set."""
+        anything = np.uint64(0)
+        for e in range(E):
+            for g in range(NG):
+                both[e * NG + g] = np.uint64(0) if parity else ~np.uint64(0)
+            for k in range(P):
+                b = np.uint64((wv[i * P + k] >> np.uint32(IB * e)) & IM)
+                for g in range(NG):
+                    t = msk[g * P + k] >> b
+                    both[e * NG + g] = (both[e * NG + g] ^ t) if parity else \
+                        (both[e * NG + g] & t)
+            for g in range(NG):
+                if x0 + e >= u:
+                    both[e * NG + g] = 0
+                anything |= both[e * NG + g]
+        return anything
+
+    @cuda.jit(device=True)
+    def _values(c, x0, u, c_scale, val):
+        """val[e] = the fixed-point c of entry x0 + e (0 past the end): one sector."""
+        for e in range(E):
+            x = x0 + e
+            val[e] = np.int64(c[x] * c_scale) if x < u else np.int64(0)
+
+    @cuda.jit
+    def block_coefficients(idxw, u, masks, modes, short, c, c_scale, out):
+        """out[s, j] += the fixed-point sum of c_x over the entries x with x_k = j
+        (k = modes[s]) at which every other mode's bit of start s is set."""
+        hist = cuda.shared.array(HC, np.int64)
+        msk = cuda.local.array(GP, np.uint64)
+        mode = cuda.local.array(S, np.int32)
+        fast = cuda.local.array(S, np.uint8)
+        acc = cuda.local.array(SR, np.int64)
+        run = cuda.local.array(S, np.int64)
+        cur = cuda.local.array(S, np.int32)
+        wv = cuda.local.array(VP, np.uint32)
+        wm = cuda.local.array(S, np.uint32)
+        both = cuda.local.array(EG, np.uint64)
+        val = cuda.local.array(E, np.int64)
+        tid = cuda.threadIdx.x
+        block = cuda.blockDim.x
+        r_max = out.shape[1]
+        n_words = idxw.shape[1]
+        for i in range(tid, S * r_max, block):
+            hist[i] = 0
+        for s in range(S):
+            mode[s] = modes[s]
+            fast[s] = short[s] if R > 0 else 0
+            cur[s] = -1
+            run[s] = 0
+        for q in range(GP):
+            msk[q] = masks[q // P, q % P]
+        for q in range(SR):
+            acc[q] = 0
+        cuda.syncthreads()
+        tile = cuda.blockIdx.x * block * V
+        while tile < n_words:
+            _load(idxw, tile, n_words, wv)
+            for i in range(V):
+                for s in range(S):  # the word of the start's own mode
+                    for k in range(P):
+                        if k == mode[s]:
+                            wm[s] = wv[i * P + k]
+                x0 = (tile + i * block + tid) * E
+                if _lanes(wv, i, x0, u, msk, both, False) & LANE_FIRST == 0:
+                    continue  # no entry of the word counts for any start
+                _values(c, x0, u, c_scale, val)
+                for e in range(E):
+                    for s in range(S):
+                        if (both[e * NG + s // G] >> np.uint64(L * (s % G))) & ONE:
+                            v = val[e]
+                            j = np.int32((wm[s] >> np.uint32(IB * e)) & IM)
+                            if fast[s]:
+                                for b in range(R):
+                                    if j == b:
+                                        acc[s * R + b] += v
+                            else:
+                                if j != cur[s]:
+                                    if run[s] != 0:
+                                        cuda.atomic.add(hist, s * r_max + cur[s], run[s])
+                                    cur[s] = j
+                                    run[s] = 0
+                                run[s] += v
+            tile += cuda.gridDim.x * block * V
+        for s in range(S):
+            if run[s] != 0:
+                cuda.atomic.add(hist, s * r_max + cur[s], run[s])
+            if R > 0 and fast[s]:
+                for b in range(R):
+                    if acc[s * R + b] != 0:
+                        cuda.atomic.add(hist, s * r_max + b, acc[s * R + b])
+        cuda.syncthreads()
+        for i in range(tid, S * r_max, block):
+            if hist[i] != 0:
+                cuda.atomic.add(out, (i // r_max, i % r_max), hist[i])
+
+    @cuda.jit
+    def atom_values(idxw, u, masks, parity, c, c_scale, out):
+        """out[s] += the fixed-point sum of c over the support of atom s (``parity``: the
+        entries with an even number of clear bits, as ``support_row``)."""
+        red = cuda.shared.array(MAX_THREADS, np.int64)
+        msk = cuda.local.array(GP, np.uint64)
+        acc = cuda.local.array(S, np.int64)
+        wv = cuda.local.array(VP, np.uint32)
+        both = cuda.local.array(EG, np.uint64)
+        val = cuda.local.array(E, np.int64)
+        tid = cuda.threadIdx.x
+        block = cuda.blockDim.x
+        n_words = idxw.shape[1]
+        # a member's lane has first bit 1. Parity: that bit is the XOR of the p bits, which
+        # is p's parity for a member (an even number of clear bits): flipped for even p
+        flip = LANE_FIRST if parity and P % 2 == 0 else np.uint64(0)
+        for s in range(S):
+            acc[s] = 0
+        for q in range(GP):
+            msk[q] = masks[q // P, q % P]
+        tile = cuda.blockIdx.x * block * V
+        while tile < n_words:
+            _load(idxw, tile, n_words, wv)
+            for i in range(V):
+                x0 = (tile + i * block + tid) * E
+                _lanes(wv, i, x0, u, msk, both, parity)
+                anything = np.uint64(0)
+                for e in range(E):
+                    for g in range(NG):
+                        if x0 + e < u:  # padding entries stay 0
+                            both[e * NG + g] ^= flip
+                        anything |= both[e * NG + g]
+                if anything & LANE_FIRST == 0:
+                    continue
+                _values(c, x0, u, c_scale, val)
+                for e in range(E):
+                    for s in range(S):
+                        if (both[e * NG + s // G] >> np.uint64(L * (s % G))) & ONE:
+                            acc[s] += val[e]
+            tile += cuda.gridDim.x * block * V
         for s in range(S):
             total = _block_sum(red, acc[s])
             if tid == 0 and total != 0:

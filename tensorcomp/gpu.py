@@ -55,6 +55,14 @@ MEMORY_HEADROOM = 0.9
 THREADS = 256
 #: blocks per multiprocessor of the grid-stride kernels
 BLOCKS_PER_SM = 8
+#: whether the heuristic's rounds and the atom values use the word passes
+#: (``_gpu_kernels.for_words``: 32-bit index loads, the atoms' bits as register masks) where
+#: every mode has at most ``_gpu_kernels.MASK_BITS`` indices. Off until they are timed on a
+#: device; the tests check them against the byte passes integer for integer (simulator, GPU)
+WORD_PASSES = False
+#: a mode whose index stays the same for fewer entries than this on average, in the stored
+#: order, has short runs: a round on it sums per index in registers
+SHORT_RUN = 16
 
 
 class GpuUnavailableError(RuntimeError):
@@ -210,7 +218,26 @@ class DeviceObservations:
                 f"free of {total / 2**30:.2f} GiB (at most {MEMORY_HEADROOM:.0%} of it is "
                 f"planned for): about {int(MEMORY_HEADROOM * free / per):,} entries fit; "
                 f"use device='cpu' or tensorcomp.distributed for more")
-        self.idx = cuda.to_device(by_mode)
+        # the indices as 32-bit words (E entries each, padded with zero indices to whole
+        # words) for the word passes; ``idx`` is the same memory as (p, u) indices
+        per_word = 4 // by_mode.itemsize
+        self.n_index_words = max(1, -(-u // per_word))
+        if u == self.n_index_words * per_word:
+            padded = by_mode
+        else:
+            padded = np.zeros((self.order, self.n_index_words * per_word), dtype=by_mode.dtype)
+            padded[:, :u] = by_mode
+        self.idx_words = cuda.to_device(padded.view(np.uint32))
+        del padded
+        self.idx = self.idx_words.view(by_mode.dtype)[:, :u]
+        self.index_bytes = by_mode.itemsize
+        #: the multi-start passes read words and register masks (WORD_PASSES, and every
+        #: mode <= MASK_BITS); else bytes and shared-memory bits
+        self.word_passes = WORD_PASSES and self.r_max <= GK.MASK_BITS
+        #: by mode: whether its index changes every few entries in the stored order (a round
+        #: on it keeps register sums per index rather than run-length sums)
+        changes = np.array([np.count_nonzero(np.diff(row)) for row in by_mode], dtype=float)
+        self.short_runs = u < SHORT_RUN * (changes + 1)
         self.counts = cuda.to_device(counts)
         self.sums = cuda.to_device(sums)
         self.d_offsets = cuda.to_device(self.offsets)
@@ -220,24 +247,28 @@ class DeviceObservations:
         self.pass_id = 0
         self._direction = None
         self._partials = None
-        #: entries each thread of a multi-start launch takes per iteration
+        #: entries (words, for the word passes) each thread of a multi-start launch takes per
+        #: iteration
         self.per_thread = GK.ENTRIES_PER_THREAD
+        self.words_per_thread = GK.WORDS_PER_THREAD
         #: blocks per launch by kernel, learned after the kernel's first launch
         self.waves = {}
 
     # ------------------------------------------------------------------------ launches
-    def set_launch_shape(self, *, threads: int, per_thread: int) -> None:
-        """Threads per block (a power of two, 32 to ``_gpu_kernels.MAX_THREADS``) and entries
-        per thread of the multi-start kernels, e.g. for a benchmark's sweep; the learned wave
-        sizes are forgotten."""
+    def set_launch_shape(self, *, threads: int, per_thread: int,
+                         words_per_thread: int | None = None) -> None:
+        """Threads per block (a power of two, 32 to ``_gpu_kernels.MAX_THREADS``), entries per
+        thread of the multi-start kernels and words per thread of their word passes (None:
+        unchanged), e.g. for a benchmark's sweep; the learned wave sizes are forgotten."""
+        words = self.words_per_thread if words_per_thread is None else words_per_thread
         if (isinstance(threads, bool) or not isinstance(threads, int) or threads < 32
                 or threads > self.kernels.MAX_THREADS or threads & (threads - 1)
-                or isinstance(per_thread, bool) or not isinstance(per_thread, int)
-                or per_thread < 1):
+                or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                       for n in (per_thread, words))):
             raise InputError(f"threads must be a power of two in [32, "
-                             f"{self.kernels.MAX_THREADS}] and per_thread >= 1, got "
-                             f"{threads!r}, {per_thread!r}")
-        self.threads, self.per_thread = threads, per_thread
+                             f"{self.kernels.MAX_THREADS}], per_thread and words_per_thread "
+                             f">= 1, got {threads!r}, {per_thread!r}, {words!r}")
+        self.threads, self.per_thread, self.words_per_thread = threads, per_thread, words
         self.waves.clear()
 
     def _grid(self, items: int, per_thread: int = 1, kernel=None) -> int:
@@ -323,9 +354,60 @@ class DeviceObservations:
             raise InputError("the direction is stale: a later data pass overwrote it")
 
     def _batch_kernels(self, starts: int):
+        """The multi-start kernels for ``starts`` atoms and how many items each thread takes:
+        (kernels, items to cover, items per thread)."""
         GK = self.kernels
-        return GK.for_batch(self.order, starts, GK.shared_cells(starts * self.rho, 64),
-                            GK.shared_cells(starts * self.r_max, 32), self.per_thread)
+        if self.word_passes:
+            bins = self.r_max if self.r_max <= GK.REGISTER_BINS else 0
+            kernels = GK.for_words(self.order, starts, self.index_bytes,
+                                   GK.lane_bits(self.r_max), bins,
+                                   GK.shared_cells(starts * self.r_max, 32),
+                                   self.words_per_thread)
+            return kernels, self.n_index_words, self.words_per_thread
+        kernels = GK.for_batch(self.order, starts, GK.shared_cells(starts * self.rho, 64),
+                               GK.shared_cells(starts * self.r_max, 32), self.per_thread)
+        return kernels, self.n_entries, self.per_thread
+
+    def _masks(self, thetas: np.ndarray, modes=None) -> np.ndarray:
+        """The word passes' (ceil(S / G), p) uint64 masks (``_gpu_kernels.for_words``): bit
+        L (s % G) + i of [s // G, k] is thetas[s]'s bit of index i of mode k, L the lane
+        width, G = 64 / L; with ``modes``, the lane of mode modes[s] all ones (a round
+        ignores its start's own mode)."""
+        S = thetas.shape[0]
+        L = self.kernels.lane_bits(self.r_max)
+        G = 64 // L
+        lanes = np.zeros((S, self.order), dtype=np.uint64)
+        for k in range(self.order):
+            bits = thetas[:, self.offsets[k]:self.offsets[k + 1]].astype(np.uint64)
+            lanes[:, k] = (bits << np.arange(bits.shape[1], dtype=np.uint64)).sum(axis=1)
+        if modes is not None:
+            lanes[np.arange(S), modes] = (1 << L) - 1
+        masks = np.zeros((-(-S // G), self.order), dtype=np.uint64)
+        for s in range(S):
+            masks[s // G] |= lanes[s] << np.uint64(L * (s % G))
+        return masks
+
+    def _launch_batch(self, name: str, thetas: np.ndarray, arg, direction, d_out) -> None:
+        """One multi-start launch of kernel ``name`` ("block_coefficients" or
+        "atom_values"): ``arg`` is the modes (a round) or the parity flag (atom values)."""
+        kernels, items, per_thread = self._batch_kernels(thetas.shape[0])
+        kernel = getattr(kernels, name)
+        grid = self._grid(items, per_thread, kernel)
+        rounds = name == "block_coefficients"
+        extra = self.cuda.to_device(arg) if rounds else bool(arg)
+        if self.word_passes:
+            masks = self.cuda.to_device(self._masks(thetas, arg if rounds else None))
+            if rounds:
+                short = self.cuda.to_device(self.short_runs[arg].astype(np.uint8))
+                kernel[grid, self.threads](self.idx_words, self.n_entries, masks, extra, short,
+                                           direction.device, direction.fixed_scale, d_out)
+            else:
+                kernel[grid, self.threads](self.idx_words, self.n_entries, masks, extra,
+                                           direction.device, direction.fixed_scale, d_out)
+        else:
+            kernel[grid, self.threads](self.idx, self.d_offsets, self.cuda.to_device(thetas),
+                                       extra, direction.device, direction.fixed_scale, d_out)
+        self._learn_wave(kernel)
 
     def _batch_size(self) -> int:
         """Starts per multi-start launch: their bits and histograms fit the shared arrays."""
@@ -342,13 +424,8 @@ class DeviceObservations:
         chunk = self._batch_size()
         for lo in range(0, B, chunk):
             part = thetas[lo:lo + chunk]
-            kernel = self._batch_kernels(part.shape[0]).atom_values
             d_out = self.cuda.to_device(np.zeros(part.shape[0], dtype=np.int64))
-            grid = self._grid(self.n_entries, self.per_thread, kernel)
-            kernel[grid, self.threads](self.idx, self.d_offsets, self.cuda.to_device(part),
-                                       bool(parity), direction.device, direction.fixed_scale,
-                                       d_out)
-            self._learn_wave(kernel)
+            self._launch_batch("atom_values", part, parity, direction, d_out)
             out[lo:lo + part.shape[0]] = d_out.copy_to_host()
         return out.astype(np.float64) / direction.fixed_scale
 
@@ -366,14 +443,9 @@ class DeviceObservations:
         chunk = self._batch_size()
         for lo in range(0, live.size, chunk):
             rows = live[lo:lo + chunk]
-            kernel = self._batch_kernels(rows.size).block_coefficients
             d_out = self.cuda.to_device(np.zeros((rows.size, self.r_max), dtype=np.int64))
-            grid = self._grid(self.n_entries, self.per_thread, kernel)
-            kernel[grid, self.threads](
-                self.idx, self.d_offsets, self.cuda.to_device(thetas[rows]),
-                self.cuda.to_device(modes[rows]), direction.device, direction.fixed_scale,
-                d_out)
-            self._learn_wave(kernel)
+            self._launch_batch("block_coefficients", thetas[rows], modes[rows], direction,
+                               d_out)
             out[rows] = d_out.copy_to_host()
         return out.astype(np.float64) / direction.fixed_scale
 

@@ -73,9 +73,13 @@ def fixed_point_tolerance(c: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- instances
-def instance(u_target: int, order: int = 3, seed: int = 0, repeats: bool = True):
+def instance(u_target: int, order: int = 3, seed: int = 0, repeats: bool = True,
+             first: int | None = None):
+    """Random entries of a random shape (modes of 3 to 8 indices; ``first``: mode 0's)."""
     rng = np.random.default_rng(seed)
     shape = tuple(int(r) for r in rng.integers(3, 9, size=order))
+    if first is not None:
+        shape = (first,) + shape[1:]
     n = u_target * (2 if repeats else 1)
     idx = np.stack([rng.integers(0, r, size=n) for r in shape], axis=1)
     obs = Observations(idx, rng.normal(size=n), shape)
@@ -159,10 +163,17 @@ def test_kernel_data_pass_is_the_cpu_pass(u):
 
 
 @needs_gpu
-@pytest.mark.parametrize("u", SIZES)
-def test_kernel_block_coefficients_and_values(u):
-    obs = instance(u, order=4, seed=u + 3)
+@pytest.mark.parametrize("u, first", [(u, None) for u in SIZES]
+                         + [(SIZES[-1], 12), (SIZES[-1], 24), (SIZES[0], 40)])
+def test_kernel_block_coefficients_and_values(u, first):
+    """Word passes with modes of at most 8 indices (8 starts per 64-bit mask), 16 (4 per
+    mask, two masks per mode for 8 starts) and 32 (2 per mask, run-length sums only), and
+    byte passes (a mode of 40 indices: shared-memory bits)."""
+    obs = instance(u, order=4, seed=u + 3, first=first)
     data = gpu.DeviceObservations(obs)
+    data.word_passes = first != 40
+    if first is None:  # the leading mode's index runs long, the last one's short: both kinds
+        assert not data.short_runs[0] and data.short_runs[-1]
     offsets = atom_offsets(obs.shape)
     c = np.random.default_rng(6).normal(size=obs.n_entries)
     direction = gpu.DeviceDirection(data, data.cuda.to_device(c), data.pass_id,
@@ -189,10 +200,20 @@ def test_kernel_block_coefficients_and_values(u):
     for s in range(11):
         on = K.atom_support_numpy(thetas[s].astype(bool), obs.entries, offsets)
         assert abs(values[s] - math.fsum(c[on])) <= tol
-    # another launch shape: the same integers (fixed point: the order changes nothing)
-    data.set_launch_shape(threads=64, per_thread=1)
-    assert np.array_equal(data.block_coefficients(direction, thetas, modes), coef)
-    assert np.array_equal(data.atom_values(direction, thetas), values)
+    signed = data.atom_values(direction, thetas, parity=True)
+    for s in range(11):
+        zeros = sum(1 - thetas[s][offsets[k] + obs.entries[:, k]] for k in range(obs.order))
+        assert abs(signed[s] - math.fsum(c[zeros % 2 == 0])) <= tol
+    # other launch shapes: the same integers (fixed point: the order changes nothing)
+    for per_thread, words in ((1, 2), (3, 3)):
+        data.set_launch_shape(threads=64, per_thread=per_thread, words_per_thread=words)
+        assert np.array_equal(data.block_coefficients(direction, thetas, modes), coef)
+        assert np.array_equal(data.atom_values(direction, thetas), values)
+        assert np.array_equal(data.atom_values(direction, thetas, parity=True), signed)
+    if data.word_passes:  # the byte passes: the same integers
+        data.word_passes = False
+        assert np.array_equal(data.block_coefficients(direction, thetas, modes), coef)
+        assert np.array_equal(data.atom_values(direction, thetas, parity=True), signed)
     with pytest.raises(InputError, match="threads must be a power of two"):
         data.set_launch_shape(threads=96, per_thread=1)
 
