@@ -218,22 +218,17 @@ class DeviceObservations:
                 f"free of {total / 2**30:.2f} GiB (at most {MEMORY_HEADROOM:.0%} of it is "
                 f"planned for): about {int(MEMORY_HEADROOM * free / per):,} entries fit; "
                 f"use device='cpu' or tensorcomp.distributed for more")
-        # the indices as 32-bit words (E entries each, padded with zero indices to whole
-        # words) for the word passes; ``idx`` is the same memory as (p, u) indices
-        per_word = 4 // by_mode.itemsize
-        self.n_index_words = max(1, -(-u // per_word))
-        if u == self.n_index_words * per_word:
-            padded = by_mode
-        else:
-            padded = np.zeros((self.order, self.n_index_words * per_word), dtype=by_mode.dtype)
-            padded[:, :u] = by_mode
-        self.idx_words = cuda.to_device(padded.view(np.uint32))
-        del padded
-        self.idx = self.idx_words.view(by_mode.dtype)[:, :u]
         self.index_bytes = by_mode.itemsize
+        self.n_index_words = max(1, -(-u // (4 // self.index_bytes)))
         #: the multi-start passes read words and register masks (WORD_PASSES, and every
         #: mode <= MASK_BITS); else bytes and shared-memory bits
         self.word_passes = WORD_PASSES and self.r_max <= GK.MASK_BITS
+        self._idx_words = None
+        if self.word_passes:  # one copy, padded to whole words; ``idx`` reads it as bytes
+            self._idx_words = cuda.to_device(self._padded(by_mode).view(np.uint32))
+            self.idx = self._idx_words.view(by_mode.dtype)[:, :u]
+        else:
+            self.idx = cuda.to_device(by_mode)
         #: by mode: whether its index changes every few entries in the stored order (a round
         #: on it keeps register sums per index rather than run-length sums)
         changes = np.array([np.count_nonzero(np.diff(row)) for row in by_mode], dtype=float)
@@ -253,6 +248,24 @@ class DeviceObservations:
         self.words_per_thread = GK.WORDS_PER_THREAD
         #: blocks per launch by kernel, learned after the kernel's first launch
         self.waves = {}
+
+    def _padded(self, by_mode: np.ndarray) -> np.ndarray:
+        """(p, u) indices padded with zero indices to whole 32-bit words (no copy if none)."""
+        width = self.n_index_words * (4 // self.index_bytes)
+        if by_mode.shape[1] == width:
+            return by_mode
+        padded = np.zeros((self.order, width), dtype=by_mode.dtype)
+        padded[:, :by_mode.shape[1]] = by_mode
+        return padded
+
+    @property
+    def idx_words(self):
+        """The indices as (p, W) uint32 words, E = 4 / index bytes entries each (the word
+        passes' layout); made from ``idx`` on first use where the upload did not make it."""
+        if self._idx_words is None:
+            self._idx_words = self.cuda.to_device(
+                self._padded(self.idx.copy_to_host()).view(np.uint32))
+        return self._idx_words
 
     # ------------------------------------------------------------------------ launches
     def set_launch_shape(self, *, threads: int, per_thread: int,
