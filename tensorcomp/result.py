@@ -374,7 +374,11 @@ class CompletionResult:
         s = self.stats
         if self.model == "cp":
             kind = "signed" if self.atoms == "signed" else "nonnegative"
-            head = (f"model: {kind} CP of rank {self.n_atoms} (refinement), status "
+            members = (s.get("refinement") or {}).get("members") or []
+            what = "refinement" if len(members) < 2 else (
+                f"refinement: the average of {len(members)} CP models of ranks "
+                f"{', '.join(str(m['rank']) for m in members)}")
+            head = (f"model: {kind} CP of rank {self.n_atoms} ({what}), status "
                     f"{self.status}; objective {self.objective:.6g} on all observed samples; "
                     f"NOT covered by a certificate")
         else:

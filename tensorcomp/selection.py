@@ -302,7 +302,7 @@ def rank_schedule(max_rank: int) -> list:
 
 def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
                 deadline: Deadline, progress: Progress, seed: int = 0, convex_se: float = 0.0,
-                ridge_rel: float = RIDGE_REL):
+                ridge_rel: float = RIDGE_REL, fitted_out: dict | None = None):
     """Nonnegative CP ranks of ``rank_schedule`` started from the convex fit, fitted on (a
     subset of) the training entries; returns (best model or None, rank path). ``None`` unless
     a rank validates better than the convex fit by more than ``convex_se`` (the standard error
@@ -311,10 +311,10 @@ def rank_search(data: Split, convex_fit, convex_err: float, max_rank: int,
     not improve, then tries the best rank's untried neighbours (the schedule skips ranks above
     6). Path rows: (rank, validation_mse, train_objective, status). Every fit uses the ridge
     ``ridge_rel`` (``refine_cp``); the returned model's ``info`` holds it and its validation
-    MSE."""
+    MSE. ``fitted_out``: a dict that receives every fitted rank's model (rank -> CPModel)."""
     train = _subsample(data.train, RANK_SEARCH_MAX_ENTRIES, seed)
     cap = min(max_rank, max(convex_fit.n_atoms, 1), data_rank_bound(train))
-    fitted, path, errors = {}, [], {}
+    fitted, path, errors = {} if fitted_out is None else fitted_out, [], {}
     signed = convex_fit.atoms == "signed"
 
     def record(rank, model):

@@ -160,6 +160,70 @@ def test_refinement_ridge_is_chosen_by_validation_and_kept_in_the_refit():
     assert ref["final"]["ridge_rel"] == ref["ridge_rel"]
 
 
+def test_an_average_of_cp_models_is_one_cp_model():
+    """The average the refinement returns is one CPModel: its columns side by side, the first
+    mode's scaled by 1/k; it predicts the mean of its members' predictions."""
+    from tensorcomp.fitting import _average_of
+    rng = np.random.default_rng(0)
+    shape = (5, 4, 6)
+    members = [CPModel(shape, [rng.random((r, R)) for r in shape], {"ridge_rel": 1e-6})
+               for R in (2, 3, 1)]
+    avg = _average_of(members)
+    assert avg.rank == 6 and _average_of(members[:1]) is members[0]
+    idx = np.argwhere(np.ones(shape, bool))
+    want = np.mean([m.predict(idx) for m in members], axis=0)
+    assert np.allclose(avg.predict(idx), want, rtol=1e-13, atol=0)
+    assert all(np.all(f >= 0) for f in avg.factors)
+
+
+def noisy_bumps(seed=0, shape=(25, 20, 10), rank=4, frac=0.1, noise=0.1):
+    """Sums of Gaussian bumps per mode (smooth, nonnegative), noise, a random mask."""
+    rng = np.random.default_rng(seed)
+    fs = []
+    for r in shape:
+        t = np.linspace(0, 1, r)[:, None]
+        centre, width = rng.uniform(0, 1, (1, rank)), rng.uniform(0.1, 0.4, (1, rank))
+        fs.append(np.exp(-((t - centre) / width) ** 2))
+    truth = np.einsum("ir,jr,kr->ijk", *fs)
+    rng = np.random.default_rng(seed + 100)
+    noisy = truth + noise * truth.std() * rng.standard_normal(shape)
+    mask = rng.random(shape) < frac
+    return truth, np.where(mask, np.maximum(noisy, 0), np.nan), mask
+
+
+def test_an_averaged_refinement_is_what_complete_returns():
+    """Where an average of validated CP models validates better than the best one by more
+    than the paired standard error, it is the model: its members are the best-validating fits,
+    the result predicts exactly the returned tensor, and the summary says what it is."""
+    from tensorcomp.fitting import AVERAGE_MAX_MEMBERS, AVERAGE_MAX_SPREAD
+    truth, X, mask = noisy_bumps()
+    out, res = complete(X, return_result=True, time_limit=None, progress=False)
+    ref = res.stats["refinement"]
+    avg = ref["average"]
+    assert avg["kept"], avg  # this instance is one where the average validates better
+    k = avg["members"]
+    assert 2 <= k <= AVERAGE_MAX_MEMBERS and len(ref["members"]) <= k
+    assert res.model == "cp" and res.n_atoms == ref["rank"] == sum(
+        m["rank"] for m in ref["members"])
+    best = avg["single_validation_mse"]
+    assert ref["members"][0]["validation_mse"] == best
+    assert avg["validation_mse"] < best
+    row = next(r for r in avg["candidates"] if r[0] == k)
+    assert best - row[1] > 0 and row[2] >= 0
+    assert all(r[1] >= avg["validation_mse"] for r in avg["candidates"])
+    spread = ref["members_spread"]  # the refits' spreads: the guard kept those within it
+    assert len(ref["members"]) == 1 + sum(x <= AVERAGE_MAX_SPREAD for x in spread[1:])
+    miss = np.argwhere(~mask)
+    assert np.allclose(res.predict(miss), out[~mask], rtol=0, atol=1e-12)
+    ranks = ", ".join(str(m["rank"]) for m in ref["members"])
+    assert f"the average of {len(ref['members'])} validated CP models of ranks {ranks}" \
+        in res.message
+    assert f"the average of {len(ref['members'])} CP models of ranks {ranks}" in res.summary()
+    assert np.array_equal(out[mask], X[mask])
+    err = np.sum((out - truth)[~mask] ** 2) / np.sum(truth[~mask] ** 2)
+    assert err < 0.05
+
+
 def test_a_strong_ridge_keeps_sparse_rows_from_growing():
     """Rows seen only a few times: with the strong ridge of REFINE_RIDGES their factors stay
     near the others' scale; the numerical ridge lets them grow where nothing is observed."""
