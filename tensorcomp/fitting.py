@@ -76,23 +76,19 @@ FINAL_FIT_MIN_S = 2.0
 #: AVERAGE_KEEP_SE standard errors of the paired difference (both are scored on the same
 #: held-out entries). Each member is then refitted on all observed entries from its training
 #: fit, with its own ridge. Neighbouring ranks and the two ridges end in different local
-#: minima whose errors partly cancel: on the real tensors of experiments/bench_real.py the
-#: average lowers held-out error by 5-10 % where it is kept
+#: minima whose errors partly cancel (docs/real_data.md has the measurements)
 AVERAGE_MAX_MEMBERS = 4
 AVERAGE_KEEP_SE = 0.5
-#: an average's members are refitted on all entries (from their training fits) to this
-#: relative tolerance per sweep (the rank search's), not refine_cp's default 1e-7: the
-#: average's held-out error is the same (kinetic: 30 sweeps as good as 500; indian_pines,
-#: il2: within 0.3 %), while 4 members x 500 sweeps run out the budget on kinetic; a fixed
-#: cap of 100 sweeps cost il2 6 %
+#: an average's members are refitted on all entries (from their training fits) to the rank
+#: search's relative tolerance, not refine_cp's default: the average's error does not change
+#: with the tighter one, and k members at the default share one refit's time
 AVERAGE_REFIT_REL_TOL = 1e-5
 #: a model joins an average only if it stays as close to the convex fit away from the data as
 #: on it: the RMS difference of their predictions at AVERAGE_SPREAD_ENTRIES random entries of
 #: the tensor over that at the validation entries is at most AVERAGE_MAX_SPREAD (checked on
 #: the training fit and again on the refit on all entries; the best model itself is always
 #: kept, as without averaging). A fit whose factors grew on sparsely observed slices predicts
-#: wildly there while validating fine: on kinetic such ranks had ratios 1.3-2.5 and 4-1700x
-#: the best model's held-out error, every other fit 0.97-1.02
+#: wildly there while validating about as well as the others
 AVERAGE_MAX_SPREAD = 1.2
 AVERAGE_SPREAD_ENTRIES = 20_000
 #: the largest rank the refinement tries by default
