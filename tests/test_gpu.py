@@ -163,8 +163,8 @@ def test_kernel_data_pass_is_the_cpu_pass(u):
 
 
 @needs_gpu
-@pytest.mark.parametrize("u, first", [(u, None) for u in SIZES]
-                         + [(SIZES[-1], 12), (SIZES[-1], 24), (SIZES[0], 40)])
+@pytest.mark.parametrize("u, first", [(u, None) for u in SIZES[1 if SIMULATED else 0:]]
+                         + [(SIZES[0], 12), (SIZES[0], 24), (SIZES[0], 40)])
 def test_kernel_block_coefficients_and_values(u, first):
     """Word passes with modes of at most 8 indices (8 starts per 64-bit mask), 16 (4 per
     mask, two masks per mode for 8 starts) and 32 (2 per mask, run-length sums only), and
@@ -205,7 +205,7 @@ def test_kernel_block_coefficients_and_values(u, first):
         zeros = sum(1 - thetas[s][offsets[k] + obs.entries[:, k]] for k in range(obs.order))
         assert abs(signed[s] - math.fsum(c[zeros % 2 == 0])) <= tol
     # other launch shapes: the same integers (fixed point: the order changes nothing)
-    for per_thread, words in ((1, 2), (3, 3)):
+    for per_thread, words in ((3, 2),):
         data.set_launch_shape(threads=64, per_thread=per_thread, words_per_thread=words)
         assert np.array_equal(data.block_coefficients(direction, thetas, modes), coef)
         assert np.array_equal(data.atom_values(direction, thetas), values)
