@@ -29,7 +29,8 @@ from .observations import Observations
 from .progress import Progress, logger
 from .refine import RIDGE_REL, CPModel, refine_cp
 from .result import CompletionResult
-from .selection import LamSearch, Split, Stop, mse_se, rank_search, search_options
+from .selection import (PATH_MAX_ITER, LamSearch, Split, Stop, mse_se, rank_search,
+                        search_options)
 from .options import SolverOptions
 from .solver import (INTERRUPT_MESSAGE, check_atoms, solve, solver_options,
                      within_variance_bound)
@@ -68,6 +69,12 @@ REFINE_RIDGES = (RIDGE_REL, 1e-2)
 #: the proof of its tolerance does not come whatever the time
 FINAL_FIT_NEED_FACTOR = 3.0
 FINAL_FIT_MIN_S = 2.0
+#: without a time limit the final fit is capped by iterations instead (the clock would make
+#: the result depend on the machine): FINAL_FIT_NEED_FACTOR times its validation fit's, at
+#: least selection.PATH_MAX_ITER, when the refined model is returned; FINAL_FIT_MAX_ITER when
+#: the convex fit is the model. On noisy data the proof does not come in any time a user waits
+#: for, and a call without a limit must still return
+FINAL_FIT_MAX_ITER = 200_000
 #: averaging validated CP models: an equal-weight average of CP models is one CP model (its
 #: factor columns side by side, the first mode's scaled by 1/k), so it is returned as such. The
 #: candidates: the k = 2..AVERAGE_MAX_MEMBERS best-validating models of all the refinement's
@@ -547,21 +554,40 @@ class _Call:
         cap, why = min(caps, key=lambda c: c[0])
         return cap, f"{why}; the refined model is returned"
 
+    def _final_fit_iterations(self, warm):
+        """(iterations, why) the final convex fit may take when there is no time limit
+        (FINAL_FIT_MAX_ITER); (None, None) under a time limit."""
+        if self.deadline.limited:
+            return None, None
+        if self.model is None:
+            return FINAL_FIT_MAX_ITER, "the convex fit is the model; no time limit"
+        done = int(warm.stats.get("iterations", 0)) if warm is not None else 0
+        cap = max(PATH_MAX_ITER, int(FINAL_FIT_NEED_FACTOR * done))
+        return cap, (f"{FINAL_FIT_NEED_FACTOR:g} x its validation fit's {done} iterations; "
+                     f"the refined model is returned")
+
     def _final_fit(self) -> None:
         t = self.deadline.elapsed()
         warm = self.search.fits.get(self.lam) if self.search is not None else None
         cap, reason = self._final_fit_cap(warm)
         capped = cap is not None and cap < self.deadline.remaining()
+        max_iter, iter_reason = self._final_fit_iterations(warm)
         self.final = solve(self.obs, lam=self.lam, seed=self.seed, warm_start=warm,
-                           time_limit=self.deadline.sub(1.0, cap_s=cap), **self.solve_kwargs)
+                           time_limit=self.deadline.sub(1.0, cap_s=cap), max_iter=max_iter,
+                           **self.solve_kwargs)
         self.stats["final_fit_time_s"] = self.deadline.elapsed() - t
         self.stats["final_fit"] = {"time_s": self.stats["final_fit_time_s"],
                                    "status": self.final.status,
                                    "cap_s": cap if capped else None,
-                                   "cap": reason if capped else None}
+                                   "cap": reason if capped else iter_reason,
+                                   "max_iter": max_iter}
         if capped and self.final.status == "time_limit" and not self.deadline.expired():
             self.final_note = (f"the final convex fit (the certificate) was capped at "
                                f"{cap:.3g} s ({reason}) and did not prove its tolerance")
+        if self.final.status == "iteration_limit" and max_iter is not None:
+            self.final_note = (f"the final convex fit (the certificate) was capped at "
+                               f"{max_iter} iterations ({iter_reason}) and did not prove its "
+                               f"tolerance")
         self.bar.step("final fit", f"lam={self.lam:.4g} {self.final.status} "
                                    f"({self.stats['final_fit_time_s']:.1f}s)")
         if self.final.status == "interrupted":

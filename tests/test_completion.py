@@ -323,6 +323,28 @@ def test_fit_complete_and_cli_return_the_same_tensor(tmp_path):
     assert np.array_equal(np.load(tmp_path / "y.npy"), out)
 
 
+def test_without_a_time_limit_the_final_fit_is_capped_by_iterations(monkeypatch):
+    """time_limit=None: nothing depends on the clock, and the call still returns on noisy data
+    (where the final fit's proof does not come in any time one waits for): the final fit is
+    capped by iterations, and a cap that stopped it is said, never hidden as a proof."""
+    truth, noisy, mask = smooth_low_rank(noise=0.05)
+    X = np.where(mask, noisy, np.nan)
+    out, res = complete(X, return_result=True, time_limit=None, progress=False)
+    final = res.stats["final_fit"]
+    assert res.model == "cp" and "validation fit's" in final["cap"]
+    assert final["max_iter"] >= fitting.PATH_MAX_ITER
+    assert res.convex_fit.stats["iterations"] <= final["max_iter"]
+    # the convex fit as the model: FINAL_FIT_MAX_ITER, here made small to hit it
+    monkeypatch.setattr(fitting, "FINAL_FIT_MAX_ITER", 30)
+    _, convex = complete(X, return_result=True, time_limit=None, refine=False,
+                         progress=False)
+    assert convex.stats["final_fit"]["max_iter"] == 30
+    assert convex.status == "iteration_limit" and not convex.certified
+    assert convex.stats["iterations"] == 30
+    assert "capped at 30 iterations" in convex.message
+    assert convex.lower_bound <= convex.objective
+
+
 def test_entries_without_information_are_filled_with_a_warning():
     rng = np.random.default_rng(0)
     X = rng.random((6, 5, 4))
