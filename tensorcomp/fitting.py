@@ -187,8 +187,11 @@ def fit(observations: Observations, *, lam="auto", time_limit="auto", refine: bo
         entries (``choose_lam``).
     time_limit : float, None or "auto"
         Seconds for the whole call; "auto" (default) is ``auto_time_limit(n_entries)`` = 6 s +
-        54 s per million tensor entries, at most 60 s; None: no limit. When it runs out the
-        call returns its best model so far, with status "time_limit".
+        54 s per million tensor entries, at most 60 s; None: no limit (every stage is then
+        bounded by iterations, the final convex fit by ``FINAL_FIT_MAX_ITER`` or, when the
+        refined model is returned, 3 x its validation fit's: results do not depend on the
+        clock). When it runs out the call returns its best model so far, with status
+        "time_limit".
     refine : bool
         Also fit nonnegative CP models (ranks ``selection.rank_schedule(max_rank)``) from the
         convex solution and return the best one instead of the convex fit when it validates
