@@ -105,6 +105,17 @@ def _block_sum(red, value):
     return total
 
 
+@cuda.jit(device=True)
+def _add_histogram(hist, out, cells):
+    """After a barrier, out[i // r, i % r] += hist[i] for the block's nonzero shared cells
+    i < ``cells`` (r = out.shape[1]; every thread must call it)."""
+    cuda.syncthreads()
+    r_max = out.shape[1]
+    for i in range(cuda.threadIdx.x, cells, cuda.blockDim.x):
+        if hist[i] != 0:
+            cuda.atomic.add(out, (i // r_max, i % r_max), hist[i])
+
+
 # ---------------------------------------------------------------------------------------------
 # a new atom: its support row, its sample count and its value sum (h)
 
@@ -398,10 +409,7 @@ def for_batch(order: int, starts: int, theta_cells: int, hist_cells: int,
         for s in range(S):
             if acc[s] != 0:
                 cuda.atomic.add(hist, s * r_max + cur[s], acc[s])
-        cuda.syncthreads()
-        for i in range(tid, S * r_max, block):
-            if hist[i] != 0:
-                cuda.atomic.add(out, (i // r_max, i % r_max), hist[i])
+        _add_histogram(hist, out, S * r_max)
 
     @cuda.jit
     def atom_values(idx, offsets, thetas, parity, c, c_scale, out):
@@ -608,10 +616,7 @@ def for_words(order: int, starts: int, index_bytes: int, lane: int, bins: int,
                 for b in range(R):
                     if acc[s * R + b] != 0:
                         cuda.atomic.add(hist, s * r_max + b, acc[s * R + b])
-        cuda.syncthreads()
-        for i in range(tid, S * r_max, block):
-            if hist[i] != 0:
-                cuda.atomic.add(out, (i // r_max, i % r_max), hist[i])
+        _add_histogram(hist, out, S * r_max)
 
     @cuda.jit
     def atom_values(idxw, u, masks, parity, c, c_scale, out):
