@@ -29,8 +29,8 @@ from .observations import Observations
 from .progress import Progress, logger
 from .refine import RIDGE_REL, CPModel, refine_cp
 from .result import CompletionResult
-from .selection import (PATH_MAX_ITER, LamSearch, Split, Stop, mse_se, rank_search,
-                        search_options)
+from .selection import (PATH_MAX_ITER, LamSearch, Split, Stop, mean_se, mse_se,
+                        rank_search, search_options)
 from .options import SolverOptions
 from .solver import (INTERRUPT_MESSAGE, check_atoms, solve, solver_options,
                      within_variance_bound)
@@ -327,6 +327,12 @@ def _average_of(models) -> CPModel:
     return CPModel(models[0].shape, factors, info)
 
 
+def _member_rows(members) -> list:
+    """stats["refinement"]["members"]: each member's rank, ridge and validation MSE."""
+    return [{"rank": m.rank, "ridge_rel": m.info["ridge_rel"],
+             "validation_mse": m.info["validation_mse"]} for m in members]
+
+
 class _Call:
     """One pipeline run: its stages share ``deadline`` and record what they did."""
 
@@ -439,9 +445,7 @@ class _Call:
             "convex_validation_mse": convex_err, "time_s": self.deadline.elapsed() - t,
             "rank": None if model is None else sum(m.rank for m in members),
             "validation_mse": min([r[1] for r in rank_path], default=math.nan),
-            "members": [{"rank": m.rank, "ridge_rel": m.info["ridge_rel"],
-                         "validation_mse": m.info["validation_mse"]} for m in members],
-            "average": average}
+            "members": _member_rows(members), "average": average}
         if average is not None and average["kept"]:
             self.stats["refinement"]["validation_mse"] = average["validation_mse"]
         if model is not None:
@@ -463,16 +467,13 @@ class _Call:
         if len(pool) < 2:
             return [best], None
         w = data.counts.astype(np.float64)
-        n = float(w.sum())
         preds = [m.predict(data.entries) for m in pool[:AVERAGE_MAX_MEMBERS]]
         single = (preds[0] - data.means) ** 2
         rows, choice = [], None
         for k in range(2, len(preds) + 1):
             avg = np.mean(preds[:k], axis=0)
-            mse = mse_se(avg, data.means, data.counts)[0]
-            d = (avg - data.means) ** 2 - single
-            dm = float(w @ d / n)
-            dse = math.sqrt(float(w @ (d - dm) ** 2) / max(n - 1.0, 1.0) / n)
+            mse = mse_se(avg, data.means, w)[0]
+            dm, dse = mean_se((avg - data.means) ** 2 - single, w)  # the paired difference
             rows.append((k, mse, dse))
             if -dm > AVERAGE_KEEP_SE * dse and (choice is None or mse < choice[1]):
                 choice = (k, mse, dse)
@@ -536,9 +537,7 @@ class _Call:
         self.model, self.model_samples = _average_of(members), "all observed"
         self.stats["refinement"]["final"] = refits[0].info
         self.stats["refinement"]["rank"] = self.model.rank
-        self.stats["refinement"]["members"] = [
-            {"rank": m.rank, "ridge_rel": m.info["ridge_rel"],
-             "validation_mse": m.info["validation_mse"]} for m in self.members]
+        self.stats["refinement"]["members"] = _member_rows(self.members)
         self.bar.step("refinement", f"rank {self.model.rank} on all entries")
 
     def _final_fit_cap(self, warm):

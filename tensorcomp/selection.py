@@ -112,15 +112,20 @@ class Split:
         return mse_se(model.predict(self.entries), self.means, self.counts)
 
 
+def mean_se(x, counts) -> tuple[float, float]:
+    """Mean of the per-entry values ``x`` over the samples (entries weighted by their counts)
+    and its standard error."""
+    n = float(counts.sum())
+    mean = float(counts @ x / n)
+    var = float(counts @ (x - mean) ** 2 / max(n - 1.0, 1.0))
+    return mean, math.sqrt(var / n)
+
+
 def mse_se(pred, values, counts) -> tuple[float, float]:
     """MSE over the held-out samples (entries weighted by their counts) and its standard
     error."""
     r = pred - values
-    sq = r * r
-    n = float(counts.sum())
-    mse = float(counts @ sq / n)
-    var = float(counts @ (sq - mse) ** 2 / max(n - 1.0, 1.0))
-    return mse, math.sqrt(var / n)
+    return mean_se(r * r, counts)
 
 
 class LamSearch:
